@@ -1,0 +1,61 @@
+"""The memory's settings: one validated, immutable model shared by the TTT layer, the bank and the reader."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Policy = Literal["merge", "discard", "fifo", "uniform"]
+Modality = Literal["visual", "audio"]
+Optimizer = Literal["gd", "hf_cg"]
+
+
+class MemoryConfig(BaseModel):
+    """Everything that shapes one stream's memory.
+
+    Defaults follow the paper where it names a value (16,384 visual and 4,096 audio slots, mini-batches of
+    1,024 tokens, η_base 0.1, λ 0.1) and DESIGN §3 elsewhere. The config is frozen because a checkpoint is only
+    meaningful together with the config that produced it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dim: int = Field(384, gt=0, description="token width d, shared by every modality")
+    heads: int = Field(8, gt=0, description="TTT heads H; each has width p = dim / heads")
+    mlp_ratio: int = Field(4, gt=0, description="hidden width of each head's fast MLP, as a multiple of p")
+    visual_slots: int = Field(16384, gt=0, description="budget M of the visual bank")
+    audio_slots: int = Field(4096, gt=0, description="budget M_a of the audio bank")
+    policy: Policy = Field("merge", description="how the visual bank reduces when it would overflow")
+    audio_policy: Policy = Field("merge", description="how the audio bank reduces (the paper: merge)")
+    ttt: bool = Field(True, description="rewrite visual tokens with the TTT layer before they enter the bank")
+    optimizer: Optimizer = Field("hf_cg", description="inner optimiser of the fast weights")
+    mini_batch: int = Field(1024, gt=0, description="tokens per TTT update")
+    eta_base: float = Field(0.1, gt=0, description="base inner learning rate η_base")
+    long_span_lag: int = Field(1024, ge=0, description="lag Δ of the long-span term in tokens; 0 turns it off")
+    long_span_weight: float = Field(0.1, ge=0, description="weight λ of the long-span term")
+    cg_max_iter: int = Field(4, gt=0, description="conjugate-gradient iterations at most per update")
+    cg_tol: float = Field(
+        1e-3,
+        ge=0,
+        description="a head's CG stops once φ grows by less than this fraction in one iteration",
+    )
+    cg_stop_fraction: float = Field(
+        0.75, gt=0, le=1, description="the whole CG stops once this fraction of heads have stopped"
+    )
+    gate_init: float = Field(0.1, description="initial value of the read-out gate α (per channel)")
+    reader_visual_slots: int = Field(32, gt=0, description="visual slots B the reader keeps per prompt")
+    reader_audio_slots: int = Field(16, gt=0, description="audio slots B_a the reader keeps per prompt")
+    seed: int = Field(0, description="seed of the slow weights' initialisation")
+    device: str = Field("cpu", description="torch device of the TTT layer and the banks")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="dtype of tokens and fast weights")
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> MemoryConfig:
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
