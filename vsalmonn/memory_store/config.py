@@ -32,7 +32,9 @@ class MemoryConfig(BaseModel):
     optimizer: Optimizer = Field("hf_cg", description="inner optimiser of the fast weights")
     mini_batch: int = Field(1024, gt=0, description="tokens per TTT update")
     eta_base: float = Field(0.1, gt=0, description="base inner learning rate η_base")
-    long_span_lag: int = Field(1024, ge=0, description="lag Δ of the long-span term in tokens; 0 turns it off")
+    long_span_lag: int = Field(
+        1024, ge=0, description="lag Δ of the long-span term in tokens; 0 turns it off"
+    )
     long_span_weight: float = Field(0.1, ge=0, description="weight λ of the long-span term")
     cg_max_iter: int = Field(4, gt=0, description="conjugate-gradient iterations at most per update")
     cg_tol: float = Field(

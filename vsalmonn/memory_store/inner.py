@@ -1,0 +1,258 @@
+"""The inner loop of the TTT memory: the fast MLP, its loss gradient, the Gauss-Newton product and the two
+inner optimisers (`gd` and `hf_cg`).
+
+Everything here is a pure function of tensors with leading dimensions (B, H) — stream sample and head — so
+that all heads of all samples are one batched computation and nothing loops over heads in Python. The
+gradient and the Gauss-Newton product are written out by hand rather than taken from autograd because they
+run on every mini-batch at inference (under no_grad); written with ordinary differentiable torch operations,
+they still let autograd train the slow weights through the inner loop.
+
+Shapes: n tokens in the mini-batch, p = head width, m = hidden width of the fast MLP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LN_EPS = 1e-6
+_TINY = 1e-30
+
+
+class FastWeights(NamedTuple):
+    """The fast weights W = (W1, b1, W2, b2) of every head's two-layer MLP."""
+
+    w1: Tensor  # (B, H, p, m)
+    b1: Tensor  # (B, H, 1, m)
+    w2: Tensor  # (B, H, m, p)
+    b2: Tensor  # (B, H, 1, p)
+
+
+def fw_dot(a: FastWeights, b: FastWeights) -> Tensor:
+    """Inner product per (sample, head), accumulated in float32 so bfloat16 weights keep CG stable."""
+    total = None
+    for x, y in zip(a, b, strict=True):
+        acc = torch.promote_types(x.dtype, torch.float32)
+        part = (x.to(acc) * y.to(acc)).sum(dim=(-2, -1))  # (B, H)
+        total = part if total is None else total + part
+    assert total is not None
+    return total
+
+
+def fw_add(a: FastWeights, b: FastWeights, scale: Tensor | float = 1.0) -> FastWeights:
+    """a + scale·b, with `scale` either a number or one value per (sample, head) of shape (B, H)."""
+    if isinstance(scale, Tensor):
+        s = scale[..., None, None]  # (B, H, 1, 1)
+        return FastWeights(*(x + s.to(x.dtype) * y for x, y in zip(a, b, strict=True)))
+    return FastWeights(*(x + scale * y for x, y in zip(a, b, strict=True)))
+
+
+def fw_where(mask: Tensor, a: FastWeights, b: FastWeights) -> FastWeights:
+    """Per (sample, head): a where mask (B, H) is true, else b."""
+    m = mask[..., None, None]  # (B, H, 1, 1)
+    return FastWeights(*(torch.where(m, x, y) for x, y in zip(a, b, strict=True)))
+
+
+def fw_zeros_like(a: FastWeights) -> FastWeights:
+    return FastWeights(*(torch.zeros_like(x) for x in a))
+
+
+def layer_norm(x: Tensor, eps: float = LN_EPS) -> Tensor:
+    """LayerNorm over the last dimension without affine parameters."""
+    mu = x.mean(dim=-1, keepdim=True)
+    xc = x - mu
+    return xc * torch.rsqrt((xc * xc).mean(dim=-1, keepdim=True) + eps)
+
+
+def _affine(bias: Tensor, a: Tensor, w: Tensor) -> Tensor:
+    """bias + a @ w over (B, H) batches in one fused kernel; the (n, m)-sized passes dominate the cost."""
+    b, h = a.shape[:2]
+    out = torch.baddbmm(bias.flatten(0, 1), a.flatten(0, 1), w.flatten(0, 1))  # (B·H, n, ·)
+    return out.view(b, h, *out.shape[1:])
+
+
+def _mm_tn(a: Tensor, b: Tensor) -> Tensor:
+    """aᵀ @ b over (B, H) batches; transposing the 3-D view keeps bmm from copying `a`."""
+    bh, h = a.shape[:2]
+    out = torch.bmm(a.flatten(0, 1).transpose(1, 2), b.flatten(0, 1))  # (B·H, ·, ·)
+    return out.view(bh, h, *out.shape[1:])
+
+
+def _mm_nt(a: Tensor, b: Tensor) -> Tensor:
+    """a @ bᵀ over (B, H) batches, without copying `b`."""
+    bh, h = a.shape[:2]
+    out = torch.bmm(a.flatten(0, 1), b.flatten(0, 1).transpose(1, 2))  # (B·H, ·, ·)
+    return out.view(bh, h, *out.shape[1:])
+
+
+def _gelu_chain(grad: Tensor, z: Tensor) -> Tensor:
+    """grad ⊙ gelu'(z) in one pass (ATen's GELU backward, itself differentiable)."""
+    return torch.ops.aten.gelu_backward(grad, z)
+
+
+@dataclass
+class MLPCache:
+    """What the forward pass keeps for the backward pass and for Gauss-Newton products."""
+
+    z1: Tensor  # (B, H, n, m) pre-activation
+    act: Tensor  # (B, H, n, m) gelu(z1)
+    xhat: Tensor  # (B, H, n, p) normalised pre-LN output
+    inv_std: Tensor  # (B, H, n, 1)
+
+
+def mlp_forward(
+    u: Tensor, w: FastWeights, ln_weight: Tensor, ln_bias: Tensor, *, eps: float = LN_EPS
+) -> tuple[Tensor, MLPCache]:
+    """f(u; W) = u + LN(W2·gelu(W1·u + b1) + b2), per head; returns the output and the cache."""
+    z1 = _affine(w.b1, u, w.w1)  # (B, H, n, m)
+    act = F.gelu(z1)  # (B, H, n, m)
+    z2 = _affine(w.b2, act, w.w2)  # (B, H, n, p)
+    zc = z2 - z2.mean(dim=-1, keepdim=True)  # (B, H, n, p)
+    inv_std = torch.rsqrt((zc * zc).mean(dim=-1, keepdim=True) + eps)  # (B, H, n, 1)
+    xhat = zc * inv_std  # (B, H, n, p)
+    out = u + ln_weight * xhat + ln_bias  # (B, H, n, p)
+    return out, MLPCache(z1=z1, act=act, xhat=xhat, inv_std=inv_std)
+
+
+def backward_from_preln(u: Tensor, w: FastWeights, cache: MLPCache, g_z2: Tensor) -> FastWeights:
+    """Pull a cotangent of the pre-LN output Z2 (B, H, n, p) back to the fast weights."""
+    g_w2 = _mm_tn(cache.act, g_z2)  # (B, H, m, p)
+    g_b2 = g_z2.sum(dim=-2, keepdim=True)  # (B, H, 1, p)
+    g_z1 = _gelu_chain(_mm_nt(g_z2, w.w2), cache.z1)  # (B, H, n, m)
+    g_w1 = _mm_tn(u, g_z1)  # (B, H, p, m)
+    g_b1 = g_z1.sum(dim=-2, keepdim=True)  # (B, H, 1, m)
+    return FastWeights(g_w1, g_b1, g_w2, g_b2)
+
+
+def loss_gradient(
+    u: Tensor,
+    target: Tensor,
+    weight: Tensor,
+    w: FastWeights,
+    ln_weight: Tensor,
+    ln_bias: Tensor,
+) -> tuple[FastWeights, MLPCache]:
+    """Gradient of Σ_i weight_i · ½‖f(u_i; W) − target_i‖² with respect to W.
+
+    `weight` (B, H, n) already holds η_i / |b| and the long-span factor; the caller folds the long-span term
+    into `target`, which leaves the gradient unchanged (the two losses differ by a constant in W).
+    """
+    out, cache = mlp_forward(u, w, ln_weight, ln_bias)
+    g_y = weight[..., None] * (out - target)  # (B, H, n, p)
+    g_xhat = g_y * ln_weight  # (B, H, n, p)
+    g_z2 = cache.inv_std * (
+        g_xhat
+        - g_xhat.mean(dim=-1, keepdim=True)
+        - cache.xhat * (g_xhat * cache.xhat).mean(dim=-1, keepdim=True)
+    )  # (B, H, n, p)
+    return backward_from_preln(u, w, cache, g_z2), cache
+
+
+def gauss_newton_product(
+    u: Tensor, w: FastWeights, cache: MLPCache, weight: Tensor, v: FastWeights
+) -> FastWeights:
+    """G·v with G = Σ_i weight_i J_iᵀ J_i, J_i the Jacobian of the pre-LN output Z2_i with respect to W.
+
+    The direction is pushed forward to dZ2 and pulled back again, so G (of size |W|² per head) never exists.
+    """
+    dz1 = _gelu_chain(_affine(v.b1, u, v.w1), cache.z1)  # (B, H, n, m) (K dW1 + db1) ⊙ gelu'(Z1)
+    dz2 = _affine(_affine(v.b2, cache.act, v.w2), dz1, w.w2)  # (B, H, n, p)
+    return backward_from_preln(u, w, cache, weight[..., None] * dz2)
+
+
+@dataclass
+class CGInfo:
+    """How a conjugate-gradient solve went, for logging and tests."""
+
+    iterations: int
+    stopped_fraction: float
+    phi: Tensor  # (B, H) final φ per (sample, head)
+
+
+def conjugate_gradient(
+    gvp: Callable[[FastWeights], FastWeights],
+    g: FastWeights,
+    *,
+    max_iter: int,
+    tol: float,
+    stop_fraction: float,
+) -> tuple[FastWeights, CGInfo]:
+    """Solve G x = g for every (sample, head) at once, starting from x = 0, without damping.
+
+    A (sample, head) stops when φ = xᵀg / sqrt(xᵀGx) stops increasing (its step is then rejected, so it
+    keeps the iterate with the best φ) or grows by less than the fraction `tol` (that step is kept). φ²/2 is
+    the loss reduction the quadratic model promises for x scaled optimally, so a stalled φ means further
+    iterations buy nothing. The whole solve stops once `stop_fraction` of all heads have stopped, or after
+    `max_iter`.
+    """
+    x = fw_zeros_like(g)
+    gx = fw_zeros_like(g)  # G·x, kept incrementally for φ
+    r = g
+    p = g
+    rr = fw_dot(r, r)  # (B, H)
+    active = rr > _TINY  # (B, H)
+    phi_best = torch.zeros_like(rr)  # (B, H)
+    iterations = 0
+    for _ in range(max_iter):
+        iterations += 1
+        gp = gvp(p)
+        pgp = fw_dot(p, gp)  # (B, H)
+        usable = active & (pgp > _TINY)
+        alpha = torch.where(usable, rr / pgp.clamp_min(_TINY), torch.zeros_like(rr))  # (B, H)
+        x_new = fw_add(x, p, alpha)
+        gx_new = fw_add(gx, gp, alpha)
+        phi = fw_dot(x_new, g) / fw_dot(x_new, gx_new).clamp_min(_TINY).sqrt()  # (B, H)
+        accept = usable & (phi > phi_best)
+        x = fw_where(accept, x_new, x)
+        gx = fw_where(accept, gx_new, gx)
+        active = accept & (phi > phi_best * (1.0 + tol))
+        phi_best = torch.where(accept, phi, phi_best)
+        stopped = 1.0 - active.float().mean().item()
+        if stopped >= stop_fraction:
+            break
+        r = fw_add(r, gp, -alpha)
+        rr_new = fw_dot(r, r)  # (B, H)
+        beta = torch.where(active, rr_new / rr.clamp_min(_TINY), torch.zeros_like(rr))  # (B, H)
+        p = fw_add(r, p, beta)
+        rr = rr_new
+    stopped = 1.0 - active.float().mean().item()
+    return x, CGInfo(iterations=iterations, stopped_fraction=stopped, phi=phi_best)
+
+
+def gd_update(
+    u: Tensor, target: Tensor, weight: Tensor, w: FastWeights, ln_weight: Tensor, ln_bias: Tensor
+) -> FastWeights:
+    """One gradient step W ← W − ∇L_b; the per-token learning rates live in `weight`."""
+    grad, _ = loss_gradient(u, target, weight, w, ln_weight, ln_bias)
+    return fw_add(w, grad, -1.0)
+
+
+def hf_cg_update(
+    u: Tensor,
+    target: Tensor,
+    weight: Tensor,
+    w: FastWeights,
+    ln_weight: Tensor,
+    ln_bias: Tensor,
+    *,
+    max_iter: int,
+    tol: float,
+    stop_fraction: float,
+) -> tuple[FastWeights, CGInfo]:
+    """One Hessian-free step W ← W − Δ with G Δ = ∇L_b solved by conjugate gradient (TTT_HF).
+
+    G is the Gauss-Newton matrix of the same weighted mini-batch loss, so Δ approximates the Newton step on
+    L_b; the learning-rate gate then sets how much each token counts rather than the step length.
+    """
+    grad, cache = loss_gradient(u, target, weight, w, ln_weight, ln_bias)
+
+    def gvp(v: FastWeights) -> FastWeights:
+        return gauss_newton_product(u, w, cache, weight, v)
+
+    delta, info = conjugate_gradient(gvp, grad, max_iter=max_iter, tol=tol, stop_fraction=stop_fraction)
+    return fw_add(w, delta, -1.0), info

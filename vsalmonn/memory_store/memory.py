@@ -1,0 +1,254 @@
+"""`StreamMemory`: one stream's fixed-size memory, written token by token and read by prompt (DESIGN §3, §9).
+
+Visual tokens pass through the TTT layer in mini-batches before they enter the visual bank; until a
+mini-batch is full they wait in a pending buffer that the reader still sees, so the newest content is
+searchable at once. Audio tokens go straight to the audio bank. Everything a checkpoint needs comes out of
+`state_dict()`, and every write is validated before anything changes, so a rejected write leaves no trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .bank import Bank
+from .config import MemoryConfig, Modality
+from .inner import FastWeights
+from .reader import Candidates, Moment, read
+from .ttt import TTTConfig, TTTLayer, TTTState
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+MODALITIES: tuple[Modality, ...] = ("visual", "audio")
+ArrayLike = Tensor | np.ndarray | Sequence[float] | Sequence[Sequence[float]]
+
+
+def ttt_config(config: MemoryConfig) -> TTTConfig:
+    """The TTT layer's view of the memory settings."""
+    return TTTConfig(
+        dim=config.dim,
+        heads=config.heads,
+        mlp_ratio=config.mlp_ratio,
+        mini_batch=config.mini_batch,
+        eta_base=config.eta_base,
+        lag=config.long_span_lag,
+        lag_weight=config.long_span_weight,
+        optimizer=config.optimizer,
+        cg_max_iter=config.cg_max_iter,
+        cg_tol=config.cg_tol,
+        cg_stop_fraction=config.cg_stop_fraction,
+        gate_init=config.gate_init,
+        seed=config.seed,
+    )
+
+
+class StreamMemory:
+    """The TTT memory of one stream: a visual and an audio bank of fixed size plus the TTT layer's state."""
+
+    def __init__(self, config: MemoryConfig | None = None, *, layer: TTTLayer | None = None) -> None:
+        self.config = config or MemoryConfig()
+        cfg = self.config
+        self.device = torch.device(cfg.device)
+        self.dtype = getattr(torch, cfg.dtype)
+        self.layer = (layer or TTTLayer(ttt_config(cfg))).to(device=self.device, dtype=self.dtype)
+        self.layer.requires_grad_(False)
+        self.banks: dict[Modality, Bank] = {
+            "visual": Bank(cfg.visual_slots, cfg.dim, cfg.policy, dtype=self.dtype, device=self.device),
+            "audio": Bank(cfg.audio_slots, cfg.dim, cfg.audio_policy, dtype=self.dtype, device=self.device),
+        }
+        self.ttt_state: TTTState = self.layer.init_state(batch=1)
+        self._pending = self._empty_pending()
+        self._next_id: dict[Modality, int] = {"visual": 0, "audio": 0}
+        self._last_t0: dict[Modality, float] = {"visual": -math.inf, "audio": -math.inf}
+
+    # ----- size -----------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Slots in use in both banks; never above visual_slots + audio_slots."""
+        return sum(len(b) for b in self.banks.values())
+
+    @property
+    def pending(self) -> int:
+        """Visual tokens waiting for a full TTT mini-batch (fewer than `mini_batch`)."""
+        return int(self._pending["values"].shape[0])
+
+    @property
+    def tokens_written(self) -> dict[Modality, int]:
+        return dict(self._next_id)
+
+    # ----- writing --------------------------------------------------------------------------------------
+    def write(self, tokens: ArrayLike, t0: ArrayLike, t1: ArrayLike, modality: Modality = "visual") -> None:
+        """Add n tokens [n, dim] with their spans t0, t1 [n] (seconds of stream time, never going back).
+
+        Raises ValueError with a one-line reason, leaving the memory untouched, on a wrong dim, NaN or inf,
+        mismatched lengths, t1 < t0, or times earlier than what the modality already holds.
+        """
+        x, start, end = self._validate(tokens, t0, t1, modality)
+        n = x.shape[0]
+        if n == 0:
+            return
+        ids = torch.arange(self._next_id[modality], self._next_id[modality] + n, dtype=torch.int64)
+        self._next_id[modality] += n
+        self._last_t0[modality] = float(start[-1])
+        if modality == "visual" and self.config.ttt:
+            self._pending = {
+                "values": torch.cat([self._pending["values"], x]),
+                "t0": torch.cat([self._pending["t0"], start]),
+                "t1": torch.cat([self._pending["t1"], end]),
+                "ids": torch.cat([self._pending["ids"], ids]),
+            }
+            self._drain(full_only=True)
+        else:
+            self._store(modality, x, start, end, ids)
+
+    def flush(self) -> None:
+        """Run the TTT update on a partial mini-batch now (end of a stream); a no-op when nothing waits."""
+        self._drain(full_only=False)
+
+    def _drain(self, *, full_only: bool) -> None:
+        mb = self.config.mini_batch
+        while self.pending >= mb or (not full_only and self.pending > 0):
+            take = min(mb, self.pending)
+            chunk = {k: v[:take] for k, v in self._pending.items()}
+            self._pending = {k: v[take:] for k, v in self._pending.items()}
+            with torch.no_grad():
+                y, self.ttt_state = self.layer.step(chunk["values"][None], self.ttt_state)  # (1, take, d)
+            self._store("visual", y[0], chunk["t0"], chunk["t1"], chunk["ids"])
+
+    def _store(self, modality: Modality, x: Tensor, t0: Tensor, t1: Tensor, ids: Tensor) -> None:
+        with torch.no_grad():
+            keys = self.layer.key_view(x)  # (n, d)
+        self.banks[modality].append(x, keys, t0, t1, ids)
+
+    def _empty_pending(self) -> dict[str, Tensor]:
+        d = self.config.dim
+        return {
+            "values": torch.empty(0, d, dtype=self.dtype, device=self.device),
+            "t0": torch.empty(0, dtype=torch.float64, device=self.device),
+            "t1": torch.empty(0, dtype=torch.float64, device=self.device),
+            "ids": torch.empty(0, dtype=torch.int64, device=self.device),
+        }
+
+    def _validate(
+        self, tokens: ArrayLike, t0: ArrayLike, t1: ArrayLike, modality: str
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
+        x = _as_tensor(tokens, "tokens", torch.float32)
+        if x.ndim != 2 or x.shape[1] != self.config.dim:
+            raise ValueError(f"tokens must have shape [n, {self.config.dim}], got {list(x.shape)}")
+        start = _as_tensor(t0, "t0", torch.float64).reshape(-1)
+        end = _as_tensor(t1, "t1", torch.float64).reshape(-1)
+        n = x.shape[0]
+        if start.shape[0] != n or end.shape[0] != n:
+            raise ValueError(f"got {n} tokens but {start.shape[0]} t0 and {end.shape[0]} t1 values")
+        if not torch.isfinite(x).all():
+            raise ValueError("tokens contain NaN or inf")
+        if not (torch.isfinite(start).all() and torch.isfinite(end).all()):
+            raise ValueError("t0 or t1 contains NaN or inf")
+        if n and bool((end < start).any()):
+            i = int(torch.nonzero(end < start)[0])
+            raise ValueError(f"t1 < t0 at token {i}: [{start[i].item()}, {end[i].item()}]")
+        if n > 1 and bool((start[1:] < start[:-1]).any()):
+            i = int(torch.nonzero(start[1:] < start[:-1])[0]) + 1
+            raise ValueError(f"time goes backwards inside the write at token {i}")
+        last = self._last_t0[modality]  # type: ignore[index]
+        if n and start[0].item() < last:
+            raise ValueError(
+                f"time goes backwards: t0 {start[0].item()} is before the last {modality} t0 {last}"
+            )
+        return x.to(self.device, self.dtype), start.to(self.device), end.to(self.device)
+
+    # ----- reading --------------------------------------------------------------------------------------
+    def read(self, prompt_vectors: ArrayLike, k: int = 5, modality: Modality | None = None) -> list[Moment]:
+        """The k best moments for a prompt [q, dim] (or [dim]), best first; one modality if given."""
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if modality is not None and modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
+        prompt = _as_tensor(prompt_vectors, "prompt_vectors", torch.float32)
+        if prompt.ndim == 1:
+            prompt = prompt[None]
+        if prompt.ndim != 2 or prompt.shape[1] != self.config.dim or prompt.shape[0] == 0:
+            raise ValueError(
+                f"prompt_vectors must have shape [q, {self.config.dim}], got {list(prompt.shape)}"
+            )
+        if not torch.isfinite(prompt).all():
+            raise ValueError("prompt_vectors contain NaN or inf")
+        with torch.no_grad():
+            query = self.layer.query_view(prompt.to(self.device, self.dtype))  # (q, d)
+            candidates = [self._candidates(m) for m in MODALITIES if modality in (None, m)]
+        budgets = {"visual": self.config.reader_visual_slots, "audio": self.config.reader_audio_slots}
+        return read(query, candidates, k=k, budgets=budgets)  # type: ignore[arg-type]
+
+    def _candidates(self, modality: Modality) -> Candidates:
+        bank = self.banks[modality]
+        if modality != "visual" or self.pending == 0:
+            return Candidates(modality, bank.keys, bank.t0, bank.t1, bank.id0, bank.id1)
+        pend = self._pending
+        return Candidates(
+            modality,
+            torch.cat([bank.keys, self.layer.key_view(pend["values"])]),
+            torch.cat([bank.t0, pend["t0"]]),
+            torch.cat([bank.t1, pend["t1"]]),
+            torch.cat([bank.id0, pend["ids"]]),
+            torch.cat([bank.id1, pend["ids"]]),
+        )
+
+    # ----- checkpoint state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this stream exactly: banks, slow and fast weights, carry-over,
+        pending tokens and counters (the memory uses no random numbers after construction)."""
+        st = self.ttt_state
+        return {
+            "version": STATE_VERSION,
+            "config": self.config.model_dump(),
+            "slow": {k: v.detach().clone() for k, v in self.layer.state_dict().items()},
+            "fast": {k: v.detach().clone() for k, v in st.fast._asdict().items()},
+            "carry": st.carry.detach().clone(),
+            "seen": st.seen,
+            "pending": {k: v.clone() for k, v in self._pending.items()},
+            "banks": {m: b.state_dict() for m, b in self.banks.items()},
+            "next_id": dict(self._next_id),
+            "last_t0": dict(self._last_t0),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state from `state_dict()`; refuses one made under a different configuration."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"memory state version {state.get('version')!r} is not {STATE_VERSION}")
+        ignore = {"device", "dtype"}
+        ours = self.config.model_dump(exclude=ignore)
+        theirs = {k: v for k, v in state["config"].items() if k not in ignore}
+        if ours != theirs:
+            diff = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+            raise ValueError(f"memory state was made with a different configuration ({', '.join(diff)})")
+        dev, dt = self.device, self.dtype
+        self.layer.load_state_dict(state["slow"])
+        fast = FastWeights(**{k: v.to(dev, dt) for k, v in state["fast"].items()})
+        self.ttt_state = TTTState(fast=fast, carry=state["carry"].to(dev, dt), seen=int(state["seen"]))
+        pend = state["pending"]
+        self._pending = {k: v.to(dev, dt if k == "values" else v.dtype) for k, v in pend.items()}
+        for m, bank in self.banks.items():
+            bank.load_state_dict(state["banks"][m])
+        self._next_id = {m: int(state["next_id"][m]) for m in MODALITIES}  # type: ignore[misc]
+        self._last_t0 = {m: float(state["last_t0"][m]) for m in MODALITIES}  # type: ignore[misc]
+
+
+def _as_tensor(value: ArrayLike, name: str, dtype: torch.dtype) -> Tensor:
+    try:
+        t = value.detach() if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} is not numeric: {exc}") from None
+    if t.dtype == torch.bool or t.is_complex():
+        raise ValueError(f"{name} must be real numbers, got {t.dtype}")
+    try:
+        return t.to(dtype)
+    except (TypeError, RuntimeError) as exc:
+        raise ValueError(f"{name} is not numeric: {exc}") from None

@@ -1,0 +1,244 @@
+"""The TTT layer: a multi-head TTT-MLP whose fast weights learn the stream at test time (DESIGN §3).
+
+The slow weights θ (views, learning-rate gate, LayerNorms, read-out map and gate, initial fast weights) are
+ordinary parameters; the fast weights and the long-span carry-over live in a `TTTState` that the caller
+threads through, so one layer serves many streams and a checkpoint only needs the state.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .inner import (
+    LN_EPS,
+    CGInfo,
+    FastWeights,
+    gd_update,
+    hf_cg_update,
+    layer_norm,
+    mlp_forward,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TTTConfig:
+    dim: int = 384
+    heads: int = 8
+    mlp_ratio: int = 4
+    mini_batch: int = 1024
+    eta_base: float = 0.1
+    lag: int = 1024  # Δ of the long-span term, in tokens; 0 turns the term off
+    lag_weight: float = 0.1  # λ
+    optimizer: Literal["gd", "hf_cg"] = "hf_cg"
+    cg_max_iter: int = 4
+    cg_tol: float = 1e-3
+    cg_stop_fraction: float = 0.75
+    gate_init: float = 0.1
+    seed: int = 0
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    @property
+    def hidden(self) -> int:
+        return self.head_dim * self.mlp_ratio
+
+
+@dataclass
+class TTTState:
+    """What a stream's TTT layer carries from one mini-batch to the next."""
+
+    fast: FastWeights
+    carry: Tensor  # (B, H, lag, p) targets v' of the last `lag` tokens, oldest first
+    seen: int = 0  # tokens processed so far; decides where the long-span mask ends
+    last_cg: CGInfo | None = field(default=None, compare=False)
+
+    def detach(self) -> TTTState:
+        """Cut the graph here: truncated backpropagation across chunks when training θ."""
+        return TTTState(FastWeights(*(t.detach() for t in self.fast)), self.carry.detach(), self.seen)
+
+
+@dataclass
+class InnerProblem:
+    """One mini-batch's self-supervised task, as the inner optimiser sees it."""
+
+    keys: Tensor  # (B, H, n, p)
+    queries: Tensor  # (B, H, n, p)
+    target: Tensor  # (B, H, n, p) v' = LN(v - k) + k
+    lag_target: Tensor  # (B, H, n, p) v' of the token Δ positions earlier (zeros where none)
+    lag_mask: Tensor  # (n,) 1 where a token Δ earlier exists
+    eta: Tensor  # (B, H, n) per-token learning rates η_i
+    carry: Tensor  # (B, H, lag, p) carry-over after this mini-batch
+    lag_weight: float
+
+    @property
+    def weight(self) -> Tensor:
+        """Per-token weight of the combined least-squares loss: η_i / |b| · (1 + λ·mask_i)."""
+        n = self.keys.shape[-2]
+        return self.eta / n * (1.0 + self.lag_weight * self.lag_mask)  # (B, H, n)
+
+    @property
+    def combined_target(self) -> Tensor:
+        """The single target whose loss has the same gradient and Gauss-Newton matrix as both terms."""
+        lam = (self.lag_weight * self.lag_mask)[:, None]  # (n, 1)
+        return (self.target + lam * self.lag_target) / (1.0 + lam)  # (B, H, n, p)
+
+    def loss(self, fast: FastWeights, ln_weight: Tensor, ln_bias: Tensor) -> Tensor:
+        """The mini-batch loss L_b(W) with both terms written out, per (sample, head): (B, H)."""
+        out, _ = mlp_forward(self.keys, fast, ln_weight, ln_bias)  # (B, H, n, p)
+        recon = 0.5 * ((out - self.target) ** 2).sum(-1)  # (B, H, n)
+        span = 0.5 * ((out - self.lag_target) ** 2).sum(-1) * self.lag_mask  # (B, H, n)
+        n = self.keys.shape[-2]
+        return (self.eta / n * (recon + self.lag_weight * span)).sum(-1)  # (B, H)
+
+
+class TTTLayer(nn.Module):
+    """Multi-head TTT-MLP with an identity-like initialisation.
+
+    Untrained, the views are identities and the read-out enters through a small gate, scaled so that its
+    contribution has the norm of a unit token: rewriting can then shift a token by about tanh(α) of its length,
+    which keeps retrieval by cosine close to what the raw tokens give.
+    """
+
+    def __init__(self, config: TTTConfig) -> None:
+        super().__init__()
+        if config.dim % config.heads:
+            raise ValueError(f"dim {config.dim} is not divisible by heads {config.heads}")
+        self.config = config
+        d, h, p, m = config.dim, config.heads, config.head_dim, config.hidden
+        gen = torch.Generator().manual_seed(config.seed)
+        eye = torch.eye(d)
+        self.qkv = nn.Parameter(torch.cat([eye, eye, eye], dim=0))  # (3d, d): θ_Q, θ_K, θ_V stacked
+        self.lr_weight = nn.Parameter(torch.zeros(h, d))  # (H, d) η gate
+        self.lr_bias = nn.Parameter(torch.zeros(h))  # (H,)
+        # keys are unit vectors per head, so W1 ~ N(0, 1) and W2 ~ N(0, 1/m) give pre-LN outputs of order one;
+        # a much smaller start would put the inner LayerNorm at a huge gain and make every step overshoot.
+        self.w1_init = nn.Parameter(torch.randn(h, p, m, generator=gen))  # (H, p, m)
+        self.b1_init = nn.Parameter(torch.zeros(h, 1, m))  # (H, 1, m)
+        self.w2_init = nn.Parameter(torch.randn(h, m, p, generator=gen) / math.sqrt(m))  # (H, m, p)
+        self.b2_init = nn.Parameter(torch.zeros(h, 1, p))  # (H, 1, p)
+        self.ln_weight = nn.Parameter(torch.ones(h, 1, p))  # (H, 1, p) LN inside f
+        self.ln_bias = nn.Parameter(torch.zeros(h, 1, p))  # (H, 1, p)
+        self.out_norm = nn.LayerNorm(d, eps=LN_EPS)
+        self.out_proj = nn.Parameter(eye / math.sqrt(d))  # (d, d) θ_O
+        self.gate = nn.Parameter(torch.full((d,), float(config.gate_init)))  # (d,) α
+
+    # ----- views -------------------------------------------------------------------------------------
+    @property
+    def query_proj(self) -> Tensor:
+        return self.qkv[: self.config.dim]  # (d, d)
+
+    @property
+    def key_proj(self) -> Tensor:
+        return self.qkv[self.config.dim : 2 * self.config.dim]  # (d, d)
+
+    def key_view(self, x: Tensor) -> Tensor:
+        """θ_K x over the full width: what the reader compares prompts with."""
+        return x @ self.key_proj.t()  # (..., d)
+
+    def query_view(self, x: Tensor) -> Tensor:
+        """θ_Q x over the full width: the reader's view of a prompt."""
+        return x @ self.query_proj.t()  # (..., d)
+
+    def _split_heads(self, x: Tensor) -> Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.config.heads, self.config.head_dim).transpose(1, 2)  # (B, H, n, p)
+
+    # ----- state -------------------------------------------------------------------------------------
+    def init_state(self, batch: int = 1) -> TTTState:
+        """Fresh fast weights (copies of the learned initial ones) and an empty carry-over."""
+        cfg = self.config
+
+        def rep(t: Tensor) -> Tensor:
+            return t.unsqueeze(0).expand(batch, *t.shape).clone()  # (B, H, ...)
+
+        fast = FastWeights(rep(self.w1_init), rep(self.b1_init), rep(self.w2_init), rep(self.b2_init))
+        carry = self.qkv.new_zeros(batch, cfg.heads, cfg.lag, cfg.head_dim)  # (B, H, lag, p)
+        return TTTState(fast=fast, carry=carry, seen=0)
+
+    # ----- one mini-batch ----------------------------------------------------------------------------
+    def inner_problem(self, x: Tensor, state: TTTState) -> InnerProblem:
+        """Views, targets and learning rates of a mini-batch x (B, n, d)."""
+        cfg = self.config
+        b, n, d = x.shape
+        qkv = x @ self.qkv.t()  # (B, n, 3d)
+        q, k, v = (self._split_heads(t) for t in qkv.split(d, dim=-1))  # (B, H, n, p) each
+        k = F.normalize(k, dim=-1).contiguous()  # (B, H, n, p) contiguous so the inner bmm views are free
+        q = F.normalize(q, dim=-1).contiguous()  # (B, H, n, p)
+        target = layer_norm(v - k) + k  # (B, H, n, p)
+        gate = x @ self.lr_weight.t() + self.lr_bias  # (B, n, H)
+        eta = (cfg.eta_base / cfg.head_dim) * torch.sigmoid(gate).transpose(1, 2)  # (B, H, n)
+        if cfg.lag > 0:
+            history = torch.cat([state.carry, target], dim=2)  # (B, H, lag + n, p)
+            lag_target = history[:, :, :n]  # (B, H, n, p) token i ↔ stream position seen + i - lag
+            carry = history[:, :, -cfg.lag :]  # (B, H, lag, p)
+            position = state.seen + torch.arange(n, device=x.device)  # (n,)
+            lag_mask = (position >= cfg.lag).to(x.dtype)  # (n,)
+        else:
+            lag_target = torch.zeros_like(target)
+            carry = state.carry
+            lag_mask = x.new_zeros(n)
+        return InnerProblem(
+            keys=k,
+            queries=q,
+            target=target,
+            lag_target=lag_target,
+            lag_mask=lag_mask,
+            eta=eta,
+            carry=carry,
+            lag_weight=cfg.lag_weight if cfg.lag > 0 else 0.0,
+        )
+
+    def update(self, problem: InnerProblem, fast: FastWeights) -> tuple[FastWeights, CGInfo | None]:
+        """The fast weights after one step of the configured inner optimiser on `problem`."""
+        cfg = self.config
+        target, weight = problem.combined_target, problem.weight
+        if cfg.optimizer == "gd":
+            return gd_update(problem.keys, target, weight, fast, self.ln_weight, self.ln_bias), None
+        return hf_cg_update(
+            problem.keys,
+            target,
+            weight,
+            fast,
+            self.ln_weight,
+            self.ln_bias,
+            max_iter=cfg.cg_max_iter,
+            tol=cfg.cg_tol,
+            stop_fraction=cfg.cg_stop_fraction,
+        )
+
+    def read_out(self, x: Tensor, queries: Tensor, fast: FastWeights) -> Tensor:
+        """x̃ = x + tanh(α) ⊙ θ_O·LN(f(q; W)): the mini-batch rewritten with the updated weights."""
+        b, n, d = x.shape
+        z, _ = mlp_forward(queries, fast, self.ln_weight, self.ln_bias)  # (B, H, n, p)
+        z = z.transpose(1, 2).reshape(b, n, d)  # (B, n, d)
+        o = self.out_norm(z) @ self.out_proj.t()  # (B, n, d)
+        return x + torch.tanh(self.gate) * o  # (B, n, d)
+
+    def step(self, x: Tensor, state: TTTState) -> tuple[Tensor, TTTState]:
+        """Update on one mini-batch x (B, n, d), then rewrite it with the post-update weights."""
+        problem = self.inner_problem(x, state)
+        fast, info = self.update(problem, state.fast)
+        y = self.read_out(x, problem.queries, fast)  # (B, n, d)
+        return y, TTTState(fast=fast, carry=problem.carry, seen=state.seen + x.shape[1], last_cg=info)
+
+    def forward(self, x: Tensor, state: TTTState) -> tuple[Tensor, TTTState]:
+        """Process x (B, n, d) as consecutive mini-batches of `mini_batch` tokens (the last may be short)."""
+        mb = self.config.mini_batch
+        outputs = []
+        for start in range(0, x.shape[1], mb):
+            y, state = self.step(x[:, start : start + mb], state)
+            outputs.append(y)
+        if not outputs:
+            return x, state
+        return torch.cat(outputs, dim=1), state  # (B, n, d)
