@@ -12,7 +12,6 @@ from vsalmonn.memory_store.inner import (
     fw_dot,
     gauss_newton_product,
     gd_update,
-    hf_cg_update,
     loss_gradient,
     mlp_forward,
 )
@@ -155,7 +154,7 @@ def test_phi_stop_rule_keeps_the_best_iterate_and_the_stop_fraction_ends_early()
 
     # the first step always counts as growth (φ rises from 0); with a huge tolerance every head stops at
     # the second, which it still keeps when φ grew, and the solve ends there
-    x1, info1 = conjugate_gradient(gvp, grad, max_iter=8, tol=1e9, stop_fraction=0.75)
+    _, info1 = conjugate_gradient(gvp, grad, max_iter=8, tol=1e9, stop_fraction=0.75)
     assert info1.iterations == 2 and info1.stopped_fraction == 1.0
     # φ of the returned iterate is the best seen, and more iterations never lower it
     x8, info8 = conjugate_gradient(gvp, grad, max_iter=8, tol=0.0, stop_fraction=1.0)

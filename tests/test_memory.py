@@ -148,7 +148,7 @@ def test_state_round_trip_continues_bit_for_bit(optimizer: str) -> None:
 
 def test_load_refuses_a_state_of_another_configuration() -> None:
     state = StreamMemory(small_config()).state_dict()
-    with pytest.raises(ValueError, match="different configuration.*visual_slots"):
+    with pytest.raises(ValueError, match=r"different configuration.*visual_slots"):
         StreamMemory(small_config(visual_slots=128)).load_state_dict(state)
 
 

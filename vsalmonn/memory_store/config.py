@@ -14,9 +14,9 @@ Optimizer = Literal["gd", "hf_cg"]
 class MemoryConfig(BaseModel):
     """Everything that shapes one stream's memory.
 
-    Defaults follow the paper where it names a value (16,384 visual and 4,096 audio slots, mini-batches of
-    1,024 tokens, η_base 0.1, λ 0.1) and DESIGN §3 elsewhere. The config is frozen because a checkpoint is only
-    meaningful together with the config that produced it.
+    Defaults follow the paper where it names a value (16,384 visual and 4,096 audio slots, mini-batches
+    of 1,024 tokens, η_base 0.1, λ 0.1) and DESIGN §3 elsewhere. The config is frozen because a checkpoint
+    is only meaningful together with the config that produced it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

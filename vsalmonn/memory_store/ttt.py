@@ -106,8 +106,8 @@ class TTTLayer(nn.Module):
     """Multi-head TTT-MLP with an identity-like initialisation.
 
     Untrained, the views are identities and the read-out enters through a small gate, scaled so that its
-    contribution has the norm of a unit token: rewriting can then shift a token by about tanh(α) of its length,
-    which keeps retrieval by cosine close to what the raw tokens give.
+    contribution has the norm of a unit token: rewriting can then shift a token by about tanh(α) of its
+    length, which keeps retrieval by cosine close to what the raw tokens give.
     """
 
     def __init__(self, config: TTTConfig) -> None:
@@ -170,7 +170,7 @@ class TTTLayer(nn.Module):
     def inner_problem(self, x: Tensor, state: TTTState) -> InnerProblem:
         """Views, targets and learning rates of a mini-batch x (B, n, d)."""
         cfg = self.config
-        b, n, d = x.shape
+        n, d = x.shape[1:]
         qkv = x @ self.qkv.t()  # (B, n, 3d)
         q, k, v = (self._split_heads(t) for t in qkv.split(d, dim=-1))  # (B, H, n, p) each
         k = F.normalize(k, dim=-1).contiguous()  # (B, H, n, p) contiguous so the inner bmm views are free
