@@ -48,6 +48,13 @@ class MemoryConfig(BaseModel):
     gate_init: float = Field(0.1, description="initial value of the read-out gate α (per channel)")
     reader_visual_slots: int = Field(32, gt=0, description="visual slots B the reader keeps per prompt")
     reader_audio_slots: int = Field(16, gt=0, description="audio slots B_a the reader keeps per prompt")
+    reader_join_ratio: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="adjacent selected slots form one moment unless the weaker scores below this share "
+        "of the stronger",
+    )
     seed: int = Field(0, description="seed of the slow weights' initialisation")
     device: str = Field("cpu", description="torch device of the TTT layer and the banks")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="dtype of tokens and fast weights")

@@ -1,0 +1,41 @@
+# Set-up and everyday commands. Every target builds the local virtual environment (.venv) first; it is
+# rebuilt only when pyproject.toml changes (the stamp file records the last install).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# torch is pinned and installed on its own first: left to the resolver, a range pulls the multi-GB CUDA build.
+TORCH := torch==2.13.0
+
+.PHONY: demo test test-all lint format bench clean
+
+demo: $(STAMP)
+	$(BIN)/vsalmonn demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# The slow tests too (pytest's addopts deselect them by default).
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m ''
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP)
+	$(BIN)/vsalmonn bench ttt
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info

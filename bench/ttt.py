@@ -1,0 +1,188 @@
+"""``vsalmonn bench ttt``: the cost of the memory's write and read paths at the paper's sizes.
+
+Measured side by side in one run, so that ratios survive a noisy machine:
+
+- tokens/s of one TTT update + read-out with ``gd`` and with ``hf_cg`` (cg_max_iter 4), dim 384, 8 heads,
+  mini-batches of 1,024 tokens; the two optimisers alternate mini-batch by mini-batch;
+- ms to append 1,024 tokens to a full 16,384-slot bank, reduction included, for each policy;
+- ms per prompt of the reader over 16,384 visual slots.
+
+Inputs are random unit vectors; for ``hf_cg`` they are a hard case (CG rarely stops early), so its figure is
+a floor. Targets (issue 2, a 2-core CPU): hf_cg ≥ 10,000 tokens/s, gd ≥ 2x hf_cg, bank ≤ 20 ms, reader
+≤ 10 ms.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from vsalmonn.cli import format_table
+from vsalmonn.memory_store.bank import Bank
+from vsalmonn.memory_store.reader import Candidates, read
+from vsalmonn.memory_store.ttt import TTTConfig, TTTLayer
+
+from ._harness import environment, median, render_environment, render_targets, target, time_calls
+
+DIM, HEADS, MINI_BATCH, CG_MAX_ITER = 384, 8, 1024, 4
+SLOTS, INCOMING = 16_384, 1_024
+OPTIMIZERS = ("gd", "hf_cg")
+POLICIES = ("merge", "discard", "fifo", "uniform")
+READ_K, READ_BUDGETS = 5, {"visual": 32, "audio": 16}
+
+TARGET_HF_CG_TOKENS_PER_S = 10_000.0
+TARGET_GD_OVER_HF_CG = 2.0
+TARGET_BANK_MS = 20.0
+TARGET_READER_MS = 10.0
+
+
+def _repeats(quick: bool) -> dict[str, int]:
+    """(warm-up, timed) counts; --quick trades precision for a run of a few seconds."""
+    if quick:
+        return {"ttt_warmup": 1, "ttt_timed": 3, "bank_timed": 5, "reader_timed": 10}
+    return {"ttt_warmup": 3, "ttt_timed": 30, "bank_timed": 50, "reader_timed": 200}
+
+
+def run(quick: bool) -> dict[str, Any]:
+    reps = _repeats(quick)
+    started = time.perf_counter()
+    gen = torch.Generator().manual_seed(0)
+    ttt = _ttt_throughput(reps["ttt_warmup"], reps["ttt_timed"], gen)
+    bank_ms = {policy: _bank_append_ms(policy, reps["bank_timed"], gen) for policy in POLICIES}
+    reader_ms = _reader_ms(reps["reader_timed"], gen)
+    hf_cg, gd = ttt["hf_cg"]["tokens_per_s"], ttt["gd"]["tokens_per_s"]
+    targets = [
+        target("hf_cg tokens/s", hf_cg, TARGET_HF_CG_TOKENS_PER_S, "tokens/s", at_least=True),
+        target("gd / hf_cg", gd / hf_cg, TARGET_GD_OVER_HF_CG, "x", at_least=True),
+        *(target(f"bank {p} ms", ms, TARGET_BANK_MS, "ms", at_least=False) for p, ms in bank_ms.items()),
+        target("reader ms/prompt", reader_ms, TARGET_READER_MS, "ms", at_least=False),
+    ]
+    return {
+        "benchmark": "ttt",
+        "quick": quick,
+        "environment": environment(),
+        "sizes": {
+            "dim": DIM,
+            "heads": HEADS,
+            "mini_batch": MINI_BATCH,
+            "cg_max_iter": CG_MAX_ITER,
+            "slots": SLOTS,
+            "incoming": INCOMING,
+        },
+        "repeats": reps,
+        "ttt": ttt,
+        "bank_append_ms": bank_ms,
+        "reader_ms_per_prompt": reader_ms,
+        "targets": targets,
+        "all_pass": all(t["pass"] for t in targets),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _unit(n: int, gen: torch.Generator) -> torch.Tensor:
+    return torch.nn.functional.normalize(torch.randn(n, DIM, generator=gen), dim=1)
+
+
+def _ttt_throughput(warmup: int, timed: int, gen: torch.Generator) -> dict[str, dict[str, float]]:
+    """Median time of one mini-batch per optimiser; the optimisers alternate so both see the same load."""
+    layers = {
+        opt: TTTLayer(
+            TTTConfig(dim=DIM, heads=HEADS, mini_batch=MINI_BATCH, optimizer=opt, cg_max_iter=CG_MAX_ITER)
+        )
+        for opt in OPTIMIZERS
+    }
+    states = {opt: layer.init_state(batch=1) for opt, layer in layers.items()}
+    times: dict[str, list[float]] = {opt: [] for opt in OPTIMIZERS}
+    cg_iterations: list[int] = []
+    with torch.no_grad():
+        for step in range(warmup + timed):
+            x = _unit(MINI_BATCH, gen)[None]  # (1, n, d)
+            for opt in OPTIMIZERS:
+                started = time.perf_counter()
+                _, states[opt] = layers[opt](x, states[opt])
+                elapsed = time.perf_counter() - started
+                if step >= warmup:
+                    times[opt].append(elapsed)
+                    if states[opt].last_cg is not None:
+                        cg_iterations.append(states[opt].last_cg.iterations)
+    result = {
+        opt: {"tokens_per_s": MINI_BATCH / median(t), "ms_per_mini_batch": 1e3 * median(t)}
+        for opt, t in times.items()
+    }
+    result["hf_cg"]["cg_iterations_mean"] = sum(cg_iterations) / max(len(cg_iterations), 1)
+    return result
+
+
+def _batches(gen: torch.Generator, first_id: int) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Endless batches of INCOMING new tokens (values, keys, t0, t1, ids): 1 FPS, 8 tokens a frame."""
+    next_id = first_id
+    while True:
+        values = _unit(INCOMING, gen)
+        ids = torch.arange(next_id, next_id + INCOMING, dtype=torch.int64)
+        t0 = (ids // 8).to(torch.float64)
+        yield values, values, t0, t0 + 1.0, ids
+        next_id += INCOMING
+
+
+def _bank_append_ms(policy: str, timed: int, gen: torch.Generator) -> float:
+    """Median ms to append INCOMING tokens to a bank holding SLOTS slots, so that every append reduces."""
+    bank = Bank(SLOTS, DIM, policy)  # type: ignore[arg-type]
+    values = _unit(SLOTS, gen)
+    ids = torch.arange(SLOTS, dtype=torch.int64)
+    t0 = (ids // 8).to(torch.float64)
+    bank.append(values, values, t0, t0 + 1.0, ids)
+    # Generate every batch before timing: random numbers are not the bank's cost.
+    batches = _batches(gen, first_id=SLOTS)
+    pending = iter([next(batches) for _ in range(timed + 1)])
+    times = time_calls(lambda: bank.append(*next(pending)), repeats=timed, warmup=1)
+    return 1e3 * median(times)
+
+
+def _reader_ms(timed: int, gen: torch.Generator) -> float:
+    """Median ms of one single-vector prompt over SLOTS visual slots."""
+    keys = _unit(SLOTS, gen)
+    ids = torch.arange(SLOTS, dtype=torch.int64)
+    t0 = (ids // 8).to(torch.float64)
+    candidates = [Candidates(modality="visual", keys=keys, t0=t0, t1=t0 + 1.0, id0=ids, id1=ids)]
+    prompts = iter(_unit(timed + 2, gen)[:, None, :])  # one (1, d) prompt per call
+    times = time_calls(
+        lambda: read(next(prompts), candidates, k=READ_K, budgets=READ_BUDGETS), repeats=timed, warmup=2
+    )
+    return 1e3 * median(times)
+
+
+def render(result: dict[str, Any]) -> str:
+    sizes, ttt = result["sizes"], result["ttt"]
+    rows = [
+        [
+            f"TTT update, {opt}",
+            f"{ttt[opt]['tokens_per_s']:,.0f}",
+            "tokens/s",
+            f"{ttt[opt]['ms_per_mini_batch']:.1f}",
+        ]
+        for opt in OPTIMIZERS
+    ]
+    rows += [
+        [f"bank append + reduce, {policy}", f"{ms:.2f}", "ms", ""]
+        for policy, ms in result["bank_append_ms"].items()
+    ]
+    rows.append(["reader, one prompt", f"{result['reader_ms_per_prompt']:.2f}", "ms", ""])
+    return "\n".join(
+        [
+            f"bench ttt{' (quick)' if result['quick'] else ''}: dim {sizes['dim']}, {sizes['heads']} heads, "
+            f"mini-batch {sizes['mini_batch']:,}, cg_max_iter {sizes['cg_max_iter']}, "
+            f"bank {sizes['slots']:,} slots + {sizes['incoming']:,} incoming",
+            render_environment(result["environment"]),
+            "",
+            format_table(["measure", "median", "unit", "ms/mini-batch"], rows),
+            f"hf_cg used {ttt['hf_cg']['cg_iterations_mean']:.1f} CG iterations per mini-batch on average",
+            "",
+            render_targets(result["targets"]),
+            "",
+            f"{'all targets met' if result['all_pass'] else 'some targets missed'}; "
+            f"ran in {result['seconds']:.0f} s",
+        ]
+    )

@@ -1,0 +1,163 @@
+"""The command line as a user runs it: separate processes, exit statuses and what reaches stdout/stderr."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from vsalmonn.cli import UsageError, available_benchmarks, build_parser, format_table, load_benchmark, main
+from vsalmonn.memory_store import MemoryConfig
+from vsalmonn.settings import DATA_ENV
+from vsalmonn.smoke import DEMO_BUDGETS, demo_config
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> Outcome:
+    """Run main(ARGS) here: a second faster than a subprocess, which pays for importing torch again."""
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse's own exits (--help, usage errors)
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return Outcome(code, out, err)
+
+
+def vsalmonn(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m vsalmonn ARGS`` in ``cwd`` with no VSALMONN_DATA inherited from the caller."""
+    env = {k: v for k, v in os.environ.items() if k != DATA_ENV}
+    return subprocess.run(
+        [sys.executable, "-m", "vsalmonn", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def assert_one_line_error(result: Outcome | subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_help(tmp_path: Path) -> None:
+    result = vsalmonn("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for word in ("demo", "bench", "--data", "--config"):
+        assert word in result.stdout
+
+
+@pytest.mark.parametrize("command", ["demo", "bench"])
+def test_every_command_takes_the_common_options(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    result = in_process(capsys, command, "--help")
+    assert result.returncode == 0
+    for option in ("--data", "--config", "--verbose"):
+        assert option in result.stdout
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "vsalmonn"
+    if not script.exists():
+        pytest.skip("no console script beside this interpreter (not an installed environment)")
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0
+    assert result.stdout.startswith("vsalmonn ")
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert_one_line_error(in_process(capsys), "required")
+
+
+def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert_one_line_error(in_process(capsys, "nosuch"), "invalid choice")
+
+
+def test_unknown_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert_one_line_error(in_process(capsys, "demo", "--fast"), "unrecognized arguments: --fast")
+
+
+def test_unknown_benchmark_lists_the_available_ones(tmp_path: Path) -> None:
+    assert_one_line_error(vsalmonn("bench", "nosuch", cwd=tmp_path), "unknown benchmark 'nosuch'", "ttt")
+
+
+def test_missing_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    result = in_process(capsys, "--config", str(tmp_path / "absent.toml"), "bench", "ttt")
+    assert_one_line_error(result, "config file not found")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("[memory\n", "invalid TOML"), ("[memory]\nslots = 3\n", "memory.slots: unknown key")],
+)
+def test_bad_config_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, expected: str
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(text, encoding="utf-8")
+    assert_one_line_error(in_process(capsys, "demo", "--config", str(config)), expected)
+
+
+def test_benchmarks_need_a_source_checkout(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="need a source checkout"):
+        load_benchmark("ttt", bench_dir=tmp_path)
+
+
+def test_bench_ttt_is_available() -> None:
+    assert "ttt" in available_benchmarks()
+    module = load_benchmark("ttt")
+    assert callable(module.run) and callable(module.render)
+
+
+def test_format_table_aligns_columns() -> None:
+    table = format_table(["name", "n"], [["a", "1"], ["long name", "1,000"]])
+    assert table.splitlines() == [
+        "name           n",
+        "---------  -----",
+        "a              1",
+        "long name  1,000",
+    ]
+
+
+def test_demo_finds_every_planted_vector_at_rank_1(tmp_path: Path) -> None:
+    result = vsalmonn("demo", cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "writing:" in result.stderr  # progress goes to stderr, results to stdout
+    rows = re.findall(r"^((?:visual|audio)-\d)\s.*\s(\S+)$", result.stdout, flags=re.MULTILINE)
+    assert len(rows) == 4, result.stdout
+    assert all(rank == "1" for _, rank in rows), result.stdout
+    assert "4 of 4 planted vectors found at rank 1" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "argv", [["--data", "d", "--config", "c.toml", "demo"], ["demo", "--data", "d", "--config", "c.toml"]]
+)
+def test_common_options_go_before_or_after_the_command(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    assert (args.data, args.config, args.command) == (Path("d"), Path("c.toml"), "demo")
+
+
+def test_demo_budgets_yield_to_explicit_settings() -> None:
+    assert demo_config(MemoryConfig()).visual_slots == DEMO_BUDGETS["visual_slots"]
+    config = demo_config(MemoryConfig(visual_slots=8192, optimizer="gd"))
+    assert config.visual_slots == 8192  # set explicitly: the demo keeps it
+    assert config.audio_slots == DEMO_BUDGETS["audio_slots"]
+    assert config.optimizer == "gd"

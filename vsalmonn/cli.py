@@ -1,0 +1,304 @@
+"""The ``vsalmonn`` command line (also ``python -m vsalmonn``); DESIGN §9 fixes its interface.
+
+Only commands that work are registered: ``demo`` and ``bench``. The others of DESIGN §9 (ingest, daemon,
+search, ask, status) arrive with the components they need.
+
+Results go to stdout, progress and logging to stderr. Bad usage or input exits with status 2 and one line on
+stderr, never a traceback: scripts branch on the status and people read the line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import IO, NoReturn
+
+from vsalmonn import __version__
+from vsalmonn.settings import DATA_ENV, DEFAULT_DATA_DIR, Settings, SettingsError, load_settings
+from vsalmonn.smoke import DEMO_BUDGETS, TOP_K, SmokeResult, demo_config, run_smoke
+
+log = logging.getLogger(__name__)
+
+PROG = "vsalmonn"
+BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
+BENCH_PACKAGE = "vsalmonn_bench"
+"""Name under which bench/ is imported: never plain ``bench``, which could shadow a user's own module."""
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+class UsageError(Exception):
+    """Bad usage or input found after parsing; main() prints it as one line and exits with status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (argparse prints the usage block first by default)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options every command takes, before or after the command's name.
+
+    Their default is SUPPRESS so that a subcommand's parser does not overwrite a value given before the
+    command's name; main() supplies the real defaults.
+    """
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data",
+        metavar="DIR",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help=f"data directory (default: ${DATA_ENV}, else ./{DEFAULT_DATA_DIR})",
+    )
+    common.add_argument(
+        "--config", metavar="FILE", type=Path, default=argparse.SUPPRESS, help="settings file (TOML)"
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="log more to stderr (-v: info, -vv: debug)",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = _Parser(
+        prog=PROG,
+        parents=[common],
+        description="A video agent framework with a streaming test-time-training memory.",
+        epilog="Settings precedence: command-line flag > environment > --config file > default.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    demo = commands.add_parser(
+        "demo",
+        parents=[common],
+        help="memory smoke run: stream synthetic tokens with planted vectors, then find them",
+        description=(
+            "Stream ~42 min of synthetic 1 FPS tokens with planted vectors through the TTT memory, then read "
+            "the memory with each planted vector and show where its time ranks."
+        ),
+    )
+    demo.set_defaults(handler=_cmd_demo)
+
+    bench = commands.add_parser(
+        "bench",
+        parents=[common],
+        help="run a benchmark of bench/ (needs a source checkout)",
+        description="Run bench/NAME.py and print its table, or one JSON object with --json.",
+    )
+    names = available_benchmarks()
+    bench.add_argument("name", metavar="NAME", help=f"one of: {', '.join(names) or 'none here'}")
+    bench.add_argument("--quick", action="store_true", help="fewer repetitions")
+    bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    bench.set_defaults(handler=_cmd_bench)
+    return parser
+
+
+# ------------------------------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(getattr(args, "verbose", 0))
+    handler: Command = args.handler
+    try:
+        settings = load_settings(config=getattr(args, "config", None), data_dir=getattr(args, "data", None))
+        return handler(args, settings)
+    except (SettingsError, UsageError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------------- demo
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    config = demo_config(settings.memory)
+    demo_budgets = sorted(set(DEMO_BUDGETS) - settings.memory.model_fields_set)
+    progress = ProgressLine("writing", unit="tokens")
+    result = run_smoke(config, progress=progress.update)
+    progress.close()
+    print(_render_smoke(result, demo_budgets))
+    return 0
+
+
+def _render_smoke(result: SmokeResult, demo_budgets: Sequence[str]) -> str:
+    """The smoke run as text: what was streamed into which memory, then one row per planted vector.
+
+    ``demo_budgets`` names the bank budgets that are the demo's own rather than the settings'.
+    """
+    cfg = result.config
+    ttt = "off"
+    if cfg.ttt:
+        ttt = f"on (hf_cg, cg_max_iter {cfg.cg_max_iter})" if cfg.optimizer == "hf_cg" else "on (gd)"
+    tokens = result.visual_tokens + result.audio_tokens
+    lines = [
+        f"memory smoke run: {result.visual_tokens:,} visual + {result.audio_tokens:,} audio synthetic "
+        f"tokens, {result.stream_seconds / 60:.0f} min of stream at 1 FPS",
+        f"memory: policy {cfg.policy}, TTT {ttt}, visual bank {cfg.visual_slots:,} slots, "
+        f"audio bank {cfg.audio_slots:,} slots",
+    ]
+    if demo_budgets:
+        names = " and ".join(f"memory.{name}" for name in demo_budgets)
+        lines.append(
+            f"  ({names}: the demo's own, below the defaults of 16,384/4,096 so that this stream overflows "
+            "the banks and they reduce; set in --config to change)"
+        )
+    lines += [
+        f"wrote in {result.write_seconds:.1f} s ({tokens / result.write_seconds:,.0f} tokens/s); "
+        f"{result.slots_used:,} slots in use",
+        "",
+        f"reading the memory with each planted vector as the prompt (top {TOP_K} moments):",
+    ]
+    rows = []
+    for probe in result.probes:
+        best = probe.moments[0] if probe.moments else None
+        rows.append(
+            [
+                probe.plant.label,
+                f"{probe.plant.t0:.0f}",
+                f"[{best.t0:.0f}, {best.t1:.0f}]" if best else "-",
+                f"{best.score:.3f}" if best else "-",
+                best.modality if best else "-",
+                str(probe.rank) if probe.rank is not None else f"not in top {TOP_K}",
+            ]
+        )
+    headers = ["planted", "at (s)", "best moment (s)", "score", "modality", "rank of planted token"]
+    lines.append(format_table(headers, rows))
+    found = sum(p.rank == 1 for p in result.probes)
+    lines.append(f"\n{found} of {len(result.probes)} planted vectors found at rank 1")
+    return "\n".join(lines)
+
+
+class ProgressLine:
+    """A one-line progress display on stderr.
+
+    On a terminal it redraws one line; elsewhere (CI logs, pipes) it prints a line per quarter so that logs
+    stay short. The project needs no progress-bar dependency for this.
+    """
+
+    def __init__(self, label: str, unit: str, stream: IO[str] | None = None) -> None:
+        self.label, self.unit = label, unit
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty()
+        self.started = time.perf_counter()
+        self.quarter = -1
+
+    def update(self, done: int, total: int) -> None:
+        elapsed = time.perf_counter() - self.started
+        text = f"{self.label}: {done:,}/{total:,} {self.unit} ({100 * done / total:3.0f}%) {elapsed:.1f} s"
+        if self.tty:
+            self.stream.write("\r" + text)
+        elif (quarter := 4 * done // total) > self.quarter:
+            self.quarter = quarter
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# ------------------------------------------------------------------------------------------------ bench
+
+
+def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    module = load_benchmark(args.name)
+    result = module.run(quick=args.quick)
+    print(json.dumps(result) if args.json else module.render(result))
+    return 0
+
+
+def available_benchmarks(bench_dir: Path = BENCH_DIR) -> list[str]:
+    """Names of bench/*.py except helpers (a leading underscore); empty outside a source checkout."""
+    return sorted(p.stem for p in bench_dir.glob("*.py") if not p.name.startswith("_"))
+
+
+def load_benchmark(name: str, bench_dir: Path = BENCH_DIR) -> ModuleType:
+    """Import bench/NAME.py as ``vsalmonn_bench.NAME``; UsageError when absent or not a benchmark.
+
+    bench/ lives beside the package in a source checkout and is not installed: an installed wheel has none.
+    """
+    if not (bench_dir / "__init__.py").is_file():
+        raise UsageError(f"benchmarks need a source checkout; no bench/ folder at {bench_dir}")
+    names = available_benchmarks(bench_dir)
+    if name not in names:
+        raise UsageError(f"unknown benchmark {name!r}; available: {', '.join(names) or 'none'}")
+    _import_bench_package(bench_dir)
+    module = importlib.import_module(f"{BENCH_PACKAGE}.{name}")
+    if not (callable(getattr(module, "run", None)) and callable(getattr(module, "render", None))):
+        raise UsageError(f"bench/{name}.py defines no run(quick) and render(result)")
+    return module
+
+
+def _import_bench_package(bench_dir: Path) -> None:
+    """Register bench/ as package ``vsalmonn_bench``: its scripts then share helpers by relative import."""
+    if BENCH_PACKAGE in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(
+        BENCH_PACKAGE, bench_dir / "__init__.py", submodule_search_locations=[str(bench_dir)]
+    )
+    assert spec is not None and spec.loader is not None
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[BENCH_PACKAGE] = package
+    spec.loader.exec_module(package)
+
+
+# ------------------------------------------------------------------------------------------------- text
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table; columns whose cells are all numbers are right-aligned so that digits line up."""
+    columns = list(zip(headers, *rows, strict=True))
+    widths = [max(len(cell) for cell in column) for column in columns]
+    numeric = [_numeric_column(column[1:]) for column in columns]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = (
+            c.rjust(w) if right else c.ljust(w) for c, w, right in zip(cells, widths, numeric, strict=True)
+        )
+        return "  ".join(padded).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def _numeric_column(cells: Sequence[str]) -> bool:
+    """True when the column holds numbers, blanks ("" or "-") aside, and at least one number."""
+    filled = [c for c in cells if c not in ("", "-")]
+    return bool(filled) and all(_is_number(c) for c in filled)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.replace(",", ""))
+    except ValueError:
+        return False
+    return True

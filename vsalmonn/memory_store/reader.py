@@ -1,0 +1,148 @@
+"""The prompt-dependent reader (DESIGN §3, "Prompt-dependent reader").
+
+A pure function of a prompt and what the banks offer: it neither holds state nor changes a bank, so the
+memory can hand it a snapshot of each bank's keys and go on writing. It returns moments, time spans with
+the ids of the slots behind them, because the agent has to cite evidence by timestamp rather than receive
+anonymous vectors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor
+
+from vsalmonn.memory_store.bank import lowest_k_mask
+from vsalmonn.memory_store.config import Modality
+
+logger = logging.getLogger(__name__)
+
+
+class Moment(BaseModel):
+    """A stretch of the stream that answers a prompt, with the slots that are its evidence.
+
+    ``slot_ids`` are the slots' stable ids (their ``id0``), so text facts attached to a slot can be found
+    again; ``token_ids`` is the first and last written token the moment covers.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    t0: float
+    t1: float
+    score: float
+    modality: Modality
+    slot_ids: list[int]
+    token_ids: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """What one modality offers the reader: its slots' keys and spans, in time order.
+
+    ``keys`` is (S, d) and unnormalised; ``t0``, ``t1``, ``id0``, ``id1`` are (S,).
+    """
+
+    modality: Modality
+    keys: Tensor
+    t0: Tensor
+    t1: Tensor
+    id0: Tensor
+    id1: Tensor
+
+
+def score(prompt: Tensor, keys: Tensor) -> Tensor:
+    """Mean cosine of each key (S, d) with the prompt rows (q, d); returns (S,) float32.
+
+    The mean of cosines over prompt rows equals the cosine numerator against the mean of the unit prompt
+    rows, so the keys are read twice (one matrix-vector product, one norm) whatever the prompt's length,
+    and never normalised into a copy.
+    """
+    compute = keys.dtype if keys.dtype in (torch.float32, torch.float64) else torch.float32
+    unit = torch.nn.functional.normalize(prompt.to(device=keys.device, dtype=compute), dim=1)  # (q, d)
+    direction = unit.mean(0)  # (d,)
+    keys = keys.to(compute)
+    dots = keys @ direction  # (S,)
+    norms = torch.linalg.vector_norm(keys, dim=1).clamp_min(1e-12)  # (S,)
+    return torch.nan_to_num(dots / norms, nan=0.0).float()  # (S,)
+
+
+def read(
+    prompt: Tensor,
+    candidates: Sequence[Candidates],
+    *,
+    k: int,
+    budgets: Mapping[Modality, int],
+    join_ratio: float = 0.5,
+) -> list[Moment]:
+    """The at most ``k`` best moments for ``prompt`` (q, d), best first (ties: earlier ``t0`` first).
+
+    Each modality keeps its own ``budgets[modality]`` best slots before anything is compared across
+    modalities: audio and visual scores are not calibrated against each other, and a fixed budget per
+    modality keeps one from crowding the other out. Selected slots that are adjacent in their bank (no
+    unselected slot between them) become one moment scored by its best slot, unless the weaker of two
+    neighbours scores below ``join_ratio`` times the stronger: a strong hit beside slots that only filled the
+    budget would otherwise cite a span far wider than its evidence. Ties in slot scores keep the
+    earlier slot; moments tied in score and ``t0`` keep the order of ``candidates``. A 1-D prompt is one row.
+    """
+    if prompt.dim() == 1:
+        prompt = prompt.unsqueeze(0)
+    if prompt.dim() != 2 or prompt.shape[0] == 0:
+        raise ValueError(f"prompt must be (q, d) with q >= 1, got shape {tuple(prompt.shape)}")
+    if k <= 0:
+        return []
+    moments: list[Moment] = []
+    for cand in candidates:
+        size = cand.keys.shape[0]
+        if size == 0:
+            continue
+        if cand.keys.dim() != 2 or cand.keys.shape[1] != prompt.shape[1]:
+            raise ValueError(
+                f"{cand.modality} keys have shape {tuple(cand.keys.shape)}, prompt width is {prompt.shape[1]}"
+            )
+        if cand.modality not in budgets:
+            raise KeyError(f"no reader budget for modality {cand.modality!r}")
+        scores = score(prompt, cand.keys)
+        moments.extend(_moments(cand, scores, int(budgets[cand.modality]), join_ratio))
+    moments.sort(key=lambda m: (-m.score, m.t0))
+    logger.debug("reader: %d moments from %d modalities, returning %d", len(moments), len(candidates), k)
+    return moments[:k]
+
+
+def _moments(cand: Candidates, scores: Tensor, budget: int, join_ratio: float) -> list[Moment]:
+    """Top-``budget`` slots of one modality, grouped into runs of adjacent slots of similar score."""
+    chosen = torch.nonzero(lowest_k_mask(-scores, budget)).squeeze(1)  # (B,) increasing slot positions
+    if chosen.numel() == 0:
+        return []
+    # Only the B chosen slots leave the bank's device; everything below is small.
+    t0 = cand.t0[chosen].to("cpu", torch.float64)  # (B,)
+    t1 = cand.t1[chosen].to("cpu", torch.float64)  # (B,)
+    best = scores[chosen].to("cpu", torch.float64)  # (B,)
+    slot_ids = cand.id0[chosen].tolist()
+    last_ids = cand.id1[chosen].tolist()
+    chosen = chosen.cpu()
+    starts = torch.ones_like(chosen, dtype=torch.bool)  # (B,) does a new run begin here?
+    hi = torch.maximum(best[1:], best[:-1])  # (B-1,)
+    lo = torch.minimum(best[1:], best[:-1])  # (B-1,)
+    weak_link = (hi > 0) & (lo < join_ratio * hi)  # (B-1,)
+    starts[1:] = (chosen[1:] != chosen[:-1] + 1) | weak_link
+    group = torch.cumsum(starts, 0) - 1  # (B,)
+    runs = int(group[-1]) + 1
+    run_t0 = torch.full((runs,), torch.inf, dtype=torch.float64).scatter_reduce(0, group, t0, "amin")
+    run_t1 = torch.full((runs,), -torch.inf, dtype=torch.float64).scatter_reduce(0, group, t1, "amax")
+    run_score = torch.full((runs,), -torch.inf, dtype=torch.float64).scatter_reduce(0, group, best, "amax")
+    bounds = [*torch.nonzero(starts).squeeze(1).tolist(), chosen.numel()]
+    return [
+        Moment(
+            t0=a,
+            t1=b,
+            score=c,
+            modality=cand.modality,
+            slot_ids=slot_ids[bounds[r] : bounds[r + 1]],
+            token_ids=(slot_ids[bounds[r]], last_ids[bounds[r + 1] - 1]),
+        )
+        for r, (a, b, c) in enumerate(zip(run_t0.tolist(), run_t1.tolist(), run_score.tolist(), strict=True))
+    ]
