@@ -1,0 +1,167 @@
+"""The catalog's tables (DESIGN §4): SQLAlchemy 2.0 typed ORM models, portable across SQLite and PostgreSQL.
+
+Tensors live in Zarr; these rows hold what must be queried, joined or committed atomically: which
+checkpoints exist (a row is the commit of its Zarr group), what was said and when, which moments were cited
+with what evidence, what happened, and how far each watched file has been ingested.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAME_MAX = 128
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Stream(Base):
+    """A named source with its own memory; `id` is stable and names its folders, `name` is what users type."""
+
+    __tablename__ = "streams"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(NAME_MAX), unique=True)
+    source: Mapped[str | None] = mapped_column(Text)
+    kind: Mapped[str | None] = mapped_column(String(32))  # file, url, folder, device
+    config: Mapped[dict[str, Any] | None]  # the MemoryConfig its memory was made with
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    checkpoints: Mapped[list[Checkpoint]] = relationship(
+        back_populates="stream", cascade="all, delete-orphan", order_by="Checkpoint.seq"
+    )
+
+
+class Checkpoint(Base):
+    """One committed, immutable Zarr group holding a stream's whole memory state."""
+
+    __tablename__ = "checkpoints"
+    __table_args__ = (UniqueConstraint("stream_id", "seq", name="uq_checkpoint_stream_seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    stream_id: Mapped[str] = mapped_column(ForeignKey("streams.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)  # 1, 2, 3, … per stream
+    path: Mapped[str] = mapped_column(Text)  # of the Zarr group, relative to the data directory
+    t_start: Mapped[float | None] = mapped_column(Float)  # stream seconds covered by the memory
+    t_end: Mapped[float | None] = mapped_column(Float)
+    source_offset: Mapped[float | None] = mapped_column(Float)  # where ingestion resumes, seconds of source
+    source_state: Mapped[dict[str, Any] | None]  # anything else a source needs to resume (e.g. next file)
+    tokens_visual: Mapped[int] = mapped_column(BigInteger, default=0)  # written so far, all time
+    tokens_audio: Mapped[int] = mapped_column(BigInteger, default=0)
+    checksum: Mapped[str] = mapped_column(String(64))  # sha256 of the state's canonical bytes
+    bytes_raw: Mapped[int] = mapped_column(BigInteger)  # uncompressed size of the arrays
+    bytes_stored: Mapped[int] = mapped_column(BigInteger)  # size on disk
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    stream: Mapped[Stream] = relationship(back_populates="checkpoints")
+
+
+class TranscriptSegment(Base):
+    """A stretch of recognised speech, with word times when the recogniser gives them."""
+
+    __tablename__ = "transcript_segments"
+    __table_args__ = (Index("ix_transcript_stream_t0", "stream_id", "t0"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    stream_id: Mapped[str] = mapped_column(ForeignKey("streams.id", ondelete="CASCADE"))
+    t0: Mapped[float] = mapped_column(Float)
+    t1: Mapped[float] = mapped_column(Float)
+    text: Mapped[str] = mapped_column(Text)
+    words: Mapped[dict[str, Any] | None]  # {"words": [{"w": str, "t0": float, "t1": float}, …]}
+    language: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MomentRecord(Base):
+    """A moment the reader returned and someone kept (a cited answer, an alert), with its evidence."""
+
+    __tablename__ = "moments"
+    __table_args__ = (Index("ix_moments_stream_t0", "stream_id", "t0"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    stream_id: Mapped[str] = mapped_column(ForeignKey("streams.id", ondelete="CASCADE"))
+    t0: Mapped[float] = mapped_column(Float)
+    t1: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)
+    modality: Mapped[str] = mapped_column(String(16))
+    query: Mapped[str | None] = mapped_column(Text)
+    checkpoint_seq: Mapped[int | None] = mapped_column(Integer)  # the memory state it was read from
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    evidence: Mapped[list[Evidence]] = relationship(back_populates="moment", cascade="all, delete-orphan")
+
+
+class Evidence(Base):
+    """One piece of what a moment rests on: a slot, a label, a transcript line, a thumbnail."""
+
+    __tablename__ = "evidence"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    moment_id: Mapped[int] = mapped_column(ForeignKey("moments.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # slot, label, transcript, thumbnail, …
+    ref: Mapped[str | None] = mapped_column(Text)  # slot id, file path, segment id
+    t0: Mapped[float | None] = mapped_column(Float)
+    t1: Mapped[float | None] = mapped_column(Float)
+    text: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None]
+
+    moment: Mapped[MomentRecord] = relationship(back_populates="evidence")
+
+
+class Event(Base):
+    """Something worth telling: an alert, a plugin fault, a reconnect, a dropped frame count."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_stream_created", "stream_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    stream_id: Mapped[str | None] = mapped_column(ForeignKey("streams.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str | None] = mapped_column(String(128))  # the plugin or component that raised it
+    t: Mapped[float | None] = mapped_column(Float)  # stream seconds, when it has one
+    message: Mapped[str] = mapped_column(Text, default="")
+    payload: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IngestFile(Base):
+    """How far one file of a watched folder has been ingested, so that a restart neither skips nor repeats."""
+
+    __tablename__ = "ingest_files"
+    __table_args__ = (UniqueConstraint("stream_id", "path", name="uq_ingest_stream_path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    stream_id: Mapped[str] = mapped_column(ForeignKey("streams.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    mtime: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, ingesting, done, failed
+    offset: Mapped[float] = mapped_column(Float, default=0.0)  # seconds of the file already in memory
+    stream_offset: Mapped[float | None] = mapped_column(Float)  # stream time at which the file starts
+    error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
