@@ -353,3 +353,44 @@ def test_full_bank_append_speed(policy: str) -> None:
         bank.append(*c)
         best = min(best, time.perf_counter() - start)
     assert best <= 0.020, f"{policy}: {best * 1e3:.1f} ms"
+
+
+@pytest.mark.parametrize("policy", ["merge", "discard", "fifo", "uniform"])
+def test_tied_keys_behave_like_keys_equal_to_values(policy: str) -> None:
+    gen = torch.Generator().manual_seed(21)
+    tied = Bank(40, 6, policy, tied_keys=True)  # type: ignore[arg-type]
+    untied = Bank(40, 6, policy)  # type: ignore[arg-type]
+    next_id, t = 0, 0.0
+    for _ in range(12):
+        n = int(torch.randint(1, 30, (1,), generator=gen))
+        values = torch.randn(n, 6, generator=gen)
+        times = t + torch.arange(n, dtype=torch.float64)
+        ids = torch.arange(next_id, next_id + n)
+        tied.append(values, None, times, times + 1, ids)
+        untied.append(values, values.clone(), times, times + 1, ids)
+        next_id, t = next_id + n, t + n
+    assert tied.keys is tied.values
+    assert "keys" not in tied.state_dict()
+    for name in ("values", "keys", "t0", "t1", "id0", "id1", "count"):
+        assert torch.equal(getattr(tied, name), getattr(untied, name)), name
+    restored = Bank(40, 6, policy)  # type: ignore[arg-type]
+    restored.load_state_dict(tied.state_dict())  # a tied state loads into an untied bank
+    assert torch.equal(restored.keys, tied.values)
+
+
+def test_uncopied_state_is_a_stable_snapshot() -> None:
+    """state_dict(copy=False) must not change as the bank goes on: checkpoints are written from it."""
+    gen = torch.Generator().manual_seed(22)
+    bank = Bank(30, 4, "merge")
+    for i in range(3):
+        v = torch.randn(20, 4, generator=gen)
+        t = torch.arange(20, dtype=torch.float64) + 20 * i
+        bank.append(v, v * 2, t, t + 1, torch.arange(20) + 20 * i)
+    snapshot, copied = bank.state_dict(copy=False), bank.state_dict()
+    for i in range(3, 8):
+        v = torch.randn(20, 4, generator=gen)
+        t = torch.arange(20, dtype=torch.float64) + 20 * i
+        bank.append(v, v * 2, t, t + 1, torch.arange(20) + 20 * i)
+    for name, value in copied.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(snapshot[name], value), name

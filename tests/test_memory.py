@@ -205,3 +205,25 @@ def test_bad_reads_raise(prompt: torch.Tensor, k: int, reason: str) -> None:
     mem = StreamMemory(small_config())
     with pytest.raises(ValueError, match=reason):
         mem.read(prompt, k=k)
+
+
+def test_uncopied_state_is_a_stable_snapshot() -> None:
+    """A snapshot taken without copying stays as it was while the memory goes on being written."""
+    mem = StreamMemory(small_config())
+    write_script(mem, 8, range(6))
+    snapshot, copied = mem.state_dict(copy=False), mem.state_dict()
+    write_script(mem, 8, range(6, 14))
+    assert_states_equal(copied, snapshot)
+
+
+def test_trained_key_view_unties_the_banks_and_survives_a_round_trip() -> None:
+    mem = StreamMemory(small_config(ttt=False))
+    assert mem.tied_keys
+    with torch.no_grad():
+        mem.layer.qkv[DIM : 2 * DIM] *= 2.0  # a non-identity θ_K, as trained weights would have
+    other = StreamMemory(small_config(ttt=False))
+    other.load_state_dict(mem.state_dict())
+    assert not other.tied_keys
+    write_script(other, 9, range(4))
+    bank = other.banks["visual"]
+    torch.testing.assert_close(bank.keys, bank.values * 2.0)

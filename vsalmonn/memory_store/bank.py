@@ -58,6 +58,8 @@ class Bank:
     - ``values`` (S, dim): token vectors of the slots, in the bank's dtype.
     - ``keys`` (S, dim): the reader's key vectors; a linear view of the values computed by the caller, so a
       merged slot's key (the count-weighted mean of its tokens' keys) is the view of its merged value.
+      With ``tied_keys`` (the caller's view is the identity, as with untrained slow weights) the keys are
+      the values themselves: stored, merged and checkpointed once, which halves the bank's memory.
     - ``t0``, ``t1`` (S,) float64: stream seconds of the start and end of the slot's span.
     - ``id0``, ``id1`` (S,) int64: ids of the first and last token the slot covers; ``id0`` is the slot's
       stable id, unchanged while the slot lives (a merge keeps its boundary's ``id0``).
@@ -96,6 +98,7 @@ class Bank:
         *,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
+        tied_keys: bool = False,
     ) -> None:
         if capacity <= 0 or dim <= 0:
             raise ValueError(f"capacity and dim must be positive, got {capacity} and {dim}")
@@ -107,8 +110,11 @@ class Bank:
         self.dtype = dtype
         self.device = torch.device(device)
         self.stride = 1
+        self.tied_keys = tied_keys
+        self._fields = tuple(f for f in _FIELDS if not (tied_keys and f == "keys"))
+        self._vectors = tuple(f for f in ("values", "keys") if f in self._fields)
         self.values = torch.empty(0, dim, dtype=dtype, device=self.device)  # (S, dim)
-        self.keys = torch.empty(0, dim, dtype=dtype, device=self.device)  # (S, dim)
+        self._keys = torch.empty(0, dim, dtype=dtype, device=self.device)  # (S, dim) unused when tied
         self.t0 = torch.empty(0, dtype=torch.float64, device=self.device)  # (S,)
         self.t1 = torch.empty(0, dtype=torch.float64, device=self.device)  # (S,)
         self.id0 = torch.empty(0, dtype=torch.int64, device=self.device)  # (S,)
@@ -121,14 +127,27 @@ class Bank:
     def __len__(self) -> int:
         return self.id0.shape[0]
 
+    @property
+    def keys(self) -> Tensor:
+        return self.values if self.tied_keys else self._keys  # (S, dim)
+
+    @keys.setter
+    def keys(self, value: Tensor) -> None:
+        if not self.tied_keys:
+            self._keys = value
+
     def __repr__(self) -> str:
         return f"Bank({len(self)}/{self.capacity} slots, dim={self.dim}, policy={self.policy!r})"
 
     # ------------------------------------------------------------------------------------------ append
 
-    def append(self, values: Tensor, keys: Tensor, t0: Tensor, t1: Tensor, ids: Tensor) -> None:
-        """Add ``n`` written tokens (values, keys (n, dim); t0, t1, ids (n,)) and reduce to capacity."""
+    def append(self, values: Tensor, keys: Tensor | None, t0: Tensor, t1: Tensor, ids: Tensor) -> None:
+        """Add ``n`` written tokens (values, keys (n, dim); t0, t1, ids (n,)) and reduce to capacity.
+
+        ``keys`` is ignored (and may be None) when the bank's keys are tied to its values.
+        """
         n = ids.shape[0]
+        keys = values if self.tied_keys or keys is None else keys
         assert values.shape == (n, self.dim) and keys.shape == (n, self.dim), "values/keys must be (n, dim)"
         assert t0.shape == (n,) and t1.shape == (n,), "t0/t1 must be (n,)"
         if n == 0:
@@ -136,13 +155,14 @@ class Bank:
         dev = self.device
         new = {
             "values": values.to(device=dev, dtype=self.dtype),  # (n, dim)
-            "keys": keys.to(device=dev, dtype=self.dtype),  # (n, dim)
             "t0": t0.to(device=dev, dtype=torch.float64),  # (n,)
             "t1": t1.to(device=dev, dtype=torch.float64),  # (n,)
             "id0": ids.to(device=dev, dtype=torch.int64),  # (n,)
             "id1": ids.to(device=dev, dtype=torch.int64),  # (n,)
             "count": torch.ones(n, dtype=torch.int64, device=dev),  # (n,)
         }
+        if not self.tied_keys:
+            new["keys"] = keys.to(device=dev, dtype=self.dtype)  # (n, dim)
         if len(self):
             assert bool(new["id0"][0] > self.id1[-1]), "new token ids must follow the bank's"
 
@@ -155,7 +175,7 @@ class Bank:
         prev = self.values[-1:]  # (0 or 1, dim) the predecessor of the first new token
         sim = torch.cat([self._sim, _chain_cosine(prev, new["values"])])  # (N,) over old slots + new tokens
         if len(self) + n <= self.capacity:
-            self._set({f: torch.cat([getattr(self, f), new[f]]) for f in _FIELDS}, sim)
+            self._set({f: torch.cat([getattr(self, f), new[f]]) for f in self._fields}, sim)
         elif self.policy == "fifo":
             self._reduce_fifo(new, sim)
         elif self.policy == "uniform":
@@ -164,7 +184,7 @@ class Bank:
             self._reduce_boundaries(new, sim)
 
     def _set(self, fields: dict[str, Tensor], sim: Tensor) -> None:
-        for name in _FIELDS:
+        for name in self._fields:
             setattr(self, name, fields[name])
         self._sim = sim
 
@@ -173,14 +193,14 @@ class Bank:
         keep_old = max(len(self) - drop, 0)
         start_new = max(drop - len(self), 0)
         fields = {
-            f: torch.cat([getattr(self, f)[len(self) - keep_old :], new[f][start_new:]]) for f in _FIELDS
+            f: torch.cat([getattr(self, f)[len(self) - keep_old :], new[f][start_new:]]) for f in self._fields
         }
         sim = sim[drop:].clone()  # (cap,) the same neighbours except for the new first slot
         sim[0] = -torch.inf
         self._set(fields, sim)
 
     def _reduce_uniform(self, new: dict[str, Tensor]) -> None:
-        merged = {f: torch.cat([getattr(self, f), new[f]]) for f in _FIELDS}
+        merged = {f: torch.cat([getattr(self, f), new[f]]) for f in self._fields}
         stride = self.stride
         keep = torch.ones(merged["id0"].shape[0], dtype=torch.bool, device=self.device)  # (N,)
         # One iteration per doubling (O(log stream length) over the whole stream), never per slot.
@@ -207,7 +227,7 @@ class Bank:
         multi = ends > bounds  # (cap,) runs of more than one item
         small = {f: torch.cat([getattr(self, f), new[f]]) for f in ("t0", "t1", "id0", "id1", "count")}
         values = _gather_rows(self.values, new["values"], bounds)  # (cap, dim)
-        keys = _gather_rows(self.keys, new["keys"], bounds)  # (cap, dim)
+        keys = values if self.tied_keys else _gather_rows(self.keys, new["keys"], bounds)  # (cap, dim)
         # A boundary's similarity stays valid unless its predecessor changed: in both policies the item
         # before it is gone when the previous run had several items; under merge its own value changes too.
         stale = torch.zeros(cap, dtype=torch.bool, device=self.device)  # (cap,)
@@ -264,6 +284,8 @@ class Bank:
         weight = count[members].to(acc).unsqueeze(1)  # (P, 1)
         run_weight = run_count[multi_runs].to(acc).unsqueeze(1)  # (R, 1)
         for name, dest, old in (("values", values, self.values), ("keys", keys, self.keys)):
+            if name not in self._vectors:
+                continue
             rows = _gather_rows(old, new[name], members).to(acc)  # (P, dim)
             sums = torch.zeros(multi_runs.numel(), self.dim, dtype=acc, device=self.device)  # (R, dim)
             sums.index_add_(0, compact, rows * weight)
@@ -271,13 +293,20 @@ class Bank:
 
     # ------------------------------------------------------------------------------------- persistence
 
-    def state_dict(self) -> dict[str, Any]:
-        """A copy of everything that determines future behaviour: per-slot tensors and the ints.
+    def state_dict(self, *, copy: bool = True) -> dict[str, Any]:
+        """Everything that determines future behaviour: per-slot tensors and the ints.
 
-        The policy is not stored: it is part of the MemoryConfig that persistence keeps beside the state.
+        With ``copy=False`` the tensors are the bank's own. That is a consistent snapshot at no cost, because
+        the bank never changes a tensor in place (every append builds new ones): a checkpoint can be
+        written from it in the background while the bank goes on. The policy is not stored: it is part of
+        the MemoryConfig that persistence keeps beside the state.
         """
-        state: dict[str, Any] = {f: getattr(self, f).detach().clone() for f in _FIELDS}
-        state["sim"] = self._sim.detach().clone()
+
+        def take(t: Tensor) -> Tensor:
+            return t.detach().clone() if copy else t.detach()
+
+        state: dict[str, Any] = {f: take(getattr(self, f)) for f in self._fields}
+        state["sim"] = take(self._sim)
         state.update(capacity=self.capacity, dim=self.dim, stride=self.stride)
         return state
 
@@ -297,7 +326,10 @@ class Bank:
             raise ValueError(f"state holds {size} slots, more than the capacity {self.capacity}")
         dtypes = {"values": self.dtype, "keys": self.dtype, "t0": torch.float64, "t1": torch.float64}
         fields = {}
-        for name in _FIELDS:
+        for name in self._fields:
+            if name == "keys" and "keys" not in state:  # saved by a bank whose keys were tied
+                fields[name] = fields["values"].clone()
+                continue
             tensor = state[name].detach().to(device=self.device, dtype=dtypes.get(name, torch.int64))
             expected = (size, self.dim) if name in ("values", "keys") else (size,)
             if tuple(tensor.shape) != expected:

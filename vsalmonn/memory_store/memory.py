@@ -59,14 +59,22 @@ class StreamMemory:
         self.dtype = getattr(torch, cfg.dtype)
         self.layer = (layer or TTTLayer(ttt_config(cfg))).to(device=self.device, dtype=self.dtype)
         self.layer.requires_grad_(False)
-        self.banks: dict[Modality, Bank] = {
-            "visual": Bank(cfg.visual_slots, cfg.dim, cfg.policy, dtype=self.dtype, device=self.device),
-            "audio": Bank(cfg.audio_slots, cfg.dim, cfg.audio_policy, dtype=self.dtype, device=self.device),
-        }
+        self.banks = self._make_banks()
         self.ttt_state: TTTState = self.layer.init_state(batch=1)
         self._pending = self._empty_pending()
         self._next_id: dict[Modality, int] = {"visual": 0, "audio": 0}
         self._last_t0: dict[Modality, float] = {"visual": -math.inf, "audio": -math.inf}
+
+    def _make_banks(self) -> dict[Modality, Bank]:
+        """Empty banks; their keys are tied to their values while θ_K is the identity (untrained)."""
+        cfg = self.config
+        eye = torch.eye(cfg.dim, dtype=self.dtype, device=self.device)
+        self.tied_keys = bool(torch.equal(self.layer.key_proj.detach(), eye))
+        kw: dict[str, Any] = dict(dtype=self.dtype, device=self.device, tied_keys=self.tied_keys)
+        return {
+            "visual": Bank(cfg.visual_slots, cfg.dim, cfg.policy, **kw),
+            "audio": Bank(cfg.audio_slots, cfg.dim, cfg.audio_policy, **kw),
+        }
 
     # ----- size -----------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -122,8 +130,10 @@ class StreamMemory:
             self._store("visual", y[0], chunk["t0"], chunk["t1"], chunk["ids"])
 
     def _store(self, modality: Modality, x: Tensor, t0: Tensor, t1: Tensor, ids: Tensor) -> None:
-        with torch.no_grad():
-            keys = self.layer.key_view(x)  # (n, d)
+        keys = None
+        if not self.tied_keys:
+            with torch.no_grad():
+                keys = self.layer.key_view(x)  # (n, d)
         self.banks[modality].append(x, keys, t0, t1, ids)
 
     def _empty_pending(self) -> dict[str, Tensor]:
@@ -192,9 +202,10 @@ class StreamMemory:
         if modality != "visual" or self.pending == 0:
             return Candidates(modality, bank.keys, bank.t0, bank.t1, bank.id0, bank.id1)
         pend = self._pending
+        pending_keys = pend["values"] if self.tied_keys else self.layer.key_view(pend["values"])  # (P, d)
         return Candidates(
             modality,
-            torch.cat([bank.keys, self.layer.key_view(pend["values"])]),
+            torch.cat([bank.keys, pending_keys]),
             torch.cat([bank.t0, pend["t0"]]),
             torch.cat([bank.t1, pend["t1"]]),
             torch.cat([bank.id0, pend["ids"]]),
@@ -202,19 +213,28 @@ class StreamMemory:
         )
 
     # ----- checkpoint state -----------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, *, copy: bool = True) -> dict[str, Any]:
         """Everything needed to continue this stream exactly: banks, slow and fast weights, carry-over,
-        pending tokens and counters (the memory uses no random numbers after construction)."""
+        pending tokens and counters (the memory uses no random numbers after construction).
+
+        ``copy=False`` returns the memory's own tensors: a consistent snapshot in microseconds, because no
+        tensor of the memory is ever changed in place (each write replaces them). Checkpoints are written
+        from such snapshots in the background while ingestion goes on.
+        """
         st = self.ttt_state
+
+        def take(t: Tensor) -> Tensor:
+            return t.detach().clone() if copy else t.detach()
+
         return {
             "version": STATE_VERSION,
             "config": self.config.model_dump(),
-            "slow": {k: v.detach().clone() for k, v in self.layer.state_dict().items()},
-            "fast": {k: v.detach().clone() for k, v in st.fast._asdict().items()},
-            "carry": st.carry.detach().clone(),
+            "slow": {k: take(v) for k, v in self.layer.state_dict().items()},
+            "fast": {k: take(v) for k, v in st.fast._asdict().items()},
+            "carry": take(st.carry),
             "seen": st.seen,
-            "pending": {k: v.clone() for k, v in self._pending.items()},
-            "banks": {m: b.state_dict() for m, b in self.banks.items()},
+            "pending": {k: take(v) for k, v in self._pending.items()},
+            "banks": {m: b.state_dict(copy=copy) for m, b in self.banks.items()},
             "next_id": dict(self._next_id),
             "last_t0": dict(self._last_t0),
         }
@@ -231,6 +251,7 @@ class StreamMemory:
             raise ValueError(f"memory state was made with a different configuration ({', '.join(diff)})")
         dev, dt = self.device, self.dtype
         self.layer.load_state_dict(state["slow"])
+        self.banks = self._make_banks()  # the loaded θ_K decides whether keys are tied
         fast = FastWeights(**{k: v.to(dev, dt) for k, v in state["fast"].items()})
         self.ttt_state = TTTState(fast=fast, carry=state["carry"].to(dev, dt), seen=int(state["seen"]))
         pend = state["pending"]

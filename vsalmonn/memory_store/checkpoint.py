@@ -1,0 +1,268 @@
+"""One checkpoint = one immutable Zarr v3 group holding a whole `StreamMemory` state (DESIGN §4).
+
+The state is a nested dict of tensors and plain values. Tensors become arrays at their dict path
+(``banks/visual/values``); everything else travels as one JSON attribute. The checksum covers the decoded
+content (every array's path, dtype, shape and bytes, then the JSON), so it catches flipped bytes whether they
+land in a compressed chunk, in metadata, or in the attribute, and it does not depend on the codec.
+
+This module only writes and reads a group at a path; where groups live and when one counts as committed is
+the store's business (`store.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import os
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+import zarr.api.asynchronous as zarr_async
+from torch import Tensor
+from zarr.codecs import BloscCodec
+from zarr.storage import LocalStore
+
+log = logging.getLogger(__name__)
+
+FORMAT = "vsalmonn.memory/1"
+_SCALARS_ATTR = "vsalmonn_scalars"
+_FORMAT_ATTR = "vsalmonn_format"
+_MANIFEST_ATTR = "vsalmonn_arrays"
+CHUNK_ROWS = 4096  # rows per chunk: big banks split into chunks that compress in parallel
+T = TypeVar("T")
+# numpy has no bfloat16: those tensors are stored as their raw 16-bit patterns
+_VIEW_AS = {torch.bfloat16: torch.int16}
+
+
+class CheckpointError(RuntimeError):
+    """A group that cannot be read back as the state it claims to hold."""
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    checksum: str  # sha256 hex of the canonical content
+    bytes_raw: int  # array bytes before compression
+    bytes_stored: int  # bytes of every file of the group on disk
+
+
+def compressor(level: int = 5) -> BloscCodec:
+    """LZ4 inside Blosc (numcodecs) with byte shuffle.
+
+    Token vectors are nearly incompressible floats, ids and times compress well. zstd saved about 2 % more
+    on a full bank but took twice as long to write and to read, which broke the 300 ms / 200 ms budget.
+    """
+    return BloscCodec(cname="lz4", clevel=level, shuffle="shuffle")
+
+
+# ----- flattening --------------------------------------------------------------------------------------
+def _flatten(state: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in state.items():
+        if "/" in key or not key:
+            raise ValueError(f"state key {key!r} cannot name an array")
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+            yield from _flatten(value, path + "/")
+        else:
+            yield path, value
+
+
+def split_state(state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Tensors by path, and the rest (numbers, strings, lists, empty dicts) by path."""
+    arrays: dict[str, Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for path, value in _flatten(state):
+        if isinstance(value, Tensor):
+            arrays[path] = value
+        else:
+            scalars[path] = value
+    return arrays, scalars
+
+
+def join_state(arrays: dict[str, Tensor], scalars: dict[str, Any]) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+    for path, value in [*arrays.items(), *scalars.items()]:
+        node = state
+        *parents, leaf = path.split("/")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return state
+
+
+def _encode_float(value: Any) -> Any:
+    """JSON has no inf or NaN; keep them as tagged strings so that they round-trip exactly."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"__float__": repr(value)}
+    if isinstance(value, dict):
+        return {k: _encode_float(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encode_float(v) for v in value]
+    return value
+
+
+def _decode_float(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__float__"}:
+            return float(value["__float__"])
+        return {k: _decode_float(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode_float(v) for v in value]
+    return value
+
+
+def _scalars_json(scalars: dict[str, Any]) -> str:
+    return json.dumps(_encode_float(scalars), sort_keys=True, allow_nan=False, separators=(",", ":"))
+
+
+def _numpy(t: Tensor) -> np.ndarray:
+    t = t.detach().to("cpu")
+    if t.dtype in _VIEW_AS:
+        t = t.view(_VIEW_AS[t.dtype])
+    return t.contiguous().numpy()
+
+
+def _checksum(arrays: dict[str, np.ndarray], dtypes: dict[str, str], scalars_json: str) -> str:
+    digest = hashlib.sha256(FORMAT.encode())
+    for path in sorted(arrays):
+        a = arrays[path]
+        digest.update(f"\0{path}\0{dtypes[path]}\0{list(a.shape)}\0".encode())
+        digest.update(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
+    digest.update(b"\0scalars\0" + scalars_json.encode())
+    return digest.hexdigest()
+
+
+# ----- writing -----------------------------------------------------------------------------------------
+def write_group(path: Path, state: dict[str, Any], *, level: int = 5, fsync: bool = True) -> GroupInfo:
+    """Write `state` as a new Zarr group at `path` (which must not exist) and make it durable.
+
+    The caller writes to a temporary name and renames afterwards; `fsync` makes every file and folder of the
+    group reach the disk before this returns, so a later rename and catalog row never point at data that a
+    power cut could still lose. Arrays are written concurrently: a state has a few dozen of them, and one
+    after the other the per-array overhead cost more than compressing the bank.
+    """
+    tensors, scalars = split_state(state)
+    arrays = {p: _numpy(t) for p, t in tensors.items()}
+    dtypes = {p: str(t.dtype).removeprefix("torch.") for p, t in tensors.items()}
+    scalars_json = _scalars_json(scalars)
+    checksum = _checksum(arrays, dtypes, scalars_json)
+    manifest = {
+        p: {"name": _array_name(i), "dtype": dtypes[p], "shape": list(arrays[p].shape)}
+        for i, p in enumerate(sorted(arrays))
+    }
+    if path.exists():
+        raise CheckpointError(f"checkpoint group {path} already exists; groups are never overwritten")
+    attrs = {_FORMAT_ATTR: FORMAT, _SCALARS_ATTR: scalars_json, _MANIFEST_ATTR: manifest}
+    _run(_write_arrays(path, attrs, {manifest[p]["name"]: a for p, a in arrays.items()}, level))
+    if fsync:
+        fsync_tree(path)
+    stored = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return GroupInfo(checksum=checksum, bytes_raw=sum(a.nbytes for a in arrays.values()), bytes_stored=stored)
+
+
+def _array_name(index: int) -> str:
+    """Arrays sit flat in the group under short names; the manifest maps state paths to them."""
+    return f"a{index:03d}"
+
+
+async def _write_arrays(path: Path, attrs: dict[str, Any], arrays: dict[str, np.ndarray], level: int) -> None:
+    group = await zarr_async.open_group(store=LocalStore(path), mode="w-", zarr_format=3, attributes=attrs)
+    codec = compressor(level)
+
+    async def one(name: str, a: np.ndarray) -> None:
+        chunks = (max(1, min(CHUNK_ROWS, a.shape[0])), *a.shape[1:]) if a.ndim else ()
+        array = await group.create_array(
+            name, shape=a.shape, dtype=a.dtype, chunks=chunks, compressors=[codec]
+        )
+        if a.size:
+            await array.setitem(Ellipsis, a)
+
+    await asyncio.gather(*(one(name, a) for name, a in arrays.items()))
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file and folder below `root`, folders after their contents."""
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(folder))
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ----- reading -----------------------------------------------------------------------------------------
+def read_group(path: Path, expected_checksum: str | None = None) -> tuple[dict[str, Any], str]:
+    """The state stored at `path` and the checksum of what was read.
+
+    Raises CheckpointError when the group is missing, unreadable, not ours, or (given `expected_checksum`)
+    holds other content than was committed.
+    """
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint group {path} is missing")
+    try:
+        attrs, by_name = _run(_read_arrays(path))
+        if attrs.get(_FORMAT_ATTR) != FORMAT:
+            raise CheckpointError(f"{path} is not a vsalmonn memory checkpoint ({attrs.get(_FORMAT_ATTR)!r})")
+        scalars_json = str(attrs[_SCALARS_ATTR])
+        manifest: dict[str, dict[str, str]] = attrs[_MANIFEST_ATTR]
+        arrays = {p: by_name[entry["name"]].reshape(entry["shape"]) for p, entry in manifest.items()}
+        dtypes = {p: entry["dtype"] for p, entry in manifest.items()}
+        scalars = _decode_float(json.loads(scalars_json))
+    except CheckpointError:
+        raise
+    except Exception as exc:  # zarr, numcodecs and json raise many kinds on damaged data
+        raise CheckpointError(f"checkpoint group {path} is unreadable: {type(exc).__name__}: {exc}") from exc
+    checksum = _checksum(arrays, dtypes, scalars_json)
+    if expected_checksum is not None and checksum != expected_checksum:
+        raise CheckpointError(f"checkpoint group {path} fails its checksum")
+    tensors = {p: _tensor(a, dtypes[p]) for p, a in arrays.items()}
+    return join_state(tensors, scalars), checksum
+
+
+async def _read_arrays(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    store = LocalStore(path, read_only=True)
+    group = await zarr_async.open_group(store=store, mode="r", zarr_format=3)
+    attrs = dict(group.attrs)
+    names = [entry["name"] for entry in attrs.get(_MANIFEST_ATTR, {}).values()]
+
+    async def one(name: str) -> np.ndarray:
+        array = await zarr_async.open_array(store=store, path=name, mode="r", zarr_format=3)
+        return np.asarray(await array.getitem(Ellipsis))
+
+    values = await asyncio.gather(*(one(name) for name in names))
+    return attrs, dict(zip(names, values, strict=True))
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion, also from a thread whose event loop is already running."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _tensor(a: np.ndarray, dtype: str) -> Tensor:
+    target = getattr(torch, dtype)
+    t = torch.from_numpy(np.asarray(a, order="C"))  # ascontiguousarray would turn 0-d into 1-d
+    if target in _VIEW_AS:
+        return t.view(target)
+    return t.to(target)
