@@ -32,7 +32,7 @@ def test_memory_state_round_trips_exactly(tmp_path: Path) -> None:
     write_script(mem, 3, range(8, 12))
     write_script(resumed, 3, range(8, 12))
     assert_states_equal(mem.state_dict(), resumed.state_dict())
-    assert 0 < info.bytes_stored and 0 < info.bytes_raw
+    assert info.bytes_stored > 0 and info.bytes_raw > 0
 
 
 def test_odd_values_round_trip(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from vsalmonn.memory_store.config import MemoryConfig
-from vsalmonn.settings import DATA_ENV, DEFAULT_DATA_DIR, Settings, SettingsError, load_settings
+from vsalmonn.settings import CATALOG_ENV, DATA_ENV, DEFAULT_DATA_DIR, Settings, SettingsError, load_settings
 
 
 def write_toml(tmp_path: Path, text: str) -> Path:
@@ -86,3 +86,23 @@ def test_settings_are_immutable() -> None:
     settings = Settings()
     with pytest.raises(ValueError, match="frozen"):
         settings.data_dir = Path("elsewhere")  # type: ignore[misc]
+
+
+def test_store_table_and_catalog_url_from_the_environment(tmp_path: Path) -> None:
+    config = write_toml(
+        tmp_path,
+        '[store]\ncatalog_url = "sqlite:////srv/a.sqlite"\nretention = { keep_last = 5, max_bytes = 1000 }\n',
+    )
+    settings = load_settings(config=config, environ={})
+    assert settings.store.catalog_url == "sqlite:////srv/a.sqlite"
+    assert settings.store.retention.keep_last == 5 and settings.store.retention.max_bytes == 1000
+    from_env = load_settings(config=config, environ={CATALOG_ENV: "postgresql+psycopg://x@127.0.0.1/db"})
+    assert from_env.store.catalog_url == "postgresql+psycopg://x@127.0.0.1/db"
+    assert from_env.store.retention.keep_last == 5
+
+
+def test_bad_retention_is_one_line(tmp_path: Path) -> None:
+    config = write_toml(tmp_path, "[store.retention]\nkeep_last = 0\n")
+    with pytest.raises(SettingsError, match=r"store\.retention\.keep_last") as err:
+        load_settings(config=config, environ={})
+    assert "\n" not in str(err.value)

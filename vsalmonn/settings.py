@@ -4,7 +4,7 @@ Values come from four places; a later one wins:
 
 1. the defaults of the models below,
 2. a TOML file (``--config FILE``),
-3. environment variables (``VSALMONN_DATA``),
+3. environment variables (``VSALMONN_DATA``, ``VSALMONN_CATALOG_URL``),
 4. command-line flags (``--data DIR``).
 
 The TOML file mirrors the model: top-level keys are the fields of :class:`Settings`, one table per component::
@@ -14,6 +14,10 @@ The TOML file mirrors the model: top-level keys are the fields of :class:`Settin
     [memory]                         # vsalmonn.memory_store.MemoryConfig
     visual_slots = 4096
     optimizer = "gd"
+
+    [store]                          # vsalmonn.memory_store.StoreConfig
+    catalog_url = "postgresql+psycopg://vsalmonn@db.internal/vsalmonn"
+    retention = { keep_last = 5, max_bytes = 2_000_000_000 }
 
 Unknown keys are errors rather than warnings: a misspelt key that is silently ignored is a setting that
 silently does not apply. This module sits at the top layer (DESIGN §1): it may import every component, and no
@@ -30,9 +34,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from vsalmonn.memory_store.config import MemoryConfig
+from vsalmonn.memory_store.config import MemoryConfig, StoreConfig
 
 DATA_ENV = "VSALMONN_DATA"
+CATALOG_ENV = "VSALMONN_CATALOG_URL"
 DEFAULT_DATA_DIR = Path("vsalmonn-data")
 
 
@@ -47,6 +52,7 @@ class Settings(BaseModel):
 
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="checkpoints, catalog, model caches")
     memory: MemoryConfig = Field(default_factory=MemoryConfig, description="each stream's TTT memory")
+    store: StoreConfig = Field(default_factory=StoreConfig, description="checkpoints and the catalog")
 
 
 def load_settings(
@@ -63,6 +69,8 @@ def load_settings(
     values: dict[str, Any] = _read_toml(config) if config is not None else {}
     if env.get(DATA_ENV):
         values["data_dir"] = Path(env[DATA_ENV])
+    if env.get(CATALOG_ENV) and isinstance(values.get("store", {}), dict):
+        values["store"] = {**values.get("store", {}), "catalog_url": env[CATALOG_ENV]}
     if data_dir is not None:
         values["data_dir"] = data_dir
     try:

@@ -68,3 +68,29 @@ class MemoryConfig(BaseModel):
     @property
     def head_dim(self) -> int:
         return self.dim // self.heads
+
+
+class RetentionPolicy(BaseModel):
+    """Which committed checkpoints of a stream to keep; the newest is always kept.
+
+    At most `keep_last`; of those, the ones older than `max_age_s` go, and then the oldest go while the
+    stream's checkpoints take more than `max_bytes` on disk.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    keep_last: int = Field(3, ge=1, description="the newest K checkpoints of a stream are candidates to keep")
+    max_age_s: float | None = Field(None, gt=0, description="drop checkpoints older than this (seconds)")
+    max_bytes: int | None = Field(None, gt=0, description="drop the oldest while a stream's total is above")
+
+
+class StoreConfig(BaseModel):
+    """Where and how memories persist (DESIGN §4)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    catalog_url: str | None = Field(
+        None, description="SQLAlchemy URL of the catalog; default sqlite:///<data>/catalog.sqlite"
+    )
+    busy_timeout_s: float = Field(30.0, gt=0, description="how long SQLite waits for a lock before failing")
+    retention: RetentionPolicy = Field(default_factory=RetentionPolicy)

@@ -23,7 +23,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 NAME_MAX = 128
 
@@ -36,8 +38,34 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that always comes back timezone-aware in UTC, on every backend.
+
+    PostgreSQL stores `timestamp with time zone` and returns aware values, but SQLite has no time zone type:
+    SQLAlchemy writes the wall-clock digits without an offset and reads them back naive, so an aware value in
+    another zone would be stored shifted and compared wrongly. Values are therefore converted to UTC before
+    they are stored, and whatever is read is marked UTC. A naive value given by the caller is taken to be UTC
+    already (what `datetime.utcnow()`-style code means); pass aware values to avoid the ambiguity.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        # SQLite's storage format has no offset: store the UTC wall clock, naive.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class Base(DeclarativeBase):
-    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, datetime: UTCDateTime()}
 
 
 class Stream(Base):
@@ -53,7 +81,7 @@ class Stream(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     checkpoints: Mapped[list[Checkpoint]] = relationship(
-        back_populates="stream", cascade="all, delete-orphan", order_by="Checkpoint.seq"
+        back_populates="stream", cascade="all, delete-orphan", order_by="Checkpoint.seq", passive_deletes=True
     )
 
 
@@ -153,7 +181,11 @@ class IngestFile(Base):
     """How far one file of a watched folder has been ingested, so that a restart neither skips nor repeats."""
 
     __tablename__ = "ingest_files"
-    __table_args__ = (UniqueConstraint("stream_id", "path", name="uq_ingest_stream_path"),)
+    __table_args__ = (
+        UniqueConstraint("stream_id", "path", name="uq_ingest_stream_path"),
+        # The watcher's question on every scan and restart: which files of this stream are pending or failed.
+        Index("ix_ingest_files_stream_status", "stream_id", "status"),  # added by revision 0002
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     stream_id: Mapped[str] = mapped_column(ForeignKey("streams.id", ondelete="CASCADE"), index=True)

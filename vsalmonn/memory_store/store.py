@@ -1,0 +1,434 @@
+"""Persistent memories: Zarr checkpoints committed by catalog rows (DESIGN §4, "Commit protocol").
+
+A checkpoint is written completely under a temporary name, made durable, renamed to its final name, and
+only then committed by inserting its row in one transaction. So at every instant the store is in one of
+two states that a reader can tell apart: a group without a row (garbage, removed by the next writer) or a
+group with a row (whole). A process killed at any instant loses at most the work since its last commit.
+
+One process at a time writes a stream (an OS file lock, released by the kernel when the process dies);
+any number of processes read it, and readers never delete anything.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import math
+import os
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, select
+
+from .catalog import Catalog
+from .checkpoint import CheckpointError, fsync_dir, read_group, write_group
+from .config import MemoryConfig, RetentionPolicy, StoreConfig
+from .memory import StreamMemory
+from .models import Checkpoint, Stream
+from .names import validate_stream_name
+
+log = logging.getLogger(__name__)
+
+MEMORY_DIR = "memory"
+LOCK_FILE = ".writer.lock"
+TMP_PREFIX = ".tmp-"
+GROUP_SUFFIX = ".zarr"
+
+
+class StreamBusyError(RuntimeError):
+    """Another process holds the stream's writer lock."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A committed checkpoint as the catalog describes it."""
+
+    stream: str
+    stream_id: str
+    seq: int
+    path: Path  # absolute path of the Zarr group
+    t_start: float | None
+    t_end: float | None
+    source_offset: float | None
+    source_state: dict[str, Any] | None
+    tokens_visual: int
+    tokens_audio: int
+    checksum: str
+    bytes_raw: int
+    bytes_stored: int
+    created_at: datetime
+
+
+class MemoryStore:
+    """The memories of all streams under one data directory, with their catalog."""
+
+    def __init__(
+        self, data_dir: Path, catalog: Catalog | None = None, retention: RetentionPolicy | None = None
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.root = self.data_dir / MEMORY_DIR
+        self.catalog = catalog or Catalog.for_data_dir(self.data_dir)
+        self.retention = retention or RetentionPolicy()
+
+    @classmethod
+    def open(cls, data_dir: Path, config: StoreConfig | None = None) -> MemoryStore:
+        """The store under `data_dir` as the settings describe it (catalog URL, busy timeout, retention)."""
+        config = config or StoreConfig()
+        catalog = Catalog.for_data_dir(
+            Path(data_dir), config.catalog_url, busy_timeout_s=config.busy_timeout_s
+        )
+        return cls(data_dir, catalog, config.retention)
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----- reading ---------------------------------------------------------------------------------
+    def checkpoints(self, name: str) -> list[CheckpointInfo]:
+        """The committed checkpoints of a stream, newest first; [] for an unknown stream."""
+        with self.catalog.session() as s:
+            stream = s.scalar(select(Stream).where(Stream.name == name))
+            if stream is None:
+                return []
+            rows = s.scalars(
+                select(Checkpoint).where(Checkpoint.stream_id == stream.id).order_by(Checkpoint.seq.desc())
+            ).all()
+            return [self._info(stream, row) for row in rows]
+
+    def load_latest(self, name: str) -> tuple[dict[str, Any], CheckpointInfo] | None:
+        """The newest committed state of a stream that verifies, or None when it has none.
+
+        A damaged or missing group is skipped with a warning and the one before it is tried. A group that
+        disappears because a writer's retention removed it while we read is not damage: the scan starts
+        again from the then newest row.
+        """
+        for _attempt in range(5):
+            restart = False
+            for info in self.checkpoints(name):
+                try:
+                    state, _ = read_group(info.path, info.checksum)
+                    return state, info
+                except CheckpointError as exc:
+                    if not self._row_exists(info):
+                        restart = True  # retention removed it meanwhile
+                        break
+                    log.warning("stream %s: skipping checkpoint %d: %s", name, info.seq, exc)
+            if not restart:
+                return None
+        raise CheckpointError(f"stream {name}: checkpoints kept disappearing while being read")
+
+    def open_memory(
+        self, name: str, config: MemoryConfig | None = None
+    ) -> tuple[StreamMemory, CheckpointInfo | None]:
+        """A StreamMemory at the stream's newest committed state (fresh when it has none).
+
+        Without `config` the stream's own (stored in the checkpoint, else in the catalog) is used.
+        """
+        loaded = self.load_latest(name)
+        if config is None:
+            if loaded is not None:
+                config = MemoryConfig(**loaded[0]["config"])
+            else:
+                stream = self.catalog.stream(name)
+                config = MemoryConfig(**stream.config) if stream and stream.config else MemoryConfig()
+        memory = StreamMemory(config)
+        if loaded is None:
+            return memory, None
+        memory.load_state_dict(loaded[0])
+        return memory, loaded[1]
+
+    def _row_exists(self, info: CheckpointInfo) -> bool:
+        with self.catalog.session() as s:
+            return (
+                s.scalar(
+                    select(func.count())
+                    .select_from(Checkpoint)
+                    .where(Checkpoint.stream_id == info.stream_id, Checkpoint.seq == info.seq)
+                )
+                or 0
+            ) > 0
+
+    def _info(self, stream: Stream, row: Checkpoint) -> CheckpointInfo:
+        return CheckpointInfo(
+            stream=stream.name,
+            stream_id=stream.id,
+            seq=row.seq,
+            path=self.data_dir / row.path,
+            t_start=row.t_start,
+            t_end=row.t_end,
+            source_offset=row.source_offset,
+            source_state=row.source_state,
+            tokens_visual=row.tokens_visual,
+            tokens_audio=row.tokens_audio,
+            checksum=row.checksum,
+            bytes_raw=row.bytes_raw,
+            bytes_stored=row.bytes_stored,
+            created_at=row.created_at,
+        )
+
+    # ----- writing ---------------------------------------------------------------------------------
+    def writer(
+        self,
+        name: str,
+        *,
+        config: MemoryConfig | None = None,
+        source: str | None = None,
+        kind: str | None = None,
+    ) -> StreamWriter:
+        """Become the one writer of a stream (created if new); StreamBusyError if another process is."""
+        validate_stream_name(name)
+        stream = self.catalog.ensure_stream(
+            name, source=source, kind=kind, config=config.model_dump() if config else None
+        )
+        return StreamWriter(self, stream.name, stream.id)
+
+    def stream_dir(self, stream_id: str) -> Path:
+        return self.root / stream_id
+
+
+class StreamWriter:
+    """Commits checkpoints of one stream, synchronously or in the background; holds the writer lock."""
+
+    def __init__(self, store: MemoryStore, name: str, stream_id: str) -> None:
+        self.store = store
+        self.name = name
+        self.stream_id = stream_id
+        self.dir = store.stream_dir(stream_id)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _acquire_lock(self.dir / LOCK_FILE, name)
+        self._cond = threading.Condition()
+        self._busy = False
+        self._error: BaseException | None = None
+        self.last_pause_s = 0.0  # how long the last submit() held the caller up
+        self.last_commit: CheckpointInfo | None = None
+        try:
+            self.recover()
+        except BaseException:
+            self.close()
+            raise
+
+    # ----- recovery --------------------------------------------------------------------------------
+    def recover(self) -> list[str]:
+        """Remove what a killed writer left: temporary groups, and groups that no row commits."""
+        with self.store.catalog.session() as s:
+            committed = {
+                Path(p).name
+                for p in s.scalars(select(Checkpoint.path).where(Checkpoint.stream_id == self.stream_id))
+            }
+        removed = []
+        for entry in self.dir.iterdir():
+            orphan = entry.name.endswith(GROUP_SUFFIX) and entry.name not in committed
+            if entry.is_dir() and (entry.name.startswith(TMP_PREFIX) or orphan):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+        if removed:
+            log.warning(
+                "stream %s: removed %d uncommitted checkpoint group(s): %s", self.name, len(removed), removed
+            )
+            fsync_dir(self.dir)
+        return removed
+
+    # ----- committing ------------------------------------------------------------------------------
+    def commit(
+        self,
+        state: dict[str, Any],
+        *,
+        source_offset: float | None = None,
+        source_state: dict[str, Any] | None = None,
+    ) -> CheckpointInfo:
+        """Write `state` as the stream's next checkpoint and commit it; returns once it is durable."""
+        self._check_open()
+        with self.store.catalog.session() as s:
+            last = s.scalar(select(func.max(Checkpoint.seq)).where(Checkpoint.stream_id == self.stream_id))
+        seq = (last or 0) + 1
+        final = self.dir / f"{seq:08d}{GROUP_SUFFIX}"
+        tmp = self.dir / f"{TMP_PREFIX}{seq:08d}-{uuid.uuid4().hex[:8]}{GROUP_SUFFIX}"
+        started = time.perf_counter()
+        try:
+            info = write_group(tmp, state)
+            os.rename(tmp, final)
+            fsync_dir(self.dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        t_start, t_end = _span(state)
+        next_id = state.get("next_id", {})
+        row = Checkpoint(
+            stream_id=self.stream_id,
+            seq=seq,
+            path=str(final.relative_to(self.store.data_dir)),
+            t_start=t_start,
+            t_end=t_end,
+            source_offset=source_offset,
+            source_state=source_state,
+            tokens_visual=int(next_id.get("visual", 0)),
+            tokens_audio=int(next_id.get("audio", 0)),
+            checksum=info.checksum,
+            bytes_raw=info.bytes_raw,
+            bytes_stored=info.bytes_stored,
+        )
+        try:
+            with self.store.catalog.transaction() as s:
+                s.add(row)
+                s.flush()
+                stream = s.get(Stream, self.stream_id)
+                assert stream is not None
+                committed = self.store._info(stream, row)
+        except BaseException:
+            shutil.rmtree(final, ignore_errors=True)  # no row: the group is garbage either way
+            raise
+        log.info(
+            "stream %s: checkpoint %d committed (%.1f MB, %.0f ms)",
+            self.name,
+            seq,
+            info.bytes_stored / 1e6,
+            1e3 * (time.perf_counter() - started),
+        )
+        self.last_commit = committed
+        self.apply_retention()
+        return committed
+
+    def submit(
+        self,
+        memory: StreamMemory,
+        *,
+        source_offset: float | None = None,
+        source_state: dict[str, Any] | None = None,
+    ) -> None:
+        """Checkpoint `memory` in the background; returns as soon as its state is captured.
+
+        At most one write is in flight: if the previous one is still running, this waits for it first
+        (back-pressure), so a writer that cannot keep up slows ingestion instead of piling up copies. An
+        error of the previous background write is raised here.
+        """
+        started = time.perf_counter()
+        self.wait()
+        snapshot = memory.state_dict(copy=False)  # no tensor of a memory is changed in place
+        with self._cond:
+            self._busy = True
+        self.last_pause_s = time.perf_counter() - started
+        worker = threading.Thread(
+            target=self._background,
+            args=(snapshot, source_offset, source_state),
+            name=f"checkpoint-{self.name}",
+            daemon=True,
+        )
+        worker.start()
+
+    def _background(
+        self, state: dict[str, Any], offset: float | None, source_state: dict[str, Any] | None
+    ) -> None:
+        try:
+            self.commit(state, source_offset=offset, source_state=source_state)
+        except BaseException as exc:
+            log.error("stream %s: background checkpoint failed: %s", self.name, exc)
+            with self._cond:
+                self._error = exc
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    def wait(self) -> None:
+        """Block until no background write is in flight; raise the error of a failed one."""
+        with self._cond:
+            while self._busy:
+                self._cond.wait()
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    # ----- retention -------------------------------------------------------------------------------
+    def apply_retention(self) -> list[int]:
+        """Delete checkpoints the policy no longer keeps: rows first (the commit point), then groups."""
+        policy = self.store.retention
+        now = datetime.now(UTC)
+        with self.store.catalog.session() as s:
+            rows = s.execute(
+                select(Checkpoint.seq, Checkpoint.path, Checkpoint.bytes_stored, Checkpoint.created_at)
+                .where(Checkpoint.stream_id == self.stream_id)
+                .order_by(Checkpoint.seq.desc())
+            ).all()
+        keep, drop = list(rows[: policy.keep_last]), list(rows[policy.keep_last :])
+        if policy.max_age_s is not None:
+            limit = now - timedelta(seconds=policy.max_age_s)
+            old = [r for r in keep[1:] if _aware(r.created_at) < limit]
+            keep = [r for r in keep if r not in old]
+            drop += old
+        if policy.max_bytes is not None:
+            while len(keep) > 1 and sum(r.bytes_stored for r in keep) > policy.max_bytes:
+                drop.append(keep.pop())
+        if not drop:
+            return []
+        seqs = sorted(r.seq for r in drop)
+        with self.store.catalog.transaction() as s:
+            s.execute(
+                delete(Checkpoint).where(Checkpoint.stream_id == self.stream_id, Checkpoint.seq.in_(seqs))
+            )
+        for r in drop:
+            shutil.rmtree(self.store.data_dir / r.path, ignore_errors=True)
+        log.debug("stream %s: retention removed checkpoints %s", self.name, seqs)
+        return seqs
+
+    # ----- life ------------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._lock_fd is None:
+            raise RuntimeError(f"the writer of stream {self.name} is closed")
+
+    def close(self) -> None:
+        """Wait for a background write, then give up the writer lock."""
+        try:
+            if self._lock_fd is not None:
+                self.wait()
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # closing the descriptor releases the flock
+                self._lock_fd = None
+
+    def __enter__(self) -> StreamWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _acquire_lock(path: Path, name: str) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StreamBusyError(f"stream {name} is being written by another process") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def _span(state: dict[str, Any]) -> tuple[float | None, float | None]:
+    """Stream seconds covered by a memory state: earliest start and latest end over banks and pending."""
+    starts, ends = [], []
+    parts = [*state.get("banks", {}).values(), state.get("pending", {})]
+    for part in parts:
+        t0, t1 = part.get("t0"), part.get("t1")
+        if t0 is not None and t0.numel():
+            starts.append(float(t0.min()))
+            ends.append(float(t1.max()))
+    if not starts:
+        return None, None
+    start, end = min(starts), max(ends)
+    return (start if math.isfinite(start) else None), (end if math.isfinite(end) else None)
