@@ -191,7 +191,13 @@ def test_killed_writers_recover_to_the_uninterrupted_result(tmp_path: Path) -> N
             stderr=subprocess.PIPE,
             text=True,
         )  # fmt: skip
-        time.sleep(rng.uniform(1.5, 4.0))  # torch takes about 1.5 s to import: kill during the writing
+        # Wait for the worker to hold its writer lock (after importing torch, which takes a variable time
+        # on a busy machine), then kill it at a random instant of its roughly 2.5 s of writing.
+        deadline = time.monotonic() + 60
+        while not list(data.glob("memory/*/.writer.lock")) and proc.poll() is None:
+            assert time.monotonic() < deadline, "the worker never opened its store"
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.1, 2.2))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         with MemoryStore(data) as store:
