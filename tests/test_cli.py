@@ -161,3 +161,42 @@ def test_demo_budgets_yield_to_explicit_settings() -> None:
     assert config.visual_slots == 8192  # set explicitly: the demo keeps it
     assert config.audio_slots == DEMO_BUDGETS["audio_slots"]
     assert config.optimizer == "gd"
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda d: d / "missing.mp4", "missing.mp4"),
+        (lambda d: d, "only media files"),
+        (lambda d: (d / "notes.mp4").write_text("not a video") and d / "notes.mp4", "notes.mp4"),
+    ],
+)
+def test_ingest_refuses_what_it_cannot_read(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, make: object, fragment: str
+) -> None:
+    source = make(tmp_path)  # type: ignore[operator]
+    result = in_process(capsys, "--data", str(tmp_path / "data"), "ingest", str(source))
+    assert_one_line_error(result, fragment)
+
+
+def test_ingest_refuses_a_bad_stream_name(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    result = in_process(capsys, "--data", str(tmp_path), "ingest", str(tmp_path), "--stream", "../up")
+    assert_one_line_error(result)
+
+
+def test_ingest_a_clip_then_again(tmp_path: Path) -> None:
+    from . import media
+
+    clip = media.write_media(tmp_path / "clip.mp4", video_times=media.uniform_times(12, 5), rate=5)
+    config = tmp_path / "vsalmonn.toml"
+    config.write_text('[perception]\nspeech_encoder = "none"\n[memory]\nvisual_slots = 64\n')
+    first = vsalmonn(
+        "--config", str(config), "--data", "data", "ingest", str(clip), cwd=tmp_path, timeout=300
+    )
+    assert first.returncode == 0, first.stderr
+    assert "stream clip:" in first.stdout and "12 frames" in first.stdout
+    second = vsalmonn(
+        "--config", str(config), "--data", "data", "ingest", str(clip), cwd=tmp_path, timeout=300
+    )
+    assert second.returncode == 0 and "ingested completely already" in second.stdout
+    assert (tmp_path / "data" / "catalog.sqlite").is_file()

@@ -98,6 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_cmd_demo)
 
+    ingest = commands.add_parser(
+        "ingest",
+        parents=[common],
+        help="ingest a media file into a stream's memory, with progress and checkpoints",
+        description=(
+            "Decode a media file, encode its frames and speech, and write them into the stream's memory, "
+            "checkpointing as it goes; a second run resumes where the last committed checkpoint left off. "
+            "URLs, folders and capture devices are not supported by this version yet."
+        ),
+    )
+    ingest.add_argument("source", metavar="SOURCE", type=Path, help="a media file")
+    ingest.add_argument(
+        "--stream", metavar="NAME", help="stream name (default: the file's name without suffix)"
+    )
+    ingest.set_defaults(handler=_cmd_ingest)
+
     bench = commands.add_parser(
         "bench",
         parents=[common],
@@ -224,6 +240,78 @@ class ProgressLine:
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+# ----------------------------------------------------------------------------------------------- ingest
+
+
+def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from vsalmonn.memory_store.names import validate_stream_name
+    from vsalmonn.memory_store.store import MemoryStore, StreamBusyError
+    from vsalmonn.perception.decode import is_url, probe
+    from vsalmonn.perception.ingest import Encoders, ingest_file
+    from vsalmonn.perception.media import DecodeError
+
+    source: Path = args.source
+    if is_url(str(source)) or source.is_dir():
+        raise UsageError(f"{source}: only media files can be ingested by this version (not URLs or folders)")
+    name = args.stream or source.stem
+    try:
+        validate_stream_name(name)
+    except ValueError as exc:
+        raise UsageError(f"bad stream name: {exc}") from None
+    try:
+        probe(source)  # a file that is no media fails here, before the encoders take seconds to load
+    except DecodeError as exc:
+        raise UsageError(str(exc)) from None
+    progress = ProgressLine("ingesting", unit="s")
+    started = time.perf_counter()
+
+    def report(done: float, total: float | None) -> None:
+        nonlocal started
+        if progress.quarter < 0 and done == 0:  # the first report: encoders are loaded, the clock starts
+            started = progress.started = time.perf_counter()
+        elapsed = time.perf_counter() - started
+        progress.update(int(done), int(total) if total else max(int(done), 1))
+        log.info("%s: %.0f s of stream, %.1fx real time", name, done, done / elapsed if elapsed else 0.0)
+
+    _quiet_model_loading(settings.perception.threads)
+    try:
+        with MemoryStore.open(settings.data_dir, settings.store) as store:
+            encoders = Encoders.from_config(settings.perception, settings.data_dir)
+            result = ingest_file(
+                source,
+                name,
+                store=store,
+                encoders=encoders,
+                perception=settings.perception,
+                memory_config=settings.memory,
+                progress=report,
+            )
+    except (DecodeError, StreamBusyError) as exc:
+        progress.close()
+        raise UsageError(str(exc)) from None
+    progress.close()
+    if result.frames == 0 and result.segments == 0 and result.position == result.resumed_at:
+        print(f"stream {result.stream}: {result.source} was ingested completely already")
+        return 0
+    print(
+        f"stream {result.stream}: {result.source} ingested to {result.position:.1f} s "
+        f"(resumed at {result.resumed_at:.1f} s): {result.frames} frames, {result.segments} transcript "
+        f"segments, {result.checkpoints} checkpoints, {result.speed:.1f}x real time"
+    )
+    return 0
+
+
+def _quiet_model_loading(threads: int) -> None:
+    """Process-wide settings that belong to the program, not to a library: torch's thread count, and no
+    progress bars from transformers or chatter from faster-whisper on a terminal that shows our own."""
+    import torch
+    import transformers
+
+    torch.set_num_threads(threads)
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("faster_whisper").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 # ------------------------------------------------------------------------------------------------ bench

@@ -35,6 +35,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vsalmonn.memory_store.config import MemoryConfig, StoreConfig
+from vsalmonn.perception.config import PerceptionConfig
 
 DATA_ENV = "VSALMONN_DATA"
 CATALOG_ENV = "VSALMONN_CATALOG_URL"
@@ -53,6 +54,9 @@ class Settings(BaseModel):
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="checkpoints, catalog, model caches")
     memory: MemoryConfig = Field(default_factory=MemoryConfig, description="each stream's TTT memory")
     store: StoreConfig = Field(default_factory=StoreConfig, description="checkpoints and the catalog")
+    perception: PerceptionConfig = Field(
+        default_factory=PerceptionConfig, description="sampling and encoders"
+    )
 
 
 def load_settings(

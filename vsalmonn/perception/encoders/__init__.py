@@ -16,7 +16,7 @@ from ..config import PerceptionConfig
 from .base import FrameTokens, Segment, SpeechEncoder, TextEncoder, VisionEncoder, Word
 
 Kind = Literal["text", "vision", "speech"]
-Factory = Callable[[PerceptionConfig, Path], Any]  # (settings, data dir) -> encoder
+Factory = Callable[..., Any]  # (settings, data dir, **shared) -> encoder; vision gets text_encoder=
 
 _BUILTIN: dict[tuple[str, str], str] = {
     ("text", "minilm"): "vsalmonn.perception.encoders.text:MiniLMEncoder.from_config",
@@ -42,8 +42,12 @@ def available_encoders(kind: Kind) -> list[str]:
     return sorted({n for k, n in [*_BUILTIN, *_registered] if k == kind})
 
 
-def create_encoder(kind: Kind, name: str, config: PerceptionConfig, data_dir: Path) -> Any:
-    """Build the encoder registered as (kind, name)."""
+def create_encoder(kind: Kind, name: str, config: PerceptionConfig, data_dir: Path, **shared: Any) -> Any:
+    """Build the encoder registered as (kind, name).
+
+    `shared` passes encoders already built to factories that can reuse them: a vision encoder that grounds
+    its labels in text space receives `text_encoder=` so that one text model serves both.
+    """
     factory = _registered.get((kind, name))
     if factory is None and (kind, name) in _BUILTIN:
         module, _, attr = _BUILTIN[(kind, name)].partition(":")
@@ -54,7 +58,7 @@ def create_encoder(kind: Kind, name: str, config: PerceptionConfig, data_dir: Pa
     if factory is None:
         known = ", ".join(available_encoders(kind)) or "none"
         raise EncoderError(f"unknown {kind} encoder {name!r}; available: {known}")
-    return factory(config, data_dir)
+    return factory(config, data_dir, **shared)
 
 
 __all__ = [
