@@ -62,6 +62,7 @@ class StreamMemory:
         self.banks = self._make_banks()
         self.ttt_state: TTTState = self.layer.init_state(batch=1)
         self._pending = self._empty_pending()
+        self._joined: tuple[Tensor, Tensor, Candidates] | None = None  # see _candidates
         self._next_id: dict[Modality, int] = {"visual": 0, "audio": 0}
         self._last_t0: dict[Modality, float] = {"visual": -math.inf, "audio": -math.inf}
 
@@ -202,8 +203,13 @@ class StreamMemory:
         if modality != "visual" or self.pending == 0:
             return Candidates(modality, bank.keys, bank.t0, bank.t1, bank.id0, bank.id1)
         pend = self._pending
+        # Bank and pending tensors are replaced on every change, never mutated: while the same objects are
+        # current, the joined candidates are still valid, and repeated reads skip copying the whole bank.
+        cached = self._joined
+        if cached is not None and cached[0] is bank.keys and cached[1] is pend["values"]:
+            return cached[2]
         pending_keys = pend["values"] if self.tied_keys else self.layer.key_view(pend["values"])  # (P, d)
-        return Candidates(
+        joined = Candidates(
             modality,
             torch.cat([bank.keys, pending_keys]),
             torch.cat([bank.t0, pend["t0"]]),
@@ -211,6 +217,8 @@ class StreamMemory:
             torch.cat([bank.id0, pend["ids"]]),
             torch.cat([bank.id1, pend["ids"]]),
         )
+        self._joined = (bank.keys, pend["values"], joined)
+        return joined
 
     # ----- checkpoint state -----------------------------------------------------------------------------
     def state_dict(self, *, copy: bool = True) -> dict[str, Any]:
