@@ -34,3 +34,30 @@ class PerceptionConfig(BaseModel):
     language: str | None = Field(None, description="speech language; None lets Whisper detect it")
     threads: int = Field(2, ge=1, description="intra-op threads of the encoders")
     batch_frames: int = Field(16, ge=1, description="frames per vision batch")
+    # live sources (vsalmonn.perception.sources): how long a silent connection is trusted, how reconnects back
+    # off and when they stop. None means never give up: a camera that is down overnight is picked up again.
+    live_timeout_s: float = Field(
+        10.0, gt=0, description="a live source's open and read timeout; a silent connection is reconnected"
+    )
+    reconnect_initial_s: float = Field(0.5, ge=0, description="first delay before reconnecting a live source")
+    reconnect_factor: float = Field(
+        2.0, ge=1, description="each failed reconnect multiplies the delay by this"
+    )
+    reconnect_max_s: float = Field(30.0, ge=0, description="reconnect delays are capped at this")
+    reconnect_jitter: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="delays vary by up to this fraction, so many streams do not retry in step",
+    )
+    reconnect_max_attempts: int | None = Field(
+        None, ge=1, description="give up after this many failed attempts in a row; None: never"
+    )
+    reconnect_give_up_s: float | None = Field(
+        None, gt=0, description="give up after this many seconds without data; None: never"
+    )
+    live_queue: int = Field(
+        8,
+        ge=1,
+        description="items held between decoding and encoding a live source; when full the oldest drop",
+    )
