@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -200,3 +201,30 @@ def test_ingest_a_clip_then_again(tmp_path: Path) -> None:
     )
     assert second.returncode == 0 and "ingested completely already" in second.stdout
     assert (tmp_path / "data" / "catalog.sqlite").is_file()
+    found = vsalmonn(
+        "--data", "data", "search", "coloured bars", "--json", "-k", "3", cwd=tmp_path, timeout=300
+    )
+    assert found.returncode == 0, found.stderr
+    moments = json.loads(found.stdout)["moments"]
+    assert 1 <= len(moments) <= 3
+    assert all(m["stream"] == "clip" and 0 <= m["t0"] <= m["t1"] <= 13 for m in moments), moments
+    assert [m["score"] for m in moments] == sorted((m["score"] for m in moments), reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["search", "  "], "prompt is empty"),
+        (["search", "x", "-k", "0"], "-k"),
+        (["search", "x", "--stream", "nope"], "nope"),
+    ],
+)
+def test_search_refuses_bad_arguments(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], fragment: str
+) -> None:
+    assert_one_line_error(in_process(capsys, "--data", str(tmp_path), *args), fragment)
+
+
+def test_search_of_an_empty_store_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    result = in_process(capsys, "--data", str(tmp_path), "search", "anything")
+    assert result.returncode == 0 and "no moments" in result.stdout

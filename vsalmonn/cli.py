@@ -114,6 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.set_defaults(handler=_cmd_ingest)
 
+    search = commands.add_parser(
+        "search",
+        parents=[common],
+        help="the reader's moments for a prompt, from the newest committed checkpoint",
+        description="Search the memory of one stream or of all with a text prompt; times in stream seconds.",
+    )
+    search.add_argument("prompt", metavar="PROMPT", help="what to look for, in words")
+    search.add_argument("--stream", metavar="NAME", help="one stream (default: every stream)")
+    search.add_argument("-k", type=int, default=5, metavar="N", help="moments to return (default 5)")
+    search.add_argument("--json", action="store_true", help="print one JSON object")
+    search.set_defaults(handler=_cmd_search)
+
     bench = commands.add_parser(
         "bench",
         parents=[common],
@@ -243,6 +255,66 @@ class ProgressLine:
 
 
 # ----------------------------------------------------------------------------------------------- ingest
+
+
+def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy import select
+
+    from vsalmonn.memory_store.models import TranscriptSegment
+    from vsalmonn.memory_store.store import MemoryStore
+    from vsalmonn.perception.encoders import create_encoder
+
+    prompt = args.prompt.strip()
+    if not prompt:
+        raise UsageError("the prompt is empty")
+    if not 1 <= args.k <= 1000:
+        raise UsageError(f"-k must be between 1 and 1000, got {args.k}")
+    with MemoryStore.open(settings.data_dir, settings.store) as store:
+        names = [args.stream] if args.stream else [s.name for s in store.catalog.streams()]
+        if args.stream and store.catalog.stream(args.stream) is None:
+            raise UsageError(f"no stream named {args.stream!r} in {settings.data_dir}")
+        _quiet_model_loading(settings.perception.threads)
+        text = create_encoder(
+            "text", settings.perception.text_encoder, settings.perception, settings.data_dir
+        )
+        query = text.encode([prompt])  # (1, d)
+        found = []
+        for name in names:
+            memory, info = store.open_memory(name)
+            if info is None:
+                continue
+            found += [(name, m) for m in memory.read(query, k=args.k)]
+        found.sort(key=lambda nm: -nm[1].score)
+        found = found[: args.k]
+        moments = []
+        for name, m in found:
+            stream = store.catalog.stream(name)
+            assert stream is not None
+            with store.catalog.session() as s:
+                lines = s.scalars(
+                    select(TranscriptSegment.text)
+                    .where(TranscriptSegment.stream_id == stream.id)
+                    .where(TranscriptSegment.t1 >= m.t0, TranscriptSegment.t0 <= m.t1)
+                    .order_by(TranscriptSegment.t0)
+                ).all()
+            evidence = [f"slot {i}" for i in m.slot_ids] + [f"said: {line}" for line in lines]
+            moments.append(
+                {"stream": name, "t0": m.t0, "t1": m.t1, "score": m.score, "modality": m.modality,
+                 "evidence": evidence}
+            )  # fmt: skip
+    if args.json:
+        print(json.dumps({"moments": moments}))
+        return 0
+    if not moments:
+        print("no moments: the memory holds no committed checkpoint yet")
+        return 0
+    rows = [
+        [m["stream"], f"{m['t0']:.1f}", f"{m['t1']:.1f}", f"{m['score']:.3f}", m["modality"],
+         "; ".join(e for e in m["evidence"] if e.startswith("said:"))[:60] or "-"]
+        for m in moments
+    ]  # fmt: skip
+    print(format_table(["stream", "t0 (s)", "t1 (s)", "score", "modality", "evidence"], rows))
+    return 0
 
 
 def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
