@@ -277,25 +277,25 @@ def _speech_clip(shared: Path, folder: Path, seconds: float) -> tuple[Path, dict
         astream.layout = "mono"
         frames = _street_frames(street)
         next_audio = 0
-        for i in range(round(seconds * CLIP_FPS)):
-            while next_audio < len(track) and next_audio / CLIP_AUDIO_RATE <= i / CLIP_FPS:
+
+        def mux_audio_until(limit_s: float) -> None:
+            """Encode the audio blocks that start at or before `limit_s` (interleaved with the video)."""
+            nonlocal next_audio
+            while next_audio < len(track) and next_audio / CLIP_AUDIO_RATE <= limit_s:
                 block = track[None, next_audio : next_audio + AUDIO_BLOCK]
                 aframe = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="fltp", layout="mono")
                 aframe.sample_rate = CLIP_AUDIO_RATE
                 aframe.pts, aframe.time_base = next_audio, Fraction(1, CLIP_AUDIO_RATE)
                 out.mux(astream.encode(aframe))
                 next_audio += AUDIO_BLOCK
+
+        for i in range(round(seconds * CLIP_FPS)):
+            mux_audio_until(i / CLIP_FPS)
             vframe = next(frames)
             vframe.pts, vframe.time_base = i, Fraction(1, CLIP_FPS)
             out.mux(vstream.encode(vframe))
         frames.close()  # type: ignore[attr-defined]
-        while next_audio < len(track):
-            block = track[None, next_audio : next_audio + AUDIO_BLOCK]
-            aframe = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="fltp", layout="mono")
-            aframe.sample_rate = CLIP_AUDIO_RATE
-            aframe.pts, aframe.time_base = next_audio, Fraction(1, CLIP_AUDIO_RATE)
-            out.mux(astream.encode(aframe))
-            next_audio += AUDIO_BLOCK
+        mux_audio_until(float("inf"))
         out.mux(vstream.encode(None))
         out.mux(astream.encode(None))
     finally:

@@ -270,9 +270,10 @@ def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     if not 1 <= args.k <= 1000:
         raise UsageError(f"-k must be between 1 and 1000, got {args.k}")
     with MemoryStore.open(settings.data_dir, settings.store) as store:
-        names = [args.stream] if args.stream else [s.name for s in store.catalog.streams()]
-        if args.stream and store.catalog.stream(args.stream) is None:
+        ids = {s.name: s.id for s in store.catalog.streams()}  # one query, not one per moment
+        if args.stream and args.stream not in ids:
             raise UsageError(f"no stream named {args.stream!r} in {settings.data_dir}")
+        names = [args.stream] if args.stream else list(ids)
         _quiet_model_loading(settings.perception.threads)
         text = create_encoder(
             "text", settings.perception.text_encoder, settings.perception, settings.data_dir
@@ -288,12 +289,10 @@ def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         found = found[: args.k]
         moments = []
         for name, m in found:
-            stream = store.catalog.stream(name)
-            assert stream is not None
             with store.catalog.session() as s:
                 lines = s.scalars(
                     select(TranscriptSegment.text)
-                    .where(TranscriptSegment.stream_id == stream.id)
+                    .where(TranscriptSegment.stream_id == ids[name])
                     .where(TranscriptSegment.t1 >= m.t0, TranscriptSegment.t0 <= m.t1)
                     .order_by(TranscriptSegment.t0)
                 ).all()
