@@ -197,3 +197,48 @@ class IngestFile(Base):
     stream_offset: Mapped[float | None] = mapped_column(Float)  # stream time at which the file starts
     error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class FrameLabel(Base):
+    """The top labels of one sampled frame: what a person reads as a visual moment's evidence.
+
+    Tokens are vectors nobody can read; the vision encoder's best labels for each frame are kept here so that
+    a moment found in the memory can say what was seen in it (revision 0003).
+    """
+
+    __tablename__ = "frame_labels"
+    __table_args__ = (Index("ix_frame_labels_stream_t", "stream_id", "t"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    stream_id: Mapped[str] = mapped_column(ForeignKey("streams.id", ondelete="CASCADE"))
+    t: Mapped[float] = mapped_column(Float)  # stream seconds of the frame
+    labels: Mapped[dict[str, Any]]  # {"labels": [[label, probability], …]}, best first
+
+
+class StreamStatus(Base):
+    """What the process ingesting a stream last reported: read by `vsalmonn status` from any process.
+
+    Written every few seconds by the ingesting process (revision 0003); `updated_at` tells a live report from
+    the last words of a process that died. Checkpoints are not repeated here: they have their own table.
+    """
+
+    __tablename__ = "stream_status"
+
+    stream_id: Mapped[str] = mapped_column(ForeignKey("streams.id", ondelete="CASCADE"), primary_key=True)
+    # starting, running, reconnecting, done, stopped, failed, skipped
+    state: Mapped[str] = mapped_column(String(16))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    host: Mapped[str | None] = mapped_column(String(255))
+    source: Mapped[str | None] = mapped_column(Text)
+    position: Mapped[float | None] = mapped_column(Float)  # stream seconds ingested
+    duration: Mapped[float | None] = mapped_column(Float)  # of the current file, when known
+    rate: Mapped[float | None] = mapped_column(Float)  # stream seconds per wall second, recent
+    lag_s: Mapped[float | None] = mapped_column(Float)  # live sources: now minus the newest written frame
+    frames: Mapped[int] = mapped_column(BigInteger, default=0)
+    segments: Mapped[int] = mapped_column(BigInteger, default=0)
+    drops: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any] | None]  # kind-specific: reconnects, files pending/done/failed, …
+    started_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

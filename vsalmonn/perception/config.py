@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -60,4 +61,47 @@ class PerceptionConfig(BaseModel):
         8,
         ge=1,
         description="items held between decoding and encoding a live source; when full the oldest drop",
+    )
+
+
+class StreamSpec(BaseModel):
+    """One stream the daemon runs: a name and a source (a file, URL, watched folder or capture device)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(description="the stream's name: letters, digits, '.', '_' and '-'")
+    source: str = Field(description="a file, a URL, a folder to watch, or a device (/dev/videoN, v4l2:...)")
+    kind: Literal["file", "url", "folder", "device"] | None = Field(
+        None, description="what the source is; default: told from the source string"
+    )
+    options: dict[str, str] = Field(
+        default_factory=dict, description="FFmpeg options for URLs and devices, e.g. rtsp_transport"
+    )
+
+
+class DaemonConfig(BaseModel):
+    """How the daemon paces work: windows, checkpoints, status reports, queues and folder watching."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window_s: float = Field(
+        30.0, gt=0, description="stream seconds encoded together; checkpoints fall on window ends"
+    )
+    live_window_s: float = Field(
+        10.0, gt=0, description="window of live sources: how long speech waits before it is transcribed"
+    )
+    checkpoint_every_s: float = Field(60.0, gt=0, description="stream seconds between checkpoints")
+    live_checkpoint_every_s: float = Field(
+        60.0, gt=0, description="wall seconds between checkpoints of a live source"
+    )
+    status_every_s: float = Field(2.0, gt=0, description="how often each stream's status row is written")
+    queue_items: int = Field(
+        64, ge=1, description="decoded items held between decoding and encoding a file (back-pressure)"
+    )
+    settle_s: float = Field(
+        2.0, ge=0, description="a watched folder's new file is read once its size has not changed this long"
+    )
+    poll_s: float = Field(1.0, gt=0, description="a watched folder is rescanned this often besides events")
+    stop_timeout_s: float = Field(
+        8.0, gt=0, description="on SIGTERM/SIGINT, how long streams get to checkpoint before the exit"
     )

@@ -1,0 +1,356 @@
+"""Decoded items into one stream's memory: windows, encoding, writing, checkpoints (DESIGN §2, §5).
+
+Every kind of source ends in a `StreamSink`. Items are gathered in windows of `window_s` seconds of stream
+time, aligned to multiples of it. When an item past the window's end arrives, the window is encoded: frames
+through the vision encoder into the visual memory (their top labels into the catalog as evidence), audio
+through the speech encoder into the transcript and, as text embeddings, into the audio memory. So at a
+window's end everything before it is in memory and nothing after it is, and that is where a checkpoint of a
+*seekable* source (a file, a file of a watched folder) is taken, with the window's end as its offset: a
+restart decodes from there, catalog rows at or after it are removed first, and the result equals an
+uninterrupted run.
+
+A *live* source (`exact=False`) resumes at "now" rather than at an offset, so nothing needs to line up with
+a checkpoint; instead frames must reach the memory within a second or two. Its frames are encoded as soon as
+the input queue runs dry (`idle()`), and only its speech waits for the window end (`live_window_s`, shorter),
+because Whisper needs a few seconds of context to transcribe well.
+
+One lock serialises the encoders of all streams in a process: the CPU cores are the shared resource, and two
+models running at once on two cores only make both slower while holding twice the memory.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete
+
+from vsalmonn.memory_store import StreamMemory
+from vsalmonn.memory_store.models import FrameLabel, TranscriptSegment
+from vsalmonn.memory_store.store import MemoryStore, StreamWriter
+
+from .config import PerceptionConfig
+from .encoders import FrameTokens, Segment, SpeechEncoder, TextEncoder, VisionEncoder, create_encoder
+from .media import AudioChunk, Frame
+
+log = logging.getLogger(__name__)
+
+Item = Frame | AudioChunk
+ENCODE_LOCK = threading.Lock()
+"""Held while any encoder of this process runs (module docstring)."""
+
+_RATE_WINDOW_S = 30.0  # the rate in status reports is measured over this much recent wall time
+_AUDIO_GAP_S = 0.05  # audio chunks further apart than this are transcribed as separate runs
+
+
+@dataclass
+class Encoders:
+    """The encoders a pipeline uses; built once, shared by every stream and file of a process."""
+
+    vision: VisionEncoder
+    text: TextEncoder
+    speech: SpeechEncoder | None
+
+    @classmethod
+    def from_config(cls, config: PerceptionConfig, data_dir: Any) -> Encoders:
+        text = create_encoder("text", config.text_encoder, config, data_dir)
+        vision = create_encoder("vision", config.vision_encoder, config, data_dir, text_encoder=text)
+        speech = None
+        if config.speech_encoder != "none":
+            speech = create_encoder("speech", config.speech_encoder, config, data_dir)
+        return cls(vision=vision, text=text, speech=speech)
+
+
+@dataclass
+class StreamStats:
+    """A stream's counters: written by its worker thread, read by status reports from another thread.
+
+    Plain attribute writes of ints, floats and strings are atomic under the GIL, so no lock is needed for a
+    report that may be one item out of date.
+    """
+
+    state: str = "starting"
+    source: str | None = None
+    position: float | None = None  # stream seconds written into memory
+    duration: float | None = None  # of the file being ingested, when known
+    lag_s: float | None = None  # live: wall time now minus the wall time of the newest written frame
+    frames: int = 0
+    segments: int = 0
+    drops: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    checkpoints: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    _marks: collections.deque[tuple[float, float]] = field(default_factory=collections.deque, repr=False)
+
+    def advance(self, position: float, now: float | None = None) -> None:
+        """Record that the stream has been written up to `position`."""
+        now = time.monotonic() if now is None else now
+        self.position = position
+        self._marks.append((now, position))
+        while len(self._marks) > 2 and now - self._marks[1][0] > _RATE_WINDOW_S:
+            self._marks.popleft()
+
+    @property
+    def rate(self) -> float | None:
+        """Stream seconds per wall second over the recent past: 4.0 is four times real time."""
+        marks = list(self._marks)
+        if len(marks) < 2 or marks[-1][0] <= marks[0][0]:
+            return None
+        return (marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0])
+
+    def fail(self, reason: str, state: str | None = None) -> None:
+        self.errors += 1
+        self.last_error = " ".join(reason.split())
+        if state is not None:
+            self.state = state
+
+
+@dataclass
+class _Window:
+    end: float
+    frames: list[Frame] = field(default_factory=list)
+    audio: list[AudioChunk] = field(default_factory=list)
+
+
+class StreamSink:
+    """Encodes a stream's items into its memory and commits its checkpoints (module docstring).
+
+    `time_offset` is added to every item's time: a watched folder's files are appended one after another on
+    one stream time axis. `committed` is the stream time before which everything is in memory; it is the
+    offset a checkpoint taken now records.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: MemoryStore,
+        writer: StreamWriter,
+        memory: StreamMemory,
+        encoders: Encoders,
+        perception: PerceptionConfig,
+        window_s: float,
+        exact: bool = True,
+        stats: StreamStats | None = None,
+        start: float = 0.0,
+        time_offset: float = 0.0,
+        lock: threading.Lock = ENCODE_LOCK,
+    ) -> None:
+        self.store = store
+        self.writer = writer
+        self.memory = memory
+        self.encoders = encoders
+        self.perception = perception
+        self.window_s = float(window_s)
+        self.exact = exact
+        self.stats = stats or StreamStats()
+        self.time_offset = float(time_offset)
+        self.committed = float(start)
+        self._lock = lock
+        self._window: _Window | None = None
+        self._period = 1.0 / perception.fps
+        self._last_frame_wall: float | None = None
+        self.labels: list[tuple[float, tuple[tuple[str, float], ...]]] = []  # of this run, for callers
+
+    @property
+    def stream_id(self) -> str:
+        return self.writer.stream_id
+
+    # ----- input ------------------------------------------------------------------------------------------
+
+    def add(self, item: Item) -> bool:
+        """Take one decoded item; True when it closed a window (a checkpoint may be taken now)."""
+        item = self._shift(item)
+        t = item.t if isinstance(item, Frame) else item.t0
+        closed = False
+        if self._window is None:
+            self._window = _Window(end=self._end_after(t))
+        elif t >= self._window.end:
+            self._close_window()
+            self._window = _Window(end=self._end_after(t))  # an empty stretch is skipped, not looped over
+            closed = True
+        if isinstance(item, Frame):
+            self._window.frames.append(item)
+        else:
+            self._window.audio.append(item)
+        return closed
+
+    def idle(self) -> None:
+        """The input ran dry for now: a live source writes its waiting frames at once (keeps lag low)."""
+        if not self.exact and self._window is not None and self._window.frames:
+            self._encode_frames(self._window.frames)
+            self._window.frames = []
+
+    def finish(self, position: float | None = None) -> None:
+        """The source ended: encode what is left; `position` (source time reached) moves `committed` on."""
+        if self._window is not None:
+            self._close_window(final=True)
+            self._window = None
+        if position is not None:
+            self.committed = max(self.committed, position + self.time_offset)
+            self.stats.advance(self.committed)
+
+    def _shift(self, item: Item) -> Item:
+        if not self.time_offset:
+            return item
+        if isinstance(item, Frame):
+            return Frame(item.t + self.time_offset, item.image, item.wallclock)
+        return AudioChunk(item.t0 + self.time_offset, item.samples, item.sample_rate, item.wallclock)
+
+    def _end_after(self, t: float) -> float:
+        return (int(t // self.window_s) + 1) * self.window_s
+
+    # ----- encoding ---------------------------------------------------------------------------------------
+
+    def _close_window(self, final: bool = False) -> None:
+        window = self._window
+        assert window is not None
+        self._encode_frames(window.frames)
+        self._encode_audio(window.audio)
+        if final:
+            ends = [f.t + self._period for f in window.frames[-1:]] + [c.t1 for c in window.audio[-1:]]
+            end = max([self.committed, *ends])
+        else:
+            end = window.end
+        self.committed = max(self.committed, end)
+        self.stats.advance(self.committed)
+
+    def _encode_frames(self, frames: list[Frame]) -> None:
+        batch_size = self.perception.batch_frames
+        for start in range(0, len(frames), batch_size):
+            batch = frames[start : start + batch_size]
+            with self._lock:
+                encoded = self.encoders.vision.encode([f.image for f in batch])
+                tokens, t0, t1 = _frame_tokens(batch, encoded, self._period)
+                self.memory.write(tokens, t0, t1, modality="visual")
+            self.stats.frames += len(batch)
+            pairs = [(f.t, e.labels) for f, e in zip(batch, encoded, strict=True)]
+            self.labels.extend(pairs)
+            rows = [
+                FrameLabel(stream_id=self.stream_id, t=t, labels={"labels": [list(p) for p in labels]})
+                for t, labels in pairs
+                if labels
+            ]
+            if rows:
+                with self.store.catalog.transaction() as session:
+                    session.add_all(rows)
+            if batch[-1].wallclock is not None:
+                self._last_frame_wall = batch[-1].wallclock
+                self.stats.lag_s = max(0.0, time.time() - batch[-1].wallclock)
+                self.stats.advance(batch[-1].t)
+
+    def _encode_audio(self, chunks: list[AudioChunk]) -> None:
+        if self.encoders.speech is None or not chunks:
+            return
+        segments: list[Segment] = []
+        for run in _contiguous_runs(chunks):
+            audio = np.concatenate([c.samples for c in run])  # (n,) one contiguous stretch
+            with self._lock:
+                segments += self.encoders.speech.transcribe(audio, t_offset=run[0].t0)
+        segments = sorted((s for s in segments if s.text.strip()), key=lambda s: s.t0)
+        if not segments:
+            return
+        with self._lock:
+            embeddings = self.encoders.text.encode([s.text.strip() for s in segments])  # (k, d)
+            self.memory.write(
+                embeddings,
+                [s.t0 for s in segments],
+                [max(s.t1, s.t0) for s in segments],
+                modality="audio",
+            )
+        with self.store.catalog.transaction() as session:
+            session.add_all(_transcript_rows(self.stream_id, segments))
+        self.stats.segments += len(segments)
+
+    # ----- checkpoints ------------------------------------------------------------------------------------
+
+    def checkpoint(
+        self, source_state: dict[str, Any] | None = None, *, wait: bool = False, flush: bool = False
+    ) -> None:
+        """Commit the memory as it is now, at offset `committed`; in the background unless `wait`.
+
+        `flush` first runs the TTT update on a partial mini-batch: at the end of a stream, so that the final
+        state holds no raw pending tokens (they would be read raw, without the memory's rewrite).
+        """
+        if flush:
+            self.memory.flush()
+        if wait:
+            self.writer.wait()
+            info = self.writer.commit(
+                self.memory.state_dict(copy=False), source_offset=self.committed, source_state=source_state
+            )
+            self.stats.detail["last_checkpoint_seq"] = info.seq
+        else:
+            self.writer.submit(self.memory, source_offset=self.committed, source_state=source_state)
+        self.stats.checkpoints += 1
+
+
+def forget_from(store: MemoryStore, stream_id: str, offset: float) -> None:
+    """Remove the catalog rows a killed run wrote at or after its last checkpoint: they will come again."""
+    with store.catalog.transaction() as session:
+        gone = session.execute(
+            delete(TranscriptSegment).where(
+                TranscriptSegment.stream_id == stream_id, TranscriptSegment.t0 >= offset
+            )
+        ).rowcount
+        labels = session.execute(
+            delete(FrameLabel).where(FrameLabel.stream_id == stream_id, FrameLabel.t >= offset)
+        ).rowcount
+    if gone or labels:
+        log.info(
+            "stream %s: dropped %d transcript and %d label rows past the resume offset %.1f s",
+            stream_id,
+            gone,
+            labels,
+            offset,
+        )
+
+
+def _contiguous_runs(chunks: list[AudioChunk]) -> Iterator[list[AudioChunk]]:
+    """Audio chunks split where they do not follow each other (a gap in the source, or dropped chunks)."""
+    run = [chunks[0]]
+    for chunk in chunks[1:]:
+        if abs(chunk.t0 - run[-1].t1) > _AUDIO_GAP_S:
+            yield run
+            run = []
+        run.append(chunk)
+    yield run
+
+
+def _frame_tokens(
+    frames: list[Frame], encoded: list[FrameTokens], period: float
+) -> tuple[np.ndarray, list[float], list[float]]:
+    """All tokens of a batch of frames with each token's span: the frame's time to the next sample."""
+    tokens = np.concatenate([e.tokens for e in encoded])  # (Σ n_i, d)
+    t0 = [f.t for f, e in zip(frames, encoded, strict=True) for _ in range(e.tokens.shape[0])]
+    return tokens, t0, [t + period for t in t0]
+
+
+def _transcript_rows(stream_id: str, segments: list[Segment]) -> list[TranscriptSegment]:
+    return [
+        TranscriptSegment(
+            stream_id=stream_id,
+            t0=s.t0,
+            t1=s.t1,
+            text=s.text.strip(),
+            language=s.language,
+            words=_words(s),
+        )
+        for s in segments
+    ]
+
+
+def _words(segment: Segment) -> dict[str, Any] | None:
+    if not segment.words:
+        return None
+    return {"words": [{"w": w.text, "t0": w.t0, "t1": w.t1, "p": w.probability} for w in segment.words]}
+
+
+__all__ = ["ENCODE_LOCK", "Encoders", "StreamSink", "StreamStats", "forget_from"]
