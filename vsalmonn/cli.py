@@ -1,7 +1,6 @@
 """The ``vsalmonn`` command line (also ``python -m vsalmonn``); DESIGN §9 fixes its interface.
 
-Only commands that work are registered: ``demo`` and ``bench``. The others of DESIGN §9 (ingest, daemon,
-search, ask, status) arrive with the components they need.
+Only commands that work are registered; ``ask`` of DESIGN §9 arrives with the agent.
 
 Results go to stdout, progress and logging to stderr. Bad usage or input exits with status 2 and one line on
 stderr, never a traceback: scripts branch on the status and people read the line.
@@ -10,16 +9,19 @@ stderr, never a traceback: scripts branch on the status and people read the line
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
 import logging
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import IO, NoReturn
+from typing import IO, Any, NoReturn
 
 from vsalmonn import __version__
 from vsalmonn.settings import DATA_ENV, DEFAULT_DATA_DIR, Settings, SettingsError, load_settings
@@ -101,18 +103,40 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser(
         "ingest",
         parents=[common],
-        help="ingest a media file into a stream's memory, with progress and checkpoints",
+        help="ingest a file, URL, folder or capture device into a stream's memory",
         description=(
-            "Decode a media file, encode its frames and speech, and write them into the stream's memory, "
+            "Decode a source, encode its frames and speech, and write them into the stream's memory, "
             "checkpointing as it goes; a second run resumes where the last committed checkpoint left off. "
-            "URLs, folders and capture devices are not supported by this version yet."
+            "A file ends by itself; a URL, a capture device (/dev/videoN) or a watched folder runs until "
+            "SIGINT/SIGTERM (a folder with --once stops when the files present are done)."
         ),
     )
-    ingest.add_argument("source", metavar="SOURCE", type=Path, help="a media file")
+    ingest.add_argument("source", metavar="SOURCE", help="a media file, URL, folder or /dev/videoN")
     ingest.add_argument(
-        "--stream", metavar="NAME", help="stream name (default: the file's name without suffix)"
+        "--stream", metavar="NAME", help="stream name (default: the file's or folder's name without suffix)"
     )
+    ingest.add_argument("--once", action="store_true", help="a folder: ingest the files present, then exit")
     ingest.set_defaults(handler=_cmd_ingest)
+
+    daemon = commands.add_parser(
+        "daemon",
+        parents=[common],
+        help="run every stream of the settings until SIGTERM/SIGINT",
+        description=(
+            "Run the [[streams]] of the settings, each from its last committed checkpoint, reporting status "
+            "into the catalog (see 'vsalmonn status'). SIGTERM or SIGINT checkpoints every stream and exits 0."
+        ),
+    )
+    daemon.set_defaults(handler=_cmd_daemon)
+
+    status = commands.add_parser(
+        "status",
+        parents=[common],
+        help="streams, positions, rates, lag, drops, checkpoints and errors",
+        description="What the processes ingesting streams last reported, read from the catalog.",
+    )
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.set_defaults(handler=_cmd_status)
 
     search = commands.add_parser(
         "search",
@@ -318,60 +342,213 @@ def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from vsalmonn.memory_store.names import validate_stream_name
-    from vsalmonn.memory_store.store import MemoryStore, StreamBusyError
-    from vsalmonn.perception.decode import is_url, probe
-    from vsalmonn.perception.ingest import Encoders, ingest_file
+    from vsalmonn.memory_store.store import MemoryStore
+    from vsalmonn.perception.config import StreamSpec
+    from vsalmonn.perception.decode import probe
     from vsalmonn.perception.media import DecodeError
+    from vsalmonn.perception.sources import classify
 
-    source: Path = args.source
-    if is_url(str(source)) or source.is_dir():
-        raise UsageError(f"{source}: only media files can be ingested by this version (not URLs or folders)")
-    name = args.stream or source.stem
+    source: str = args.source
+    kind = classify(source)
+    name = args.stream or (Path(source.rstrip("/")).stem if kind in ("file", "folder") else None)
+    if not name:
+        raise UsageError(f"{source}: give the stream a name with --stream NAME")
     try:
         validate_stream_name(name)
     except ValueError as exc:
         raise UsageError(f"bad stream name: {exc}") from None
-    try:
-        probe(source)  # a file that is no media fails here, before the encoders take seconds to load
-    except DecodeError as exc:
-        raise UsageError(str(exc)) from None
-    progress = ProgressLine("ingesting", unit="s")
-    started = time.perf_counter()
-
-    def report(done: float, total: float | None) -> None:
-        nonlocal started
-        if progress.quarter < 0 and done == 0:  # the first report: encoders are loaded, the clock starts
-            started = progress.started = time.perf_counter()
-        elapsed = time.perf_counter() - started
-        progress.update(int(done), int(total) if total else max(int(done), 1))
-        log.info("%s: %.0f s of stream, %.1fx real time", name, done, done / elapsed if elapsed else 0.0)
-
+    if args.once and kind != "folder":
+        raise UsageError("--once applies to a folder only")
+    if kind == "file":
+        try:
+            probe(source)  # a file that is no media fails here, before the encoders take seconds to load
+        except DecodeError as exc:
+            raise UsageError(str(exc)) from None
+    spec = StreamSpec(name=name, source=source, kind=kind)
     _quiet_model_loading(settings.perception.threads)
-    try:
-        with MemoryStore.open(settings.data_dir, settings.store) as store:
-            encoders = Encoders.from_config(settings.perception, settings.data_dir)
-            result = ingest_file(
-                source,
-                name,
-                store=store,
-                encoders=encoders,
-                perception=settings.perception,
-                memory_config=settings.memory,
-                progress=report,
-            )
-    except (DecodeError, StreamBusyError) as exc:
-        progress.close()
-        raise UsageError(str(exc)) from None
-    progress.close()
-    if result.frames == 0 and result.segments == 0 and result.position == result.resumed_at:
-        print(f"stream {result.stream}: {result.source} was ingested completely already")
+    with MemoryStore.open(settings.data_dir, settings.store) as store:
+        daemon = _make_daemon(settings, store, [spec], once=args.once)
+        with _stop_on_signals() as stop:
+            daemon.start()
+            runner = daemon.runners[0]
+            show = _progress_display(runner.stats, kind)
+            while daemon.running and not stop.wait(0.25):
+                show()
+            daemon.shutdown()
+            show(final=True)
+    stats, result = runner.stats, runner.result
+    if stats.state in ("failed", "skipped"):
+        raise UsageError(stats.last_error or f"stream {name} {stats.state}")
+    if (
+        result is not None
+        and result.frames == 0
+        and result.segments == 0
+        and stats.state == "done"
+        and (result.position == result.resumed_at)
+    ):
+        print(f"stream {name}: {source} was ingested completely already")
+        return 0
+    if result is not None:
+        print(
+            f"stream {name}: {source} {'stopped' if result.stopped else 'ingested'} at {result.position:.1f} s "
+            f"(resumed at {result.resumed_at:.1f} s): {result.frames} frames, {result.segments} transcript "
+            f"segments, {result.checkpoints} checkpoints, {result.speed:.1f}x real time"
+        )
         return 0
     print(
-        f"stream {result.stream}: {result.source} ingested to {result.position:.1f} s "
-        f"(resumed at {result.resumed_at:.1f} s): {result.frames} frames, {result.segments} transcript "
-        f"segments, {result.checkpoints} checkpoints, {result.speed:.1f}x real time"
+        f"stream {name}: {stats.state} at {stats.position or 0.0:.1f} s: {stats.frames} frames, "
+        f"{stats.segments} transcript segments, {stats.drops} dropped, {stats.errors} errors"
     )
     return 0
+
+
+def _cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
+    from vsalmonn.memory_store.store import MemoryStore
+
+    if not settings.streams:
+        raise UsageError("no streams to run: add [[streams]] tables (name, source) to the --config file")
+    _quiet_model_loading(settings.perception.threads)
+    with MemoryStore.open(settings.data_dir, settings.store) as store:
+        try:
+            daemon = _make_daemon(settings, store, settings.streams)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        with _stop_on_signals() as stop:
+            log.warning("daemon: %d stream(s) in %s", len(settings.streams), settings.data_dir)
+            code = daemon.run(stop)
+    for runner in daemon.runners:
+        if runner.stats.state in ("failed", "skipped"):
+            print(
+                f"{PROG}: stream {runner.spec.name} {runner.stats.state}: {runner.stats.last_error}",
+                file=sys.stderr,
+            )
+    return code
+
+
+def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from vsalmonn.memory_store.catalog import Catalog, CatalogError
+    from vsalmonn.memory_store.store import MemoryStore
+    from vsalmonn.perception.daemon import read_status
+
+    try:
+        catalog = Catalog.for_data_dir(
+            settings.data_dir, settings.store.catalog_url, busy_timeout_s=settings.store.busy_timeout_s,
+            create=False,
+        )  # fmt: skip
+    except CatalogError as exc:
+        raise UsageError(f"{exc} (nothing has been ingested into {settings.data_dir})") from None
+    with MemoryStore(settings.data_dir, catalog) as store:
+        entries = read_status(store)
+    stale_after = max(10.0, 5 * settings.daemon.status_every_s)
+    for entry in entries:
+        if entry.get("state") not in (None, "done", "stopped", "failed", "skipped", "idle", "new"):
+            entry["stale"] = entry.get("age_s", 0.0) > stale_after
+    if args.json:
+        print(json.dumps({"streams": entries}))
+        return 0
+    if not entries:
+        print(f"no streams in {settings.data_dir}")
+        return 0
+    rows = []
+    for e in entries:
+        checkpoint = e.get("checkpoint")
+        state = e["state"] + (" (no report for %s)" % _ago(e["age_s"]) if e.get("stale") else "")
+        rows.append(
+            [
+                e["stream"], e.get("kind") or "-", state,
+                _position(e.get("position"), e.get("duration")),
+                f"{e['rate']:.1f}x" if e.get("rate") is not None else "-",
+                f"{e['lag_s']:.1f}" if e.get("lag_s") is not None else "-",
+                str(e.get("drops", 0)),
+                f"#{checkpoint['seq']} {_ago(checkpoint['age_s'])} ago" if checkpoint else "-",
+                str(e.get("errors", 0)) + (f": {e['last_error'][:60]}" if e.get("last_error") else ""),
+            ]
+        )  # fmt: skip
+    headers = ["stream", "kind", "state", "position", "rate", "lag (s)", "drops", "checkpoint", "errors"]
+    print(format_table(headers, rows))
+    return 0
+
+
+def _position(position: float | None, duration: float | None) -> str:
+    if position is None:
+        return "-"
+    text = _clock(position)
+    return f"{text} / {_clock(duration)}" if duration else text
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _make_daemon(settings: Settings, store: Any, specs: Sequence[Any], once: bool = False) -> Any:
+    from vsalmonn.perception.daemon import Daemon
+
+    return Daemon(
+        specs, store=store, perception=settings.perception, memory=settings.memory, config=settings.daemon,
+        data_dir=settings.data_dir, once=once,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGTERM or SIGINT while the block runs (the previous handlers come back after)."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        log.warning("%s received: checkpointing and stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _progress_display(stats: Any, kind: str) -> Callable[..., None]:
+    """A function that redraws the progress of one stream on stderr: a tqdm bar for a file (position,
+    rate as a multiple of real time, ETA), a status line for the others; on a terminal only."""
+    from tqdm import tqdm
+
+    bar: Any = None
+
+    def show(final: bool = False) -> None:
+        nonlocal bar
+        if stats.position is None:
+            return
+        if bar is None:
+            total = stats.duration if kind == "file" else None
+            bar = tqdm(
+                total=total, initial=stats.position, unit="s", dynamic_ncols=True, disable=None,
+                desc=f"ingesting {stats.source}" if kind == "file" else stats.source,
+                bar_format=(
+                    "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]"
+                    if total else "{desc}: {n:.0f} s [{elapsed}{postfix}]"
+                ),
+            )  # fmt: skip
+        bar.n = stats.position
+        rate = stats.rate
+        extra = [f"{rate:.1f}x real time"] if rate else []
+        if kind in ("url", "device"):
+            extra += [stats.state, f"lag {stats.lag_s or 0.0:.1f} s", f"{stats.drops} dropped"]
+        if kind == "folder" and "file" in stats.detail:
+            extra.append(str(stats.detail["file"]))
+        bar.set_postfix_str(", ".join(extra), refresh=False)
+        bar.refresh()
+        if final:
+            bar.close()
+
+    return show
 
 
 def _quiet_model_loading(threads: int) -> None:

@@ -19,6 +19,13 @@ The TOML file mirrors the model: top-level keys are the fields of :class:`Settin
     catalog_url = "postgresql+psycopg://vsalmonn@db.internal/vsalmonn"
     retention = { keep_last = 5, max_bytes = 2_000_000_000 }
 
+    [daemon]                         # vsalmonn.perception.config.DaemonConfig
+    checkpoint_every_s = 120
+
+    [[streams]]                      # vsalmonn.perception.config.StreamSpec, one table per stream
+    name = "gate"
+    source = "rtsp://10.0.0.7/stream1"
+
 Unknown keys are errors rather than warnings: a misspelt key that is silently ignored is a setting that
 silently does not apply. This module sits at the top layer (DESIGN §1): it may import every component, and no
 component imports it.
@@ -35,7 +42,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vsalmonn.memory_store.config import MemoryConfig, StoreConfig
-from vsalmonn.perception.config import PerceptionConfig
+from vsalmonn.perception.config import DaemonConfig, PerceptionConfig, StreamSpec
 
 DATA_ENV = "VSALMONN_DATA"
 CATALOG_ENV = "VSALMONN_CATALOG_URL"
@@ -56,6 +63,10 @@ class Settings(BaseModel):
     store: StoreConfig = Field(default_factory=StoreConfig, description="checkpoints and the catalog")
     perception: PerceptionConfig = Field(
         default_factory=PerceptionConfig, description="sampling and encoders"
+    )
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig, description="windows, checkpoints, status")
+    streams: list[StreamSpec] = Field(
+        default_factory=list, description="what `vsalmonn daemon` runs: one [[streams]] table per stream"
     )
 
 

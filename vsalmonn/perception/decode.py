@@ -49,7 +49,7 @@ from av.container import InputContainer
 from av.stream import Disposition
 
 from vsalmonn.perception.config import PerceptionConfig
-from vsalmonn.perception.media import AudioChunk, DecodeError, Frame, MediaInfo
+from vsalmonn.perception.media import AudioChunk, DecodeError, Frame, MediaInfo, NothingToDecode
 
 __all__ = [
     "AudioChunk",
@@ -475,7 +475,7 @@ class MediaDecoder:
                 else:
                     wanted = "video or audio" if video and audio else "video" if video else "audio"
                     reason = f"no {wanted} stream"
-                raise DecodeError(self._msg(reason))
+                raise NothingToDecode(self._msg(reason))
             self._origin = _origin(self._container)
             self._setup_time()
         except BaseException:

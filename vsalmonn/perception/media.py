@@ -20,6 +20,12 @@ class DecodeError(Exception):
     """
 
 
+class NothingToDecode(DecodeError):
+    """A source that opens but holds nothing this build decodes: no video or audio stream, or only codecs
+    without a decoder. The daemon marks such a stream (or a watched folder's file) skipped rather than failed:
+    retrying cannot help, and nothing is wrong with the source as such."""
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Frame:
     """One sampled video frame.

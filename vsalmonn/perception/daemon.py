@@ -1,0 +1,532 @@
+"""The perception daemon: many streams in one process, each from its source into its memory (DESIGN §5).
+
+Why it is built this way:
+
+- **One thread per stream, one failure per stream.** Each stream runs in its own `StreamRunner` thread and
+  everything it raises ends there: logged with its reason, recorded as an event, shown in the stream's status
+  (failed, or skipped for a source with nothing decodable); the other streams carry on. The encoders are
+  shared (loaded once) and serialised by one lock (see `pipeline`).
+- **Resume by kind.** A file seeks to the offset of its last checkpoint. A watched folder continues the file
+  its last checkpoint names, at that file's offset, then takes the folder's next files; the catalog's
+  `ingest_files` rows record each file's state, and where a row and the checkpoint disagree (a kill between
+  the two writes) the checkpoint wins. A live source (URL, capture device) resumes at *now*: its stream time is
+  wall-clock time since its first start (the epoch, kept in each checkpoint), so the gap shows as a gap.
+- **A stop request is served within seconds.** SIGTERM/SIGINT set one event; a file or folder abandons the
+  window in progress and commits what is whole, a live source writes what it has received and commits. The
+  worst case is one window being encoded when the signal comes.
+- **Status lives in the catalog.** A reporter thread writes every stream's counters into `stream_status`
+  every `status_every_s`, so `vsalmonn status` works from any process, and a stale `updated_at` shows a daemon
+  that died without saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from vsalmonn.memory_store import MemoryConfig
+from vsalmonn.memory_store.models import Event, IngestFile, StreamStatus
+from vsalmonn.memory_store.names import validate_stream_name
+from vsalmonn.memory_store.store import MemoryStore, StreamBusyError
+
+from .config import DaemonConfig, PerceptionConfig, StreamSpec
+from .decode import decode, probe
+from .folder import FolderError, FolderWatcher
+from .ingest import IngestResult, ingest_file, prefetch
+from .media import DecodeError, NothingToDecode
+from .pipeline import Encoders, StreamSink, StreamStats, forget_from
+from .sources import Closed, LatestQueue, LiveSource, SourceGaveUp, classify
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Daemon", "StreamRunner", "read_status"]
+
+ENDED = frozenset({"done", "stopped", "failed", "skipped"})
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def record_event(
+    store: MemoryStore,
+    stream_id: str | None,
+    kind: str,
+    message: str,
+    *,
+    t: float | None = None,
+    **payload: Any,
+) -> None:
+    """Add an event row (never raising: an event that cannot be stored is logged instead)."""
+    try:
+        with store.catalog.transaction() as session:
+            session.add(
+                Event(
+                    stream_id=stream_id, kind=kind, source="daemon", t=t, message=message,
+                    payload=payload or None,
+                )
+            )  # fmt: skip
+    except Exception as exc:  # the catalog being down must not take a stream with it
+        log.warning("could not record event %s (%s): %s", kind, message, exc)
+
+
+class StreamRunner(threading.Thread):
+    """Runs one stream from its source into its memory until the source ends, fails, or `stop` is set."""
+
+    def __init__(
+        self,
+        spec: StreamSpec,
+        *,
+        store: MemoryStore,
+        encoders: Encoders,
+        perception: PerceptionConfig,
+        memory: MemoryConfig,
+        daemon: DaemonConfig,
+        stop: threading.Event,
+        once: bool = False,
+    ) -> None:
+        super().__init__(name=f"stream-{spec.name}", daemon=True)
+        self.spec = spec
+        self.kind = spec.kind or classify(spec.source)
+        self.store = store
+        self.encoders = encoders
+        self.perception = perception
+        self.memory_config = memory
+        self.config = daemon
+        self.stop = stop
+        self.once = once
+        self.stats = StreamStats(source=spec.source)
+        self.stats.detail["kind"] = self.kind
+        self.stream_id: str | None = None
+        self.result: IngestResult | None = None
+
+    # ----- the thread -------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        name = self.spec.name
+        try:
+            validate_stream_name(name)
+            self.stream_id = self.store.catalog.ensure_stream(
+                name, source=self.spec.source, kind=self.kind, config=self.memory_config.model_dump()
+            ).id
+            if self.kind == "file":
+                self._run_file()
+            elif self.kind == "folder":
+                self._run_folder()
+            else:
+                self._run_live()
+            if self.stats.state not in ENDED:
+                self.stats.state = "stopped" if self.stop.is_set() else "done"
+        except NothingToDecode as exc:
+            self._ended_badly(str(exc), "skipped")
+        except (DecodeError, FolderError, StreamBusyError, ValueError) as exc:
+            self._ended_badly(str(exc), "failed")
+        except Exception as exc:
+            log.exception("stream %s: unexpected error", name)
+            self._ended_badly(f"{type(exc).__name__}: {exc}", "failed")
+
+    def _ended_badly(self, reason: str, state: str) -> None:
+        reason = _one_line(reason)
+        log.error("stream %s %s: %s", self.spec.name, state, reason)
+        self.stats.fail(reason, state)
+        record_event(self.store, self.stream_id, f"stream.{state}", reason)
+
+    # ----- a file -----------------------------------------------------------------------------------------
+
+    def _run_file(self) -> None:
+        source = Path(self.spec.source.removeprefix("file://"))
+        self.result = ingest_file(
+            source,
+            self.spec.name,
+            store=self.store,
+            encoders=self.encoders,
+            perception=self.perception,
+            memory_config=self.memory_config,
+            window_s=self.config.window_s,
+            checkpoint_every_s=self.config.checkpoint_every_s,
+            stop=self.stop,
+            stats=self.stats,
+            queue_items=self.config.queue_items,
+        )
+
+    # ----- a watched folder -------------------------------------------------------------------------------
+
+    def _run_folder(self) -> None:
+        folder = Path(self.spec.source)
+        store, stats = self.store, self.stats
+        with store.writer(self.spec.name, config=self.memory_config, source=str(folder), kind="folder") as w:
+            memory, last = store.open_memory(self.spec.name, self.memory_config)
+            state = dict(last.source_state or {}) if last else {}
+            offset = float(last.source_offset or 0.0) if last else 0.0
+            forget_from(store, w.stream_id, offset)
+            finished = self._reconcile_files(w.stream_id, state)
+            sink = StreamSink(
+                store=store, writer=w, memory=memory, encoders=self.encoders, perception=self.perception,
+                window_s=self.config.window_s, stats=stats, start=offset,
+            )  # fmt: skip
+            stats.advance(offset)
+            stats.state = "running"
+            stream_end = float(state.get("stream_end", offset))
+            if state.get("file") and not state.get("file_done"):
+                path = Path(state["file"])
+                stream_end = self._folder_file(
+                    sink, path, float(state["stream_offset"]), float(state["file_offset"])
+                )
+                finished.add(str(path))
+            with FolderWatcher(
+                folder,
+                settle_s=self.config.settle_s,
+                poll_s=self.config.poll_s,
+                skip=lambda p: str(p) in finished,
+            ) as watcher:
+                while not self.stop.is_set():
+                    files = watcher.ready(timeout=min(0.5, self.config.poll_s))
+                    for path in files:
+                        if self.stop.is_set():
+                            break
+                        stream_end = self._folder_file(sink, path, stream_end, 0.0)
+                        finished.add(str(path))
+                    stats.detail["pending"] = len(watcher.pending)
+                    if self.once and not files and not watcher.pending:
+                        break
+
+    def _folder_file(self, sink: StreamSink, path: Path, stream_offset: float, file_offset: float) -> float:
+        """Ingest one file of the folder from `file_offset`; returns the stream time where the next begins.
+
+        A file that cannot be read is marked failed (or skipped) in its row and costs no stream time; a file
+        that breaks midway keeps what was decoded before the break and is marked failed with the reason.
+        """
+        stats = self.stats
+        key = str(path)
+        self._file_row(key, status="ingesting", stream_offset=stream_offset, offset=file_offset, path=path)
+        sink.time_offset = stream_offset
+        sink.committed = max(sink.committed, stream_offset + file_offset)
+        stats.detail["file"] = path.name
+        last_checkpoint = sink.committed
+        try:
+            info = probe(path)
+            stats.duration = info.duration
+            with decode(
+                path, self.perception, start=file_offset, audio=self.encoders.speech is not None
+            ) as decoder:
+                try:
+                    for item in prefetch(decoder, self.config.queue_items, self.stop):
+                        if (
+                            sink.add(item)
+                            and sink.committed - last_checkpoint >= self.config.checkpoint_every_s
+                        ):
+                            sink.checkpoint(self._file_state(key, sink, stream_offset))
+                            last_checkpoint = sink.committed
+                        if self.stop.is_set():
+                            break
+                except DecodeError as exc:
+                    sink.finish()
+                    end = sink.committed
+                    sink.checkpoint({"file": key, "file_done": True, "stream_end": end}, wait=True)
+                    self._file_failed(key, str(exc), "failed", offset=end - stream_offset)
+                    return end
+                if self.stop.is_set():
+                    if sink.committed > last_checkpoint:
+                        sink.checkpoint(self._file_state(key, sink, stream_offset), wait=True)
+                    self._file_row(key, offset=sink.committed - stream_offset)
+                    return sink.committed
+                sink.finish(decoder.position)
+        except NothingToDecode as exc:
+            self._file_failed(key, str(exc), "skipped")
+            return stream_offset
+        except DecodeError as exc:
+            self._file_failed(key, str(exc), "failed")
+            return stream_offset
+        end = sink.committed
+        sink.checkpoint({"file": key, "file_done": True, "stream_end": end}, wait=True)
+        self._file_row(key, status="done", offset=end - stream_offset, error=None)
+        stats.detail["files_done"] = stats.detail.get("files_done", 0) + 1
+        log.info(
+            "stream %s: %s ingested (stream time %.1f-%.1f s)", self.spec.name, path.name, stream_offset, end
+        )
+        return end
+
+    @staticmethod
+    def _file_state(key: str, sink: StreamSink, stream_offset: float) -> dict[str, Any]:
+        return {"file": key, "stream_offset": stream_offset, "file_offset": sink.committed - stream_offset}
+
+    def _file_failed(self, key: str, reason: str, status: str, offset: float | None = None) -> None:
+        reason = _one_line(reason)
+        log.error("stream %s: file %s %s: %s", self.spec.name, key, status, reason)
+        self.stats.fail(reason)
+        self.stats.detail[f"files_{status}"] = self.stats.detail.get(f"files_{status}", 0) + 1
+        fields: dict[str, Any] = {"status": status, "error": reason}
+        if offset is not None:
+            fields["offset"] = offset
+        self._file_row(key, **fields)
+        record_event(self.store, self.stream_id, f"file.{status}", reason, file=key)
+
+    def _file_row(self, key: str, path: Path | None = None, **fields: Any) -> None:
+        """Create or update the `ingest_files` row of one file."""
+        assert self.stream_id is not None
+        with self.store.catalog.transaction() as session:
+            row = session.scalars(
+                select(IngestFile).where(IngestFile.stream_id == self.stream_id, IngestFile.path == key)
+            ).one_or_none()
+            if row is None:
+                row = IngestFile(stream_id=self.stream_id, path=key)
+                session.add(row)
+            if path is not None:
+                try:
+                    st = path.stat()
+                    row.size, row.mtime = st.st_size, st.st_mtime
+                except OSError:
+                    pass
+            for name, value in fields.items():
+                setattr(row, name, value)
+
+    def _reconcile_files(self, stream_id: str, state: dict[str, Any]) -> set[str]:
+        """The files already finished, with rows brought in line with the last checkpoint (which wins)."""
+        current = state.get("file")
+        with self.store.catalog.transaction() as session:
+            rows = session.scalars(select(IngestFile).where(IngestFile.stream_id == stream_id)).all()
+            for row in rows:
+                if row.path == current and state.get("file_done") and row.status == "ingesting":
+                    row.status = "done"  # killed between the file's last checkpoint and its row update
+                elif row.status == "ingesting" and row.path != current:
+                    row.status, row.offset = "pending", 0.0  # started, but no checkpoint holds any of it
+            return {row.path for row in rows if row.status in ("done", "failed", "skipped")}
+
+    # ----- a live source ----------------------------------------------------------------------------------
+
+    def _run_live(self) -> None:
+        spec, stats, store = self.spec, self.stats, self.store
+        url, container_format = spec.source, None
+        if self.kind == "device":
+            url, container_format = spec.source.removeprefix("v4l2:"), "v4l2"
+        with store.writer(spec.name, config=self.memory_config, source=spec.source, kind=self.kind) as w:
+            memory, last = store.open_memory(spec.name, self.memory_config)
+            epoch = (last.source_state or {}).get("epoch") if last else None
+            source = LiveSource(
+                url,
+                self.perception,
+                options=dict(spec.options),
+                container_format=container_format,
+                decoder_kwargs={"audio": self.encoders.speech is not None},
+                epoch=epoch,
+            )
+            sink = StreamSink(
+                store=store, writer=w, memory=memory, encoders=self.encoders, perception=self.perception,
+                window_s=self.config.live_window_s, exact=False, stats=stats,
+                start=float(last.source_offset or 0.0) if last else 0.0,
+            )  # fmt: skip
+            items: LatestQueue[Any] = LatestQueue(self.perception.live_queue)
+            failure: list[BaseException] = []
+
+            def receive() -> None:
+                try:
+                    for item in source:
+                        items.put(item)
+                except BaseException as exc:
+                    failure.append(exc)
+                finally:
+                    items.close()
+
+            receiver = threading.Thread(target=receive, name=f"receive-{spec.name}", daemon=True)
+            receiver.start()
+            stats.state = "reconnecting"
+            last_checkpoint = time.monotonic()
+            try:
+                while not self.stop.is_set():
+                    try:
+                        item = items.get(timeout=0.25)
+                    except queue.Empty:
+                        sink.idle()
+                    except Closed:
+                        break
+                    else:
+                        sink.add(item)
+                        if not len(items):
+                            sink.idle()
+                    stats.drops = items.drops
+                    stats.state = "running" if source.connected else "reconnecting"
+                    stats.detail.update(reconnects=source.reconnects, attempts=source.attempts)
+                    if source.last_error:
+                        stats.last_error = source.last_error
+                    if time.monotonic() - last_checkpoint >= self.config.live_checkpoint_every_s:
+                        sink.checkpoint({"epoch": source.epoch})
+                        last_checkpoint = time.monotonic()
+            finally:
+                source.close()
+                receiver.join(timeout=2.0)
+                stats.drops = items.drops
+                sink.finish()
+                if source.epoch is not None:
+                    sink.checkpoint({"epoch": source.epoch}, wait=True)
+            if failure and isinstance(failure[0], SourceGaveUp):
+                raise failure[0]
+            if failure and not isinstance(failure[0], DecodeError):
+                raise failure[0]
+
+
+class Daemon:
+    """Runs `specs` until every stream has ended or `stop` is set; reports status into the catalog."""
+
+    def __init__(
+        self,
+        specs: Sequence[StreamSpec],
+        *,
+        store: MemoryStore,
+        perception: PerceptionConfig,
+        memory: MemoryConfig,
+        config: DaemonConfig,
+        encoders: Encoders | None = None,
+        data_dir: Path | None = None,
+        once: bool = False,
+    ) -> None:
+        names = [s.name for s in specs]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"stream names must be unique; repeated: {', '.join(duplicates)}")
+        self.specs = list(specs)
+        self.store = store
+        self.perception = perception
+        self.memory = memory
+        self.config = config
+        self.once = once
+        self.stop = threading.Event()
+        self._encoders = encoders
+        self._data_dir = data_dir or store.data_dir
+        self.runners: list[StreamRunner] = []
+        self.started_at = datetime.now(UTC)
+
+    @property
+    def encoders(self) -> Encoders:
+        if self._encoders is None:
+            self._encoders = Encoders.from_config(self.perception, self._data_dir)
+        return self._encoders
+
+    def start(self) -> None:
+        """Load the encoders and start every stream's thread and the status reporter."""
+        encoders = self.encoders
+        for spec in self.specs:
+            runner = StreamRunner(
+                spec, store=self.store, encoders=encoders, perception=self.perception, memory=self.memory,
+                daemon=self.config, stop=self.stop, once=self.once,
+            )  # fmt: skip
+            self.runners.append(runner)
+            runner.start()
+        self._reporter = threading.Thread(target=self._report_loop, name="status", daemon=True)
+        self._reporter.start()
+
+    @property
+    def running(self) -> bool:
+        return any(r.is_alive() for r in self.runners)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every stream has ended (True) or `timeout` passes (False)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for runner in self.runners:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            runner.join(remaining)
+        return not self.running
+
+    def shutdown(self) -> bool:
+        """Ask every stream to stop, wait up to `stop_timeout_s`, write the final status; True if all ended."""
+        self.stop.set()
+        ended = self.wait(self.config.stop_timeout_s)
+        if not ended:
+            log.warning(
+                "streams still busy after %.0f s: %s", self.config.stop_timeout_s,
+                ", ".join(r.spec.name for r in self.runners if r.is_alive()),
+            )  # fmt: skip
+        self.report()
+        return ended
+
+    def run(self, should_stop: threading.Event | None = None) -> int:
+        """Start, run until all streams end or `should_stop` is set, shut down. 0, or 1 if a stream failed."""
+        self.start()
+        outside = should_stop or threading.Event()
+        while self.running and not outside.wait(0.2):
+            pass
+        self.shutdown()
+        failed = [r for r in self.runners if r.stats.state == "failed"]
+        return 1 if failed and not outside.is_set() else 0
+
+    # ----- status -----------------------------------------------------------------------------------------
+
+    def _report_loop(self) -> None:
+        while not self.stop.wait(self.config.status_every_s):
+            self.report()
+            if not self.running:
+                return
+
+    def report(self) -> None:
+        """Write every stream's status row now."""
+        rows = [r for r in self.runners if r.stream_id is not None]
+        if rows:
+            write_status(self.store, [(r.stream_id, r.stats) for r in rows], self.started_at)  # type: ignore[misc]
+
+
+def write_status(
+    store: MemoryStore, entries: Iterable[tuple[str, StreamStats]], started_at: datetime | None = None
+) -> None:
+    """Upsert the `stream_status` rows of the given streams (never raising: status is best effort)."""
+    host, pid, now = socket.gethostname(), os.getpid(), datetime.now(UTC)
+    try:
+        with store.catalog.transaction() as session:
+            for stream_id, stats in entries:
+                row = session.get(StreamStatus, stream_id) or StreamStatus(stream_id=stream_id)
+                row.state, row.pid, row.host, row.source = stats.state, pid, host, stats.source
+                row.position, row.duration, row.rate = stats.position, stats.duration, stats.rate
+                row.lag_s, row.frames, row.segments = stats.lag_s, stats.frames, stats.segments
+                row.drops, row.errors, row.last_error = stats.drops, stats.errors, stats.last_error
+                row.detail = dict(stats.detail)
+                row.started_at, row.updated_at = started_at, now
+                session.add(row)
+    except Exception as exc:
+        log.warning("could not write stream status: %s", exc)
+
+
+def read_status(store: MemoryStore) -> list[dict[str, Any]]:
+    """Every stream with its last reported status and newest checkpoint, as plain dicts (by name)."""
+    from vsalmonn.memory_store.models import Checkpoint, Stream
+
+    now = datetime.now(UTC)
+    out = []
+    with store.catalog.session() as session:
+        streams = session.scalars(select(Stream).order_by(Stream.name)).all()
+        for stream in streams:
+            status = session.get(StreamStatus, stream.id)
+            checkpoint = session.scalars(
+                select(Checkpoint)
+                .where(Checkpoint.stream_id == stream.id)
+                .order_by(Checkpoint.seq.desc())
+                .limit(1)
+            ).first()
+            entry: dict[str, Any] = {"stream": stream.name, "kind": stream.kind, "source": stream.source}
+            if status is not None:
+                entry.update(
+                    state=status.state, position=status.position, duration=status.duration, rate=status.rate,
+                    lag_s=status.lag_s, frames=status.frames, segments=status.segments, drops=status.drops,
+                    errors=status.errors, last_error=status.last_error, detail=status.detail or {},
+                    pid=status.pid, host=status.host, updated_at=status.updated_at.isoformat(),
+                    age_s=(now - status.updated_at).total_seconds(),
+                )  # fmt: skip
+            else:
+                entry.update(state="idle" if checkpoint else "new")
+            if checkpoint is not None:
+                entry["checkpoint"] = {
+                    "seq": checkpoint.seq,
+                    "t_end": checkpoint.t_end,
+                    "source_offset": checkpoint.source_offset,
+                    "created_at": checkpoint.created_at.isoformat(),
+                    "age_s": (now - checkpoint.created_at).total_seconds(),
+                }
+            out.append(entry)
+    return out
