@@ -168,7 +168,7 @@ def test_demo_budgets_yield_to_explicit_settings() -> None:
     ("make", "fragment"),
     [
         (lambda d: d / "missing.mp4", "missing.mp4"),
-        (lambda d: d, "only media files"),
+        (lambda d: (d / "empty.mp4").write_bytes(b"") or d / "empty.mp4", "empty file"),
         (lambda d: (d / "notes.mp4").write_text("not a video") and d / "notes.mp4", "notes.mp4"),
     ],
 )

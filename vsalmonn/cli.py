@@ -123,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="run every stream of the settings until SIGTERM/SIGINT",
         description=(
-            "Run the [[streams]] of the settings, each from its last committed checkpoint, reporting status "
-            "into the catalog (see 'vsalmonn status'). SIGTERM or SIGINT checkpoints every stream and exits 0."
+            "Run the [[streams]] of the settings, each from its last committed checkpoint, reporting "
+            "status into the catalog (see 'vsalmonn status'). SIGTERM or SIGINT checkpoints every stream "
+            "and exits 0."
         ),
     )
     daemon.set_defaults(handler=_cmd_daemon)
@@ -390,7 +391,8 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if result is not None:
         print(
-            f"stream {name}: {source} {'stopped' if result.stopped else 'ingested'} at {result.position:.1f} s "
+            f"stream {name}: {source} {'stopped' if result.stopped else 'ingested'} at "
+            f"{result.position:.1f} s "
             f"(resumed at {result.resumed_at:.1f} s): {result.frames} frames, {result.segments} transcript "
             f"segments, {result.checkpoints} checkpoints, {result.speed:.1f}x real time"
         )
@@ -452,7 +454,7 @@ def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     rows = []
     for e in entries:
         checkpoint = e.get("checkpoint")
-        state = e["state"] + (" (no report for %s)" % _ago(e["age_s"]) if e.get("stale") else "")
+        state = e["state"] + (f" (no report for {_ago(e['age_s'])})" if e.get("stale") else "")
         rows.append(
             [
                 e["stream"], e.get("kind") or "-", state,

@@ -32,6 +32,12 @@ class PerceptionConfig(BaseModel):
     vision_weights: Path | None = Field(
         None, description="EfficientNet-Lite0 state dict; default: the shipped one"
     )
+    clip_model: Path | None = Field(
+        None, description="a local CLIP or SigLIP folder (transformers format) for the 'clip' encoders"
+    )
+    hf_whisper_model: Path | None = Field(
+        None, description="a local Whisper folder (transformers format) for the 'hf-whisper' speech encoder"
+    )
     language: str | None = Field(None, description="speech language; None lets Whisper detect it")
     threads: int = Field(2, ge=1, description="intra-op threads of the encoders")
     batch_frames: int = Field(16, ge=1, description="frames per vision batch")

@@ -9,8 +9,8 @@ Why it is built this way:
 - **Resume by kind.** A file seeks to the offset of its last checkpoint. A watched folder continues the file
   its last checkpoint names, at that file's offset, then takes the folder's next files; the catalog's
   `ingest_files` rows record each file's state, and where a row and the checkpoint disagree (a kill between
-  the two writes) the checkpoint wins. A live source (URL, capture device) resumes at *now*: its stream time is
-  wall-clock time since its first start (the epoch, kept in each checkpoint), so the gap shows as a gap.
+  the two writes) the checkpoint wins. A live source (URL, capture device) resumes at *now*: its stream time
+  is wall-clock time since its first start (the epoch, kept in each checkpoint), so the gap shows as a gap.
 - **A stop request is served within seconds.** SIGTERM/SIGINT set one event; a file or folder abandons the
   window in progress and commits what is whole, a live source writes what it has received and commits. The
   worst case is one window being encoded when the signal comes.
@@ -437,7 +437,11 @@ class Daemon:
         return not self.running
 
     def shutdown(self) -> bool:
-        """Ask every stream to stop, wait up to `stop_timeout_s`, write the final status; True if all ended."""
+        """Ask every stream to stop, wait up to `stop_timeout_s`, write the final status; True if all ended.
+
+        A stream still busy then (its thread is a daemon thread) dies with the process; its store stays
+        whole, as after any kill (DESIGN §4), and it resumes from its last commit.
+        """
         self.stop.set()
         ended = self.wait(self.config.stop_timeout_s)
         if not ended:

@@ -22,6 +22,7 @@ from vsalmonn.memory_store.store import MemoryStore
 
 from .config import PerceptionConfig
 from .decode import decode, probe
+from .media import DecodeError
 from .pipeline import Encoders, Item, StreamSink, StreamStats, forget_from
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,9 @@ def ingest_file(
         stats.advance(resume)
         frames0, segments0, checkpoints0 = stats.frames, stats.segments, stats.checkpoints
         if last and last.source_state and last.source_state.get("done"):
-            log.info("stream %s: %s was ingested completely already", stream, source)
+            error = last.source_state.get("error")
+            how = f"as far as it could be read ({error})" if error else "completely"
+            log.info("stream %s: %s was ingested %s already", stream, source, how)
             stats.state = "done"
             return result
         forget_from(store, writer.stream_id, resume)
@@ -152,15 +155,23 @@ def ingest_file(
             progress(resume, info.duration)
         last_checkpoint = resume
         with decode(source, perception, start=resume, audio=encoders.speech is not None) as decoder:
-            for item in prefetch(decoder, queue_items, stop):
-                if sink.add(item):
-                    if sink.committed - last_checkpoint >= checkpoint_every_s:
-                        sink.checkpoint()
-                        last_checkpoint = sink.committed
-                    if progress:
-                        progress(sink.committed, info.duration)
-                if stop.is_set():
-                    break
+            try:
+                for item in prefetch(decoder, queue_items, stop):
+                    if sink.add(item):
+                        if sink.committed - last_checkpoint >= checkpoint_every_s:
+                            sink.checkpoint()
+                            last_checkpoint = sink.committed
+                        if progress:
+                            progress(sink.committed, info.duration)
+                    if stop.is_set():
+                        break
+            except DecodeError as exc:
+                # A file that breaks midway (truncated, corrupt) keeps what was decoded before the break,
+                # committed as final, so that a rerun does not fail at the same place again.
+                sink.finish()
+                sink.checkpoint({"done": True, "error": str(exc)}, wait=True, flush=True)
+                stats.state = "failed"
+                raise
             if stop.is_set():
                 result.stopped = True
                 if sink.committed > last_checkpoint:

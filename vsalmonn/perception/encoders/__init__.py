@@ -25,6 +25,10 @@ _BUILTIN: dict[tuple[str, str], str] = {
         "efficientnet-lite0",
     ): "vsalmonn.perception.encoders.vision:EfficientNetLite0Encoder.from_config",
     ("speech", "faster-whisper"): "vsalmonn.perception.encoders.speech:WhisperEncoder.from_config",
+    # optional: models in a local transformers folder named in the settings, nothing shipped
+    ("text", "clip"): "vsalmonn.perception.encoders.clip:ClipTextEncoder.from_config",
+    ("vision", "clip"): "vsalmonn.perception.encoders.clip:ClipVisionEncoder.from_config",
+    ("speech", "hf-whisper"): "vsalmonn.perception.encoders.hf_whisper:HFWhisperEncoder.from_config",
 }
 _registered: dict[tuple[str, str], Factory] = {}
 

@@ -26,7 +26,9 @@ def upgrade() -> None:
     op.create_table(
         "frame_labels",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
-        sa.Column("stream_id", sa.String(32), sa.ForeignKey("streams.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "stream_id", sa.String(32), sa.ForeignKey("streams.id", ondelete="CASCADE"), nullable=False
+        ),
         sa.Column("t", sa.Float(), nullable=False),
         sa.Column("labels", sa.JSON(), nullable=False),
     )
