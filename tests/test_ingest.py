@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import delete, select
 
 from vsalmonn.memory_store import MemoryConfig
-from vsalmonn.memory_store.models import Checkpoint, TranscriptSegment
+from vsalmonn.memory_store.models import Checkpoint, FrameLabel, TranscriptSegment
 from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.perception.config import PerceptionConfig
 from vsalmonn.perception.ingest import Encoders, ingest_file
@@ -45,6 +45,10 @@ def test_street_footage_ingests_with_spans_inside_the_clip_and_labels(
         assert info.t_start == 0.0 and info.t_end <= 80.5
         moments = memory.read(encoders.text.encode(["people walking on a street"]), k=5)
         assert moments and all(0.0 <= m.t0 <= m.t1 <= 80.5 for m in moments)
+        with store.catalog.session() as s:  # each moment's evidence: the labels of the frames in its span
+            for m in moments:
+                rows = s.scalars(select(FrameLabel).where(FrameLabel.t >= m.t0, FrameLabel.t < m.t1)).all()
+                assert rows and all(r.labels["labels"] for r in rows), m
 
 
 def speech_clip(path: Path, seconds: float = 40.0) -> tuple[Path, dict[str, float]]:
