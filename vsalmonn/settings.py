@@ -41,6 +41,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from vsalmonn.agent.config import AgentConfig
 from vsalmonn.memory_store.config import MemoryConfig, StoreConfig
 from vsalmonn.perception.config import DaemonConfig, PerceptionConfig, StreamSpec
 
@@ -65,6 +66,7 @@ class Settings(BaseModel):
         default_factory=PerceptionConfig, description="sampling and encoders"
     )
     daemon: DaemonConfig = Field(default_factory=DaemonConfig, description="windows, checkpoints, status")
+    agent: AgentConfig = Field(default_factory=AgentConfig, description="the chat model and its loop")
     streams: list[StreamSpec] = Field(
         default_factory=list, description="what `vsalmonn daemon` runs: one [[streams]] table per stream"
     )

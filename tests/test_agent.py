@@ -1,0 +1,126 @@
+"""The agent over a store built from real speech: the embedded SmolLM2 answering from evidence, a scripted
+tool-calling model, model names, and `vsalmonn ask` as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+
+from vsalmonn.agent.config import AgentConfig
+from vsalmonn.agent.local_model import ModelError
+from vsalmonn.agent.loop import VideoAgent
+from vsalmonn.agent.models import chat_model, parse_llm
+from vsalmonn.memory_store.store import MemoryStore
+from vsalmonn.perception.ingest import ingest_file
+from vsalmonn.perception.pipeline import Encoders
+from vsalmonn.tools import VideoMemoryToolkit
+
+from .test_cli import assert_one_line_error, in_process
+from .test_ingest import MEMORY, PERCEPTION, needs_media, speech_clip
+
+pytestmark = needs_media
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, float], Encoders]:
+    root = tmp_path_factory.mktemp("agent")
+    encoders = Encoders.from_config(PERCEPTION, root / "data")
+    clip, onsets = speech_clip(root / "talk.mp4")
+    with MemoryStore(root / "data") as store:
+        ingest_file(
+            clip, "talk", store=store, encoders=encoders, perception=PERCEPTION, memory_config=MEMORY,
+            window_s=10, checkpoint_every_s=10,
+        )  # fmt: skip
+    return root / "data", onsets, encoders
+
+
+@pytest.fixture
+def toolkit(store_dir: tuple[Path, dict[str, float], Encoders]) -> Iterator[VideoMemoryToolkit]:
+    data, _, encoders = store_dir
+    with VideoMemoryToolkit.from_data_dir(data, PERCEPTION, text_encoder=encoders.text) as kit:
+        yield kit
+
+
+def test_the_embedded_model_answers_from_evidence_and_cites_the_right_time(
+    store_dir: tuple[Path, dict[str, float], Encoders], toolkit: VideoMemoryToolkit
+) -> None:
+    data, onsets, _ = store_dir
+    model = chat_model(AgentConfig(), data)
+    agent = VideoAgent(model, toolkit.get_tools())
+    assert not agent.use_tools, "the embedded model answers retrieve-then-answer"
+    streamed: list[str] = []
+    answer = agent.ask("When does someone say goodbye?", on_token=streamed.append)
+    assert answer.answer and "".join(streamed).strip() == answer.answer
+    assert re.search(r"\d\d:\d\d:\d\d", answer.answer), "the answer names a time"
+    at = onsets["goodbye"]
+    assert any(c.stream == "talk" and c.t0 - 2 <= at <= c.t1 + 2 for c in answer.citations), (at, answer)
+    assert answer.steps[0]["tool"] == "search_video_memory"
+
+
+class ScriptedModel(GenericFakeChatModel):
+    """A chat model that replies from a script and accepts tools, as a tool-calling model would."""
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedModel:
+        return self
+
+
+def test_a_tool_calling_model_is_looped_until_it_answers(
+    store_dir: tuple[Path, dict[str, float], Encoders], toolkit: VideoMemoryToolkit
+) -> None:
+    _, onsets, _ = store_dir
+    script = iter(
+        [
+            AIMessage("", tool_calls=[{"name": "nosuch", "args": {}, "id": "a"}]),
+            AIMessage(
+                "", tool_calls=[{"name": "search_video_memory", "args": {"query": "goodbye"}, "id": "b"}]
+            ),
+            AIMessage("Someone says goodbye; see the moment found."),
+        ]
+    )
+    agent = VideoAgent(ScriptedModel(messages=script), toolkit.get_tools(), use_tools=True)
+    answer = agent.ask("When does someone say goodbye?")
+    assert [s.get("tool") for s in answer.steps[:2]] == ["nosuch", "search_video_memory"]
+    assert answer.steps[0]["status"] == "error" and "available" in answer.steps[0]["result"]
+    at = onsets["goodbye"]
+    assert answer.citations and answer.citations[0].t0 - 2 <= at <= answer.citations[0].t1 + 2
+    assert "(see talk at" in answer.answer, "a time is appended where the model named none"
+
+
+def test_the_step_limit_ends_a_model_that_keeps_calling_tools(toolkit: VideoMemoryToolkit) -> None:
+    call = AIMessage("", tool_calls=[{"name": "list_streams", "args": {}, "id": "x"}])
+    script = iter([call, call, AIMessage("I could not find it.")])
+    agent = VideoAgent(
+        ScriptedModel(messages=script), toolkit.get_tools(), AgentConfig(step_limit=2), use_tools=True
+    )
+    answer = agent.ask("Where is the cat?")
+    assert answer.steps[-1]["note"] == "step limit reached" and len(answer.steps) == 3
+
+
+@pytest.mark.parametrize("spec", ["gpt", "foo:bar", "ollama:", "hf"])
+def test_malformed_model_names_are_refused_in_one_line(spec: str) -> None:
+    with pytest.raises(ModelError) as caught:
+        parse_llm(spec)
+    assert "\n" not in str(caught.value)
+
+
+def test_ask_on_the_command_line(
+    capsys: pytest.CaptureFixture[str], store_dir: tuple[Path, dict[str, float], Encoders]
+) -> None:
+    data, onsets, _ = store_dir
+    result = in_process(capsys, "--data", str(data), "ask", "What is said about weasels?", "--json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert set(answer) == {"answer", "citations", "steps"} and answer["citations"]
+    at = onsets["weasels"]
+    assert any(c["t0"] - 2 <= at <= c["t1"] + 2 for c in answer["citations"]), answer
+    assert_one_line_error(in_process(capsys, "--data", str(data), "ask", "x", "--llm", "foo:bar"), "foo:bar")
+    assert_one_line_error(in_process(capsys, "--data", str(data), "ask", "x", "--stream", "nope"), "nope")
+    assert_one_line_error(in_process(capsys, "--data", str(data / "absent"), "ask", "x"), "nothing")
+    assert_one_line_error(in_process(capsys, "--data", str(data), "ask", "   "), "empty")
