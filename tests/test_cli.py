@@ -14,6 +14,7 @@ import pytest
 
 from vsalmonn.cli import UsageError, available_benchmarks, build_parser, format_table, load_benchmark, main
 from vsalmonn.memory_store import MemoryConfig
+from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.settings import DATA_ENV
 from vsalmonn.smoke import DEMO_BUDGETS, demo_config
 
@@ -222,9 +223,26 @@ def test_ingest_a_clip_then_again(tmp_path: Path) -> None:
 def test_search_refuses_bad_arguments(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], fragment: str
 ) -> None:
+    MemoryStore(tmp_path).close()  # a store with no streams yet
     assert_one_line_error(in_process(capsys, "--data", str(tmp_path), *args), fragment)
 
 
 def test_search_of_an_empty_store_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    result = in_process(capsys, "--data", str(tmp_path / "absent"), "search", "anything")
+    assert_one_line_error(result, "nothing has been ingested")
+    assert not (tmp_path / "absent" / "catalog.sqlite").exists(), "a mistyped --data creates nothing"
+    MemoryStore(tmp_path).close()
     result = in_process(capsys, "--data", str(tmp_path), "search", "anything")
     assert result.returncode == 0 and "no moments" in result.stdout
+
+
+def test_status_of_a_store_and_of_nothing(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert_one_line_error(in_process(capsys, "--data", str(tmp_path / "absent"), "status"), "nothing")
+    with MemoryStore(tmp_path) as store:
+        store.catalog.ensure_stream("lobby", source="rtsp://cam/1", kind="url")
+    result = in_process(capsys, "--data", str(tmp_path), "status")
+    assert result.returncode == 0 and "lobby" in result.stdout and "new" in result.stdout
+    result = in_process(capsys, "--data", str(tmp_path), "status", "--json")
+    assert json.loads(result.stdout) == {
+        "streams": [{"stream": "lobby", "kind": "url", "source": "rtsp://cam/1", "state": "new"}]
+    }

@@ -1,6 +1,6 @@
 """The ``vsalmonn`` command line (also ``python -m vsalmonn``); DESIGN §9 fixes its interface.
 
-Only commands that work are registered; ``ask`` of DESIGN §9 arrives with the agent.
+The commands are those of DESIGN §9.
 
 Results go to stdout, progress and logging to stderr. Bad usage or input exits with status 2 and one line on
 stderr, never a traceback: scripts branch on the status and people read the line.
@@ -151,6 +151,24 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="print one JSON object")
     search.set_defaults(handler=_cmd_search)
 
+    ask = commands.add_parser(
+        "ask",
+        parents=[common],
+        help="the agent's answer to a question, with cited times",
+        description=(
+            "Answer a question about the streams in the memory. The embedded model (SmolLM2-135M) answers "
+            "from the reader's evidence; --llm ollama:MODEL or openai:MODEL lets a larger model call the "
+            "tools. The answer streams to stdout as it is written; --json prints one object at the end."
+        ),
+    )
+    ask.add_argument("question", metavar="QUESTION", help="what to ask, in words")
+    ask.add_argument("--stream", metavar="NAME", help="one stream (default: every stream)")
+    ask.add_argument(
+        "--llm", metavar="PROVIDER:MODEL", help="smollm2 (default), hf:/folder, ollama:MODEL or openai:MODEL"
+    )
+    ask.add_argument("--json", action="store_true", help='print {"answer", "citations", "steps"}')
+    ask.set_defaults(handler=_cmd_ask)
+
     bench = commands.add_parser(
         "bench",
         parents=[common],
@@ -283,49 +301,28 @@ class ProgressLine:
 
 
 def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    from sqlalchemy import select
-
-    from vsalmonn.memory_store.models import TranscriptSegment
-    from vsalmonn.memory_store.store import MemoryStore
-    from vsalmonn.perception.encoders import create_encoder
+    from vsalmonn.tools import MemoryView, ViewError
 
     prompt = args.prompt.strip()
     if not prompt:
         raise UsageError("the prompt is empty")
     if not 1 <= args.k <= 1000:
         raise UsageError(f"-k must be between 1 and 1000, got {args.k}")
-    with MemoryStore.open(settings.data_dir, settings.store) as store:
-        ids = {s.name: s.id for s in store.catalog.streams()}  # one query, not one per moment
-        if args.stream and args.stream not in ids:
+    _require_catalog(settings)
+    _quiet_model_loading(settings.perception.threads)
+    with MemoryView.from_data_dir(settings.data_dir, settings.perception, settings.store) as view:
+        known = [s.name for s in view.store.catalog.streams()]
+        if args.stream and args.stream not in known:
             raise UsageError(f"no stream named {args.stream!r} in {settings.data_dir}")
-        names = [args.stream] if args.stream else list(ids)
-        _quiet_model_loading(settings.perception.threads)
-        text = create_encoder(
-            "text", settings.perception.text_encoder, settings.perception, settings.data_dir
-        )
-        query = text.encode([prompt])  # (1, d)
-        found = []
-        for name in names:
-            memory, info = store.open_memory(name)
-            if info is None:
-                continue
-            found += [(name, m) for m in memory.read(query, k=args.k)]
-        found.sort(key=lambda nm: -nm[1].score)
-        found = found[: args.k]
-        moments = []
-        for name, m in found:
-            with store.catalog.session() as s:
-                lines = s.scalars(
-                    select(TranscriptSegment.text)
-                    .where(TranscriptSegment.stream_id == ids[name])
-                    .where(TranscriptSegment.t1 >= m.t0, TranscriptSegment.t0 <= m.t1)
-                    .order_by(TranscriptSegment.t0)
-                ).all()
-            evidence = [f"slot {i}" for i in m.slot_ids] + [f"said: {line}" for line in lines]
-            moments.append(
-                {"stream": name, "t0": m.t0, "t1": m.t1, "score": m.score, "modality": m.modality,
-                 "evidence": evidence}
-            )  # fmt: skip
+        try:
+            hits = view.search(prompt, stream=args.stream, k=args.k)
+        except ViewError as exc:
+            raise UsageError(str(exc)) from None
+    moments = [
+        {"stream": h.stream, "t0": h.t0, "t1": h.t1, "score": h.score, "modality": h.modality,
+         "evidence": h.evidence}
+        for h in hits
+    ]  # fmt: skip
     if args.json:
         print(json.dumps({"moments": moments}))
         return 0
@@ -334,7 +331,7 @@ def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     rows = [
         [m["stream"], f"{m['t0']:.1f}", f"{m['t1']:.1f}", f"{m['score']:.3f}", m["modality"],
-         "; ".join(e for e in m["evidence"] if e.startswith("said:"))[:60] or "-"]
+         "; ".join(m["evidence"])[:70] or "-"]
         for m in moments
     ]  # fmt: skip
     print(format_table(["stream", "t0 (s)", "t1 (s)", "score", "modality", "evidence"], rows))
@@ -404,6 +401,63 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    from vsalmonn.agent.local_model import ModelError
+    from vsalmonn.agent.loop import VideoAgent
+    from vsalmonn.agent.models import chat_model, parse_llm
+    from vsalmonn.tools import VideoMemoryToolkit
+    from vsalmonn.tools.timefmt import hms
+
+    question = " ".join(args.question.split())
+    if not question:
+        raise UsageError("the question is empty")
+    config = settings.agent if not args.llm else settings.agent.model_copy(update={"llm": args.llm})
+    try:
+        parse_llm(config.llm)
+    except ModelError as exc:
+        raise UsageError(str(exc)) from None
+    _require_catalog(settings)
+    _quiet_model_loading(settings.perception.threads)
+    toolkit = VideoMemoryToolkit.from_data_dir(settings.data_dir, settings.perception, settings.store)
+    try:
+        known = [s.name for s in toolkit.store.catalog.streams()]
+        if args.stream and args.stream not in known:
+            raise UsageError(f"no stream named {args.stream!r} in {settings.data_dir}")
+        try:
+            model = chat_model(config, settings.data_dir)
+        except ModelError as exc:
+            raise UsageError(str(exc)) from None
+        agent = VideoAgent(model, toolkit.get_tools(), config)
+
+        def write(piece: str) -> None:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+
+        answer = agent.ask(question, stream=args.stream, on_token=None if args.json else write)
+    finally:
+        toolkit.close()
+    if args.json:
+        print(answer.model_dump_json())
+        return 0
+    print()
+    for c in answer.citations:
+        print(f"  [{c.stream} {hms(c.t0)}-{hms(c.t1)}] ({c.t0:.1f}-{c.t1:.1f} s)")
+    return 0
+
+
+def _require_catalog(settings: Settings) -> None:
+    """UsageError unless the data directory holds a catalog (a mistyped --data must not create one)."""
+    from vsalmonn.memory_store.catalog import Catalog, CatalogError
+
+    try:
+        Catalog.for_data_dir(
+            settings.data_dir, settings.store.catalog_url, busy_timeout_s=settings.store.busy_timeout_s,
+            create=False,
+        ).close()  # fmt: skip
+    except CatalogError as exc:
+        raise UsageError(f"{exc} (nothing has been ingested into {settings.data_dir})") from None
+
+
 def _cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
     from vsalmonn.memory_store.store import MemoryStore
 
@@ -428,18 +482,11 @@ def _cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from vsalmonn.memory_store.catalog import Catalog, CatalogError
     from vsalmonn.memory_store.store import MemoryStore
     from vsalmonn.perception.daemon import read_status
 
-    try:
-        catalog = Catalog.for_data_dir(
-            settings.data_dir, settings.store.catalog_url, busy_timeout_s=settings.store.busy_timeout_s,
-            create=False,
-        )  # fmt: skip
-    except CatalogError as exc:
-        raise UsageError(f"{exc} (nothing has been ingested into {settings.data_dir})") from None
-    with MemoryStore(settings.data_dir, catalog) as store:
+    _require_catalog(settings)
+    with MemoryStore.open(settings.data_dir, settings.store) as store:
         entries = read_status(store)
     stale_after = max(10.0, 5 * settings.daemon.status_every_s)
     for entry in entries:
