@@ -138,8 +138,19 @@ def test_format_table_aligns_columns() -> None:
     ]
 
 
-def test_demo_finds_every_planted_vector_at_rank_1(tmp_path: Path) -> None:
-    result = vsalmonn("demo", cwd=tmp_path, timeout=300)
+def test_demo_answers_the_sample_questions_with_the_right_times(tmp_path: Path) -> None:
+    result = vsalmonn("demo", cwd=tmp_path, timeout=300)  # a fresh data directory: models set up too
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    answers = re.findall(r"^   cited (.*); truly at (.*): (right|wrong)", result.stdout, flags=re.MULTILINE)
+    assert len(answers) >= 3, result.stdout
+    assert all(mark == "right" for *_, mark in answers), result.stdout
+    again = vsalmonn("demo", cwd=tmp_path, timeout=300)
+    assert again.returncode == 0 and "already in memory" in again.stdout
+
+
+def test_memory_demo_finds_every_planted_vector_at_rank_1(tmp_path: Path) -> None:
+    result = vsalmonn("demo", "--memory", cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert "writing:" in result.stderr  # progress goes to stderr, results to stdout

@@ -352,3 +352,16 @@ def _no_stray_threads() -> Iterator[None]:
     for t in stray:
         t.join(5)
     assert not [t for t in stray if t.is_alive()], "a stream thread outlived its daemon"
+
+
+def test_a_segment_of_several_sentences_becomes_one_per_sentence() -> None:
+    from vsalmonn.perception.encoders import Segment, Word
+    from vsalmonn.perception.pipeline import split_sentences
+
+    words = [Word("The", 10.7, 10.9), Word("call", 10.9, 11.2), Word("ends.", 11.2, 11.8)]
+    words += [Word("You", 17.8, 18.0), Word("are", 18.0, 18.2), Word("muted.", 18.2, 19.1)]
+    segment = Segment(10.7, 19.1, "The call ends. You are muted.", tuple(words), "en")
+    first, second = split_sentences(segment)
+    assert (first.t0, first.t1, first.text) == (10.7, 11.8, "The call ends.")
+    assert (second.t0, second.t1, second.text, second.language) == (17.8, 19.1, "You are muted.", "en")
+    assert split_sentences(Segment(0.0, 1.0, "No words.")) == [Segment(0.0, 1.0, "No words.")]

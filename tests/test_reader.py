@@ -234,3 +234,13 @@ def test_read_speed() -> None:
         read(prompt, candidates, k=5, budgets={"visual": 32})
         best = min(best, time.perf_counter() - start)
     assert best <= 0.010, f"{best * 1e3:.1f} ms"
+
+
+def test_neighbours_far_apart_in_time_are_separate_moments() -> None:
+    keys = torch.ones(3, 4)  # equal scores: only time can keep them apart
+    t0 = torch.tensor([1.0, 2.0, 30.0], dtype=torch.float64)
+    prompt = torch.ones(1, 4)
+    found = read(prompt, [cands("audio", keys, t0=t0)], k=5, budgets={"audio": 3}, join_gap_s=2.0)
+    assert sorted((m.t0, m.t1) for m in found) == [(1.0, 3.0), (30.0, 31.0)]
+    joined = read(prompt, [cands("audio", keys, t0=t0)], k=5, budgets={"audio": 3}, join_gap_s=60.0)
+    assert [(m.t0, m.t1) for m in joined] == [(1.0, 31.0)]

@@ -99,7 +99,7 @@ class LocalChatModel(BaseChatModel):
     path: Path
     max_new_tokens: int = 200
     temperature: float = 0.0
-    threads: int | None = None
+    no_repeat_ngram_size: int = 4
     _model: Any = PrivateAttr(default=None)
     _tokenizer: Any = PrivateAttr(default=None)
 
@@ -145,6 +145,9 @@ class LocalChatModel(BaseChatModel):
             kwargs.update(do_sample=True, temperature=self.temperature)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        # Small models loop on their own output ("seen: car; seen: car; ..."). A repetition penalty makes a
+        # 135M model ramble off-topic instead; forbidding repeated 4-grams stops the loop and nothing else.
+        kwargs["no_repeat_ngram_size"] = self.no_repeat_ngram_size
         if stop:
             kwargs["stop_strings"] = stop
             kwargs["tokenizer"] = self._tokenizer

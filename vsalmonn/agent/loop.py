@@ -47,6 +47,16 @@ SYSTEM_RETRIEVE = (
 )
 
 
+# One worked example: a small model follows a shown answer far better than a described one.
+EXAMPLE: tuple[BaseMessage, ...] = (
+    HumanMessage(
+        "Evidence:\n[lobby 00:01:05-00:01:08] said: 'The meeting is over, thank you all.'\n\n"
+        "Question: When does the meeting end?"
+    ),
+    AIMessage('At 00:01:05 in lobby, someone says: "The meeting is over, thank you all."'),
+)
+
+
 class Citation(BaseModel):
     stream: str
     t0: float
@@ -119,6 +129,7 @@ class VideoAgent:
         evidence = "\n".join(_evidence_line(m) for m in moments)
         prompt: list[BaseMessage] = [
             SystemMessage(self._system(SYSTEM_RETRIEVE)),
+            *EXAMPLE,
             HumanMessage(f"Evidence:\n{evidence}\n\nQuestion: {question}"),
         ]
         text = self._write(prompt, on_token)
@@ -202,7 +213,11 @@ def _moments(artifact: Any) -> list[dict[str, Any]]:
 
 def _evidence_line(moment: dict[str, Any]) -> str:
     """One moment as the model reads it: "[talk 00:00:17-00:00:18] said: Goodbye.; seen: ..."."""
-    what = "; ".join(str(e) for e in moment.get("evidence") or []) or f"{moment.get('modality', '')} match"
+    # Only the evidence of the moment's own modality: what was said for speech, what was seen for pictures.
+    # A small model otherwise answers a question about speech with the labels of the frames around it.
+    own = "said:" if moment.get("modality") == "audio" else "seen:"
+    found = [str(e) for e in moment.get("evidence") or [] if str(e).startswith(own)]
+    what = "; ".join(found) or f"{moment.get('modality', '')} match"
     return f"[{moment['stream']} {hms(moment['t0'])}-{hms(moment['t1'])}] {what}"
 
 

@@ -55,6 +55,9 @@ class MemoryConfig(BaseModel):
         description="adjacent selected slots form one moment unless the weaker scores below this share "
         "of the stronger",
     )
+    reader_join_gap_s: float = Field(
+        2.0, ge=0, description="adjacent selected slots further apart in time than this are separate moments"
+    )
     seed: int = Field(0, description="seed of the slow weights' initialisation")
     device: str = Field("cpu", description="torch device of the TTT layer and the banks")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="dtype of tokens and fast weights")

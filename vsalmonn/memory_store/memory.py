@@ -196,7 +196,14 @@ class StreamMemory:
             query = self.layer.query_view(prompt.to(self.device, self.dtype))  # (q, d)
             candidates = [self._candidates(m) for m in MODALITIES if modality in (None, m)]
         budgets = {"visual": self.config.reader_visual_slots, "audio": self.config.reader_audio_slots}
-        return read(query, candidates, k=k, budgets=budgets, join_ratio=self.config.reader_join_ratio)  # type: ignore[arg-type]
+        return read(
+            query,
+            candidates,
+            k=k,
+            budgets=budgets,  # type: ignore[arg-type]
+            join_ratio=self.config.reader_join_ratio,
+            join_gap_s=self.config.reader_join_gap_s,
+        )
 
     def _candidates(self, modality: Modality) -> Candidates:
         bank = self.banks[modality]

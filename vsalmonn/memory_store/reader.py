@@ -77,6 +77,7 @@ def read(
     k: int,
     budgets: Mapping[Modality, int],
     join_ratio: float = 0.5,
+    join_gap_s: float = 2.0,
 ) -> list[Moment]:
     """The at most ``k`` best moments for ``prompt`` (q, d), best first (ties: earlier ``t0`` first).
 
@@ -85,8 +86,10 @@ def read(
     modality keeps one from crowding the other out. Selected slots that are adjacent in their bank (no
     unselected slot between them) become one moment scored by its best slot, unless the weaker of two
     neighbours scores below ``join_ratio`` times the stronger: a strong hit beside slots that only filled the
-    budget would otherwise cite a span far wider than its evidence. Ties in slot scores keep the
-    earlier slot; moments tied in score and ``t0`` keep the order of ``candidates``. A 1-D prompt is one row.
+    budget would otherwise cite a span far wider than its evidence. Neighbours further apart in time than
+    ``join_gap_s`` stay apart too: two remarks a minute apart are two moments, not one long one. Ties in
+    slot scores keep the earlier slot; moments tied in score and ``t0`` keep the order of ``candidates``.
+    A 1-D prompt is one row.
     """
     if prompt.dim() == 1:
         prompt = prompt.unsqueeze(0)
@@ -106,13 +109,15 @@ def read(
         if cand.modality not in budgets:
             raise KeyError(f"no reader budget for modality {cand.modality!r}")
         scores = score(prompt, cand.keys)
-        moments.extend(_moments(cand, scores, int(budgets[cand.modality]), join_ratio))
+        moments.extend(_moments(cand, scores, int(budgets[cand.modality]), join_ratio, join_gap_s))
     moments.sort(key=lambda m: (-m.score, m.t0))
     logger.debug("reader: %d moments from %d modalities, returning %d", len(moments), len(candidates), k)
     return moments[:k]
 
 
-def _moments(cand: Candidates, scores: Tensor, budget: int, join_ratio: float) -> list[Moment]:
+def _moments(
+    cand: Candidates, scores: Tensor, budget: int, join_ratio: float, join_gap_s: float = 2.0
+) -> list[Moment]:
     """Top-``budget`` slots of one modality, grouped into runs of adjacent slots of similar score."""
     chosen = torch.nonzero(lowest_k_mask(-scores, budget)).squeeze(1)  # (B,) increasing slot positions
     if chosen.numel() == 0:
@@ -128,7 +133,8 @@ def _moments(cand: Candidates, scores: Tensor, budget: int, join_ratio: float) -
     hi = torch.maximum(best[1:], best[:-1])  # (B-1,)
     lo = torch.minimum(best[1:], best[:-1])  # (B-1,)
     weak_link = (hi > 0) & (lo < join_ratio * hi)  # (B-1,)
-    starts[1:] = (chosen[1:] != chosen[:-1] + 1) | weak_link
+    far = t0[1:] - t1[:-1] > join_gap_s  # (B-1,)
+    starts[1:] = (chosen[1:] != chosen[:-1] + 1) | weak_link | far
     group = torch.cumsum(starts, 0) - 1  # (B,)
     runs = int(group[-1]) + 1
     run_t0 = torch.full((runs,), torch.inf, dtype=torch.float64).scatter_reduce(0, group, t0, "amin")

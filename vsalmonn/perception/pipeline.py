@@ -36,7 +36,7 @@ from vsalmonn.memory_store.models import FrameLabel, TranscriptSegment
 from vsalmonn.memory_store.store import MemoryStore, StreamWriter
 
 from .config import PerceptionConfig
-from .encoders import FrameTokens, Segment, SpeechEncoder, TextEncoder, VisionEncoder, create_encoder
+from .encoders import FrameTokens, Segment, SpeechEncoder, TextEncoder, VisionEncoder, Word, create_encoder
 from .media import AudioChunk, Frame
 
 log = logging.getLogger(__name__)
@@ -254,7 +254,9 @@ class StreamSink:
             audio = np.concatenate([c.samples for c in run])  # (n,) one contiguous stretch
             with self._lock:
                 segments += self.encoders.speech.transcribe(audio, t_offset=run[0].t0)
-        segments = sorted((s for s in segments if s.text.strip()), key=lambda s: s.t0)
+        segments = sorted(
+            (piece for s in segments if s.text.strip() for piece in split_sentences(s)), key=lambda s: s.t0
+        )
         if not segments:
             return
         with self._lock:
@@ -311,6 +313,38 @@ def forget_from(store: MemoryStore, stream_id: str, offset: float) -> None:
             labels,
             offset,
         )
+
+
+_SENTENCE_END = (".", "?", "!")
+
+
+def split_sentences(segment: Segment) -> list[Segment]:
+    """A recognised segment cut into its sentences, by its word times.
+
+    Whisper often returns two or three sentences as one segment several seconds long; each becomes its own
+    transcript row and memory token, so a question about one of them cites that sentence's time rather
+    than the whole stretch. A segment without word times, or of one sentence, is returned unchanged.
+    """
+    words = segment.words
+    if len(words) < 2:
+        return [segment]
+    pieces: list[list[Word]] = [[]]
+    for i, word in enumerate(words):
+        pieces[-1].append(word)
+        if word.text.strip().endswith(_SENTENCE_END) and i < len(words) - 1:
+            pieces.append([])
+    if len(pieces) == 1:
+        return [segment]
+    return [
+        Segment(
+            t0=piece[0].t0,
+            t1=piece[-1].t1,
+            text=" ".join(w.text.strip() for w in piece),
+            words=tuple(piece),
+            language=segment.language,
+        )
+        for piece in pieces
+    ]
 
 
 def _contiguous_runs(chunks: list[AudioChunk]) -> Iterator[list[AudioChunk]]:

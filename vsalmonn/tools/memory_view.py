@@ -541,7 +541,9 @@ def _read(
             keep = (c.t1 >= lo) & (c.t0 <= hi)  # (S,)
             parts.append(Candidates(modality, c.keys[keep], c.t0[keep], c.t1[keep], c.id0[keep], c.id1[keep]))
     budgets = {"visual": cfg.reader_visual_slots, "audio": cfg.reader_audio_slots}
-    return read(query, parts, k=k, budgets=budgets, join_ratio=cfg.reader_join_ratio)
+    return read(
+        query, parts, k=k, budgets=budgets, join_ratio=cfg.reader_join_ratio, join_gap_s=cfg.reader_join_gap_s
+    )
 
 
 def _overlap(stream_id: str, start: float, end: float, horizon: float) -> list[Any]:
