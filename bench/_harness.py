@@ -1,17 +1,34 @@
-"""Helpers shared by the benchmarks: timing, the machine's description, targets and tables."""
+"""Helpers shared by the benchmarks: timing, the machine's description, targets and tables, and the media
+they are measured on (the shared real footage and speech, clips built from them, the checkout's tests/)."""
 
 from __future__ import annotations
 
+import bisect
+import importlib
 import os
 import platform
 import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from fractions import Fraction
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import av
+import numpy as np
 import torch
 
-from vsalmonn.cli import format_table
+from vsalmonn.cli import UsageError, format_table
+from vsalmonn.perception.decode import probe
+from vsalmonn.settings import SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_MEDIA = ROOT.parent / "shared" / "media"
+STREET = "vtest.avi"  # 79.5 s of street footage, 768x576, 10 fps, no audio
+PROMPT_MARGIN_S, VOICE_RMS = 0.05, 0.02
+AUDIO_BLOCK = 1024  # samples per audio frame handed to the encoder (AAC's frame size)
 
 
 def environment() -> dict[str, Any]:
@@ -82,3 +99,212 @@ def render_targets(targets: list[dict[str, Any]]) -> str:
         for t in targets
     ]
     return format_table(["target", "measured", "bound", "result"], rows)
+
+
+def render_loadavg(values: list[float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
+
+
+# -- where things are ----------------------------------------------------------------------------------------
+
+
+def bench_data_dir() -> Path:
+    """The settings' data directory ($VSALMONN_DATA, else ./vsalmonn-data): model files, cached clips."""
+    try:
+        return load_settings().data_dir
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def shared_media(bench: str, *, checkout: tuple[str, ...] = ("media",)) -> Path:
+    """The shared media folder (the street clip and the speech prompts), checked together with the modules of
+    the checkout's tests/ that the benchmark `bench` imports; UsageError naming what is missing."""
+    if not (SHARED_MEDIA / STREET).is_file() or not (SHARED_MEDIA / "speech").is_dir():
+        raise UsageError(
+            f"bench {bench} needs the shared media folder ({STREET} and speech/); none at {SHARED_MEDIA}"
+        )
+    for name in checkout:
+        path = ROOT / "tests" / f"{name}.py"
+        if not path.is_file():
+            raise UsageError(f"bench {bench} needs the source checkout's tests/{name}.py; none at {path}")
+    return SHARED_MEDIA
+
+
+def checkout_module(name: str) -> ModuleType:
+    """``tests.<name>`` of the source checkout (media builders, the loopback stream server), imported with the
+    checkout's root on sys.path: tests/ is not installed with the package, and benchmarks need a checkout."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    module = importlib.import_module(f"tests.{name}")
+    where = Path(module.__file__ or "").resolve()
+    if where.parent != ROOT / "tests":
+        raise UsageError(f"tests.{name} resolves to {where}, not to the checkout's {ROOT / 'tests'}")
+    return module
+
+
+def duration(path: Path) -> float:
+    seconds = probe(path).duration
+    assert seconds is not None, f"{path} declares no duration"
+    return seconds
+
+
+# -- building clips ------------------------------------------------------------------------------------------
+
+
+def prompt_paths(shared: Path, seed: int) -> list[Path]:
+    """The speech prompts in a fixed shuffled order (name order would put similar menus back to back)."""
+    paths = sorted((shared / "speech").glob("*.wav"))
+    return [paths[i] for i in np.random.default_rng(seed).permutation(len(paths))]
+
+
+def voice(samples: np.ndarray, rate: int) -> np.ndarray:
+    """A prompt without its leading and trailing silence (10 ms windows under `VOICE_RMS`), with margins."""
+    win = rate // 100
+    n = len(samples) // win
+    rms = np.sqrt((samples[: n * win].reshape(n, win) ** 2).mean(1))
+    loud = np.flatnonzero(rms > VOICE_RMS)
+    if not len(loud):
+        return samples[:0]
+    margin = round(PROMPT_MARGIN_S * rate)
+    return samples[max(0, loud[0] * win - margin) : min(len(samples), (loud[-1] + 1) * win + margin)]
+
+
+class PromptTrack:
+    """A mono track built block by block (a 3-hour track would take 0.7 GB as one array): a faint noise floor
+    and the speech prompts (each trimmed to its voice, in a fixed shuffled order, cycled), the first at
+    `first_s`, then one every `every_s` (uniform in the range, seeded), later after a long prompt so that
+    there is always at least `min_pause_s` between two. Call it as ``track(start, n)`` (samples)."""
+
+    def __init__(
+        self,
+        shared: Path,
+        seconds: float,
+        rate: int,
+        *,
+        every_s: tuple[float, float],
+        first_s: float,
+        order_seed: int,
+        placement_seed: int,
+        min_pause_s: float = 2.0,
+        noise: float = 1e-3,
+    ) -> None:
+        media = checkout_module("media")  # load_wav: the prompts as float32 at any rate
+        paths = prompt_paths(shared, order_seed)
+        voices: dict[Path, np.ndarray] = {}
+        rng = np.random.default_rng(placement_seed)
+        self.rate = rate
+        self.starts: list[int] = []
+        self.voices: list[np.ndarray] = []
+        self.names: list[str] = []
+        at, i = first_s, 0
+        while at < seconds:
+            path = paths[i % len(paths)]
+            if path not in voices:
+                voices[path] = voice(media.load_wav(path, rate), rate)
+            spoken = voices[path]
+            i += 1
+            if not len(spoken):
+                continue
+            self.starts.append(round(at * rate))
+            self.voices.append(spoken)
+            self.names.append(path.stem)
+            at += max(float(rng.uniform(*every_s)), len(spoken) / rate + min_pause_s)
+        self.total = round(seconds * rate)
+        self.noise = (np.random.default_rng(0).standard_normal(10 * rate) * noise).astype(np.float32)
+
+    def __call__(self, start: int, n: int) -> np.ndarray:
+        block = np.take(self.noise, np.arange(start, start + n), mode="wrap")
+        last = bisect.bisect_right(self.starts, start + n - 1) - 1
+        for j in (last - 1, last):
+            if j < 0:
+                continue
+            s, v = self.starts[j], self.voices[j]
+            lo, hi = max(start, s), min(start + n, s + len(v), self.total)
+            if lo < hi:
+                block[lo - start : hi - start] += v[lo - s : hi - s]
+        return block
+
+    def info(self) -> dict[str, Any]:
+        voiced = sum(min(len(v), self.total - s) for s, v in zip(self.starts, self.voices, strict=True))
+        return {"prompts": len(self.starts), "voiced_fraction": voiced / self.total}
+
+
+def street_frames(
+    path: Path, *, every: int = 1, size: tuple[int, int] | None = None, cache: bool = False
+) -> Iterator[av.VideoFrame]:
+    """The street clip's frames in yuv420p, looped for ever: every `every`-th frame, scaled to `size`
+    (width, height) if given. With `cache` they are decoded once and kept as arrays (for small sizes)."""
+    width, height = size or (None, None)
+    kept: list[np.ndarray] = []
+    while True:
+        if kept:
+            for array in kept:
+                yield av.VideoFrame.from_ndarray(array, format="yuv420p")
+            continue
+        with av.open(str(path)) as container:
+            for i, frame in enumerate(container.decode(video=0)):
+                if i % every:
+                    continue
+                frame = frame.reformat(width=width, height=height, format="yuv420p")
+                if cache:
+                    kept.append(frame.to_ndarray())
+                yield frame
+
+
+def write_clip(
+    path: Path,
+    frames: Iterator[av.VideoFrame],
+    *,
+    seconds: float,
+    fps: int,
+    size: tuple[int, int],
+    video_options: dict[str, str],
+    audio: Callable[[int, int], np.ndarray] | None = None,
+    audio_rate: int = 48_000,
+    container_format: str | None = None,
+) -> None:
+    """Encode `seconds` of `frames` at `fps` as H.264 (`size` = width, height) and, if given, a mono AAC track
+    whose samples ``audio(start, n)`` returns (float32, n samples from sample `start`; fewer at the end).
+
+    Audio blocks are muxed interleaved with the video (each block before the first frame after its start), as
+    a camera or a recorder writes them, so that demuxing and live pacing see both streams together.
+    """
+    out = av.open(str(path), "w", format=container_format)
+    try:
+        vstream = out.add_stream("libx264", rate=fps)
+        vstream.width, vstream.height, vstream.pix_fmt = size[0], size[1], "yuv420p"
+        vstream.options = dict(video_options)
+        vstream.codec_context.time_base = Fraction(1, fps)
+        astream = None
+        if audio is not None:
+            astream = out.add_stream("aac", rate=audio_rate)
+            astream.layout = "mono"
+        total = round(seconds * audio_rate)
+        next_audio = 0
+
+        def mux_audio_until(limit_s: float) -> None:
+            """Encode the audio blocks that start at or before `limit_s`."""
+            nonlocal next_audio
+            if audio is None or astream is None:
+                return
+            while next_audio < total and next_audio / audio_rate <= limit_s:
+                block = audio(next_audio, min(AUDIO_BLOCK, total - next_audio))
+                aframe = av.AudioFrame.from_ndarray(
+                    np.ascontiguousarray(block[None, :], dtype=np.float32), format="fltp", layout="mono"
+                )
+                aframe.sample_rate = audio_rate
+                aframe.pts, aframe.time_base = next_audio, Fraction(1, audio_rate)
+                out.mux(astream.encode(aframe))
+                next_audio += AUDIO_BLOCK
+
+        for i in range(round(seconds * fps)):
+            mux_audio_until(i / fps)
+            vframe = next(frames)
+            vframe.pts, vframe.time_base = i, Fraction(1, fps)
+            out.mux(vstream.encode(vframe))
+        mux_audio_until(float("inf"))
+        out.mux(vstream.encode(None))
+        if astream is not None:
+            out.mux(astream.encode(None))
+    finally:
+        out.close()

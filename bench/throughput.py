@@ -30,40 +30,47 @@ vision + memory ≥ 10x real time; the full pipeline on continuous speech ≥ 4x
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import resource
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from fractions import Fraction
+from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import av
 import numpy as np
 
-from vsalmonn.cli import UsageError, _quiet_model_loading, format_table
+from vsalmonn.cli import _quiet_model_loading, format_table
 from vsalmonn.memory_store import MemoryConfig, StreamMemory
 from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.perception.config import PerceptionConfig
-from vsalmonn.perception.decode import decode, probe
+from vsalmonn.perception.decode import decode
 from vsalmonn.perception.ingest import Encoders, ingest_file
 from vsalmonn.perception.media import Frame
-from vsalmonn.settings import SettingsError, load_settings
 
-from ._harness import environment, median, render_environment, render_targets, target
-
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
-TEST_MEDIA = ROOT / "tests" / "media.py"  # load_wav: the speech prompts as float32 at any rate
-STREET = "vtest.avi"
+from ._harness import (
+    STREET,
+    bench_data_dir,
+    checkout_module,
+    duration,
+    environment,
+    median,
+    prompt_paths,
+    render_environment,
+    render_loadavg,
+    render_targets,
+    shared_media,
+    street_frames,
+    target,
+    voice,
+    write_clip,
+)
 
 CLIP_VERSION = 2  # part of the cached clip's name: bump when the recipe below changes
-CLIP_FPS, CLIP_AUDIO_RATE, AUDIO_BLOCK = 10, 48_000, 1024
-PROMPT_GAP_S, PROMPT_MARGIN_S, VOICE_RMS = 0.25, 0.05, 0.02
+CLIP_FPS, CLIP_AUDIO_RATE = 10, 48_000
+PROMPT_GAP_S = 0.25
 NOISE_FLOOR = 1e-3
 PROMPT_ORDER_SEED = 4
 
@@ -89,17 +96,14 @@ def _settings(quick: bool) -> dict[str, Any]:
 def run(quick: bool) -> dict[str, Any]:
     started = time.perf_counter()
     loadavg_start = os.getloadavg()
-    shared = _shared_media()
+    shared = shared_media("throughput")
     sizes = _settings(quick)
-    try:
-        data_dir = load_settings().data_dir
-    except SettingsError as exc:
-        raise UsageError(str(exc)) from None
+    data_dir = bench_data_dir()
     perception, memory_config = PerceptionConfig(), MemoryConfig()
     street = shared / STREET
     clip, clip_info = _speech_clip(shared, data_dir / "bench", sizes["speech_s"])
     media = {"street": street, "speech": clip}
-    durations = {name: _duration(path) for name, path in media.items()}
+    durations = {name: duration(path) for name, path in media.items()}
 
     _quiet_model_loading(perception.threads)
     loading = _load_encoders(perception, data_dir)
@@ -178,22 +182,6 @@ def _key(stage: str, media: str) -> str:
     return f"{stage}/{media}"
 
 
-def _shared_media() -> Path:
-    if not (SHARED_MEDIA / STREET).is_file() or not (SHARED_MEDIA / "speech").is_dir():
-        raise UsageError(
-            f"bench throughput needs the shared media folder ({STREET} and speech/); none at {SHARED_MEDIA}"
-        )
-    if not TEST_MEDIA.is_file():
-        raise UsageError(f"bench throughput needs the source checkout's tests/media.py; none at {TEST_MEDIA}")
-    return SHARED_MEDIA
-
-
-def _duration(path: Path) -> float:
-    duration = probe(path).duration
-    assert duration is not None, f"{path} declares no duration"
-    return duration
-
-
 def _peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MB (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -202,54 +190,24 @@ def _peak_rss_mb() -> float:
 # -- the speech clip -----------------------------------------------------------------------------------------
 
 
-def _load_test_media() -> ModuleType:
-    """tests/media.py, imported by path (it lives in the source checkout, not in the package)."""
-    spec = importlib.util.spec_from_file_location("vsalmonn_bench_test_media", TEST_MEDIA)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _voice(samples: np.ndarray, rate: int) -> np.ndarray:
-    """A prompt without its leading and trailing silence (10 ms windows under `VOICE_RMS`), with margins."""
-    win = rate // 100
-    n = len(samples) // win
-    rms = np.sqrt((samples[: n * win].reshape(n, win) ** 2).mean(1))
-    loud = np.flatnonzero(rms > VOICE_RMS)
-    if not len(loud):
-        return samples[:0]
-    margin = round(PROMPT_MARGIN_S * rate)
-    return samples[max(0, loud[0] * win - margin) : min(len(samples), (loud[-1] + 1) * win + margin)]
-
-
 def _speech_track(shared: Path, seconds: float, rate: int) -> tuple[np.ndarray, dict[str, Any]]:
     """Prompts back to back (a fixed shuffled order, repeated if needed) for `seconds`; also what went in."""
-    media = _load_test_media()
+    media = checkout_module("media")  # load_wav: the speech prompts as float32 at any rate
     n = round(seconds * rate)
     track = (np.random.default_rng(0).standard_normal(n) * NOISE_FLOOR).astype(np.float32)
-    paths = sorted((shared / "speech").glob("*.wav"))
-    paths = [paths[i] for i in np.random.default_rng(PROMPT_ORDER_SEED).permutation(len(paths))]
+    paths = prompt_paths(shared, PROMPT_ORDER_SEED)
     gap = round(PROMPT_GAP_S * rate)
     pos, voiced, used = 0, 0, 0
     for i in range(10 * len(paths)):
         if pos >= n:
             break
-        voice = _voice(media.load_wav(paths[i % len(paths)], rate), rate)
-        end = min(n, pos + len(voice))
-        track[pos:end] += voice[: end - pos]
+        spoken = voice(media.load_wav(paths[i % len(paths)], rate), rate)
+        end = min(n, pos + len(spoken))
+        track[pos:end] += spoken[: end - pos]
         voiced += end - pos
         used += 1
         pos = end + gap
     return track, {"prompts": used, "voiced_fraction": voiced / n}
-
-
-def _street_frames(path: Path) -> Iterator[av.VideoFrame]:
-    """The street clip's frames in yuv420p, looped for ever."""
-    while True:
-        with av.open(str(path)) as container:
-            for frame in container.decode(video=0):
-                yield frame.reformat(format="yuv420p")
 
 
 def _speech_clip(shared: Path, folder: Path, seconds: float) -> tuple[Path, dict[str, Any]]:
@@ -263,43 +221,24 @@ def _speech_clip(shared: Path, folder: Path, seconds: float) -> tuple[Path, dict
     track, info = _speech_track(shared, seconds, CLIP_AUDIO_RATE)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{path.name}.{os.getpid()}.tmp.mp4"
-    out = av.open(str(tmp), "w")
+    street = shared / STREET
+    with av.open(str(street)) as probe_container:
+        width = probe_container.streams.video[0].codec_context.width
+        height = probe_container.streams.video[0].codec_context.height
+    frames = street_frames(street)
     try:
-        street = shared / STREET
-        with av.open(str(street)) as probe_container:
-            width = probe_container.streams.video[0].codec_context.width
-            height = probe_container.streams.video[0].codec_context.height
-        vstream = out.add_stream("libx264", rate=CLIP_FPS)
-        vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
-        vstream.options = {"preset": "veryfast", "g": str(5 * CLIP_FPS)}
-        vstream.codec_context.time_base = Fraction(1, CLIP_FPS)
-        astream = out.add_stream("aac", rate=CLIP_AUDIO_RATE)
-        astream.layout = "mono"
-        frames = _street_frames(street)
-        next_audio = 0
-
-        def mux_audio_until(limit_s: float) -> None:
-            """Encode the audio blocks that start at or before `limit_s` (interleaved with the video)."""
-            nonlocal next_audio
-            while next_audio < len(track) and next_audio / CLIP_AUDIO_RATE <= limit_s:
-                block = track[None, next_audio : next_audio + AUDIO_BLOCK]
-                aframe = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="fltp", layout="mono")
-                aframe.sample_rate = CLIP_AUDIO_RATE
-                aframe.pts, aframe.time_base = next_audio, Fraction(1, CLIP_AUDIO_RATE)
-                out.mux(astream.encode(aframe))
-                next_audio += AUDIO_BLOCK
-
-        for i in range(round(seconds * CLIP_FPS)):
-            mux_audio_until(i / CLIP_FPS)
-            vframe = next(frames)
-            vframe.pts, vframe.time_base = i, Fraction(1, CLIP_FPS)
-            out.mux(vstream.encode(vframe))
-        frames.close()  # type: ignore[attr-defined]
-        mux_audio_until(float("inf"))
-        out.mux(vstream.encode(None))
-        out.mux(astream.encode(None))
+        write_clip(
+            tmp,
+            frames,
+            seconds=seconds,
+            fps=CLIP_FPS,
+            size=(width, height),
+            video_options={"preset": "veryfast", "g": str(5 * CLIP_FPS)},
+            audio=lambda start, n: track[start : start + n],
+            audio_rate=CLIP_AUDIO_RATE,
+        )
     finally:
-        out.close()
+        frames.close()  # type: ignore[attr-defined]
     np.save(info_path, np.array([info["prompts"], info["voiced_fraction"]]))
     os.replace(tmp, path)
     return path, {**info, "built_s": time.perf_counter() - started}
@@ -522,7 +461,8 @@ def render(result: dict[str, Any]) -> str:
             f"encoders: model files prepared in {load['prepare_s']:.1f} s, loaded in {load['load_s']:.1f} s, "
             f"warmed up in {result['warmup_s']:.1f} s; peak RSS {rss['after_load']:,.0f} MB after loading, "
             f"{rss['end']:,.0f} MB at the end",
-            f"load average (1/5/15 min): {_loadavg(la['start'])} at start, {_loadavg(la['end'])} at the end",
+            f"load average (1/5/15 min): {render_loadavg(la['start'])} at start, "
+            f"{render_loadavg(la['end'])} at the end",
             "",
             render_targets(result["targets"]),
             "",
@@ -530,7 +470,3 @@ def render(result: dict[str, Any]) -> str:
             f"ran in {result['seconds']:.0f} s",
         ]
     )
-
-
-def _loadavg(values: list[float]) -> str:
-    return " / ".join(f"{v:.2f}" for v in values)
