@@ -365,3 +365,36 @@ def test_a_segment_of_several_sentences_becomes_one_per_sentence() -> None:
     assert (first.t0, first.t1, first.text) == (10.7, 11.8, "The call ends.")
     assert (second.t0, second.t1, second.text, second.language) == (17.8, 19.1, "You are muted.", "en")
     assert split_sentences(Segment(0.0, 1.0, "No words.")) == [Segment(0.0, 1.0, "No words.")]
+
+
+class SlowVision:
+    """The real vision encoder made slower than the stream: a live source must drop, not fall behind."""
+
+    def __init__(self, inner: object, seconds: float) -> None:
+        self.inner, self.seconds = inner, seconds
+        self.name, self.dim = inner.name, inner.dim  # type: ignore[attr-defined]
+
+    def encode(self, frames: list[object]) -> list[object]:
+        time.sleep(self.seconds * len(frames))
+        return self.inner.encode(frames)  # type: ignore[attr-defined, no-any-return]
+
+
+def test_a_live_stream_that_cannot_keep_up_drops_the_oldest_and_counts(
+    tmp_path: Path, encoders: Encoders, live_ts: Path
+) -> None:
+    slow = Encoders(vision=SlowVision(encoders.vision, 1.0), text=encoders.text, speech=None)  # type: ignore[arg-type]
+    perception = PERCEPTION.model_copy(update={"live_queue": 4, "speech_encoder": "none"})
+    with StreamServer(live_ts, speed=4.0) as server, MemoryStore(tmp_path / "data") as store:
+        daemon = make_daemon(
+            store, [StreamSpec(name="cam", source=server.url, options=FAST)], slow, perception=perception
+        )
+        daemon.start()
+        runner = daemon.runners[0]
+        try:
+            until(lambda: runner.stats.drops >= 3, 40, "drops counted")
+            until(
+                lambda: (by_name(store).get("cam", {}).get("drops") or 0) >= 3, 5, "drops in the status row"
+            )
+            assert runner.stats.lag_s is not None and runner.stats.lag_s < 10.0, "newest frames win"
+        finally:
+            assert daemon.shutdown()
