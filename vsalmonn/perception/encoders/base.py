@@ -6,11 +6,14 @@ of that space and returns unit vectors: a prompt's text embedding can then be co
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -68,3 +71,26 @@ class SpeechEncoder(Protocol):
     def transcribe(self, audio: np.ndarray, t_offset: float = 0.0) -> list[Segment]:
         """Segments of mono float32 audio at the configured sample rate; times are t_offset + seconds."""
         ...
+
+
+def encode_texts(
+    texts: Sequence[str], dim: int, batch_size: int, embed: Callable[[list[str]], torch.Tensor]
+) -> np.ndarray:
+    """(n, dim) float32 rows of `embed` over `texts`, in the order given, batched by similar length.
+
+    Sorting by length first keeps padding small in each batch; a lone string is refused, as it would
+    otherwise be encoded character by character.
+    """
+    import torch  # here, so that importing the encoder registry stays cheap
+
+    if isinstance(texts, str):
+        raise TypeError("encode() takes a sequence of strings, not one string")
+    out = np.zeros((len(texts), dim), dtype=np.float32)  # (n, dim)
+    if not texts:
+        return out
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            out[idx] = embed([texts[i] for i in idx]).numpy()  # (b, dim)
+    return out

@@ -28,6 +28,7 @@ import torch
 from ..config import PerceptionConfig
 from ..models import installed_file
 from . import EncoderError
+from .base import encode_texts
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +95,7 @@ class MiniLMEncoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(n, dim) float32 unit rows, one per text, in the order given."""
-        if isinstance(texts, str):  # a lone string would otherwise be encoded character by character
-            raise TypeError("encode() takes a sequence of strings, not one string")
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch
-        with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                out[idx] = self._embed([texts[i] for i in idx]).numpy()
-        return out
+        return encode_texts(texts, self.dim, self.batch_size, self._embed)
 
     def _embed(self, texts: list[str]) -> torch.Tensor:
         batch = self.tokenizer(
