@@ -24,6 +24,7 @@ from types import ModuleType
 from typing import IO, Any, NoReturn
 
 from vsalmonn import __version__
+from vsalmonn.app import BUILTIN_PLUGINS, make_agent, make_daemon, open_plugins
 from vsalmonn.settings import DATA_ENV, DEFAULT_DATA_DIR, Settings, SettingsError, load_settings
 from vsalmonn.smoke import DEMO_BUDGETS, TOP_K, SmokeResult, demo_config, run_smoke
 
@@ -173,6 +174,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ask.add_argument("--json", action="store_true", help='print {"answer", "citations", "steps"}')
     ask.set_defaults(handler=_cmd_ask)
+
+    plugins = commands.add_parser(
+        "plugins",
+        parents=[common],
+        help="the plugins: installed, built in, loaded or not",
+        description="List the plugins: entry points of group vsalmonn.plugins and the built-in ones.",
+    )
+    plugin_commands = plugins.add_subparsers(dest="plugins_command", metavar="ACTION", required=True)
+    listing = plugin_commands.add_parser(
+        "list", parents=[common], help="name, version, state and hooks of every plugin"
+    )
+    listing.add_argument("--json", action="store_true", help="print one JSON object")
+    listing.set_defaults(handler=_cmd_plugins_list)
+
+    export = commands.add_parser(
+        "export",
+        parents=[common],
+        help="a stream's transcript as WebVTT, SRT or Markdown",
+        description="Write the committed transcript of a stream as subtitles (vtt, srt) or Markdown.",
+    )
+    export.add_argument("stream", metavar="STREAM", help="the stream's name")
+    export.add_argument("--format", choices=("vtt", "srt", "md"), default="vtt", help="default: vtt")
+    export.add_argument("-o", "--output", metavar="FILE", type=Path, help="write here (default: stdout)")
+    export.set_defaults(handler=_cmd_export)
 
     bench = commands.add_parser(
         "bench",
@@ -380,8 +405,11 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(str(exc)) from None
     spec = StreamSpec(name=name, source=source, kind=kind)
     _quiet_model_loading(settings.perception.threads)
-    with MemoryStore.open(settings.data_dir, settings.store) as store:
-        daemon = _make_daemon(settings, store, [spec], once=args.once)
+    with (
+        MemoryStore.open(settings.data_dir, settings.store) as store,
+        open_plugins(settings, store) as plugins,
+    ):
+        daemon = make_daemon(settings, store, [spec], once=args.once, plugins=plugins)
         with _stop_on_signals() as stop:
             daemon.start()
             runner = daemon.runners[0]
@@ -419,8 +447,7 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     from vsalmonn.agent.local_model import ModelError
-    from vsalmonn.agent.loop import VideoAgent
-    from vsalmonn.agent.models import chat_model, parse_llm
+    from vsalmonn.agent.models import parse_llm
     from vsalmonn.tools import VideoMemoryToolkit
     from vsalmonn.tools.timefmt import hms
 
@@ -435,15 +462,15 @@ def _cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     _require_catalog(settings)
     _quiet_model_loading(settings.perception.threads)
     toolkit = VideoMemoryToolkit.from_data_dir(settings.data_dir, settings.perception, settings.store)
+    plugins = open_plugins(settings, toolkit.store)
     try:
         known = [s.name for s in toolkit.store.catalog.streams()]
         if args.stream and args.stream not in known:
             raise UsageError(f"no stream named {args.stream!r} in {settings.data_dir}")
         try:
-            model = chat_model(config, settings.data_dir)
+            agent = make_agent(settings, toolkit, plugins=plugins, llm=config.llm)
         except ModelError as exc:
             raise UsageError(str(exc)) from None
-        agent = VideoAgent(model, toolkit.get_tools(), config)
 
         def write(piece: str) -> None:
             sys.stdout.write(piece)
@@ -451,6 +478,7 @@ def _cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
         answer = agent.ask(question, stream=args.stream, on_token=None if args.json else write)
     finally:
+        plugins.close()
         toolkit.close()
     if args.json:
         print(answer.model_dump_json())
@@ -474,15 +502,65 @@ def _require_catalog(settings: Settings) -> None:
         raise UsageError(f"{exc} (nothing has been ingested into {settings.data_dir})") from None
 
 
+def _cmd_plugins_list(args: argparse.Namespace, settings: Settings) -> int:
+    with open_plugins(settings, None) as plugins:
+        infos = [p.as_dict() for p in plugins.plugins()]
+    known = {i["name"] for i in infos}
+    for name in BUILTIN_PLUGINS:  # built-ins not enabled are not candidates: list them as off
+        if name not in known:
+            infos.append(
+                {"name": name, "version": __version__, "dist": "vsalmonn", "state": "off", "hooks": []}
+            )
+    infos.sort(key=lambda i: i["name"])
+    if args.json:
+        print(json.dumps({"plugins": infos}, default=str))
+        return 0
+    if not infos:
+        print("no plugins")
+        return 0
+    rows = [
+        [i["name"], str(i.get("version") or "-"), i["state"], ", ".join(i.get("hooks") or []) or "-"]
+        for i in infos
+    ]
+    print(format_table(["plugin", "version", "state", "hooks"], rows))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from vsalmonn.memory_store.store import MemoryStore
+    from vsalmonn.plugins.builtin.exports import export
+
+    _require_catalog(settings)
+    with MemoryStore.open(settings.data_dir, settings.store) as store:
+        try:
+            text = export(store, args.stream, args.format)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    tmp = args.output.with_name(args.output.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(args.output)
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    print(f"{args.stream}: {args.format} written to {args.output}", file=sys.stderr)
+    return 0
+
+
 def _cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
     from vsalmonn.memory_store.store import MemoryStore
 
     if not settings.streams:
         raise UsageError("no streams to run: add [[streams]] tables (name, source) to the --config file")
     _quiet_model_loading(settings.perception.threads)
-    with MemoryStore.open(settings.data_dir, settings.store) as store:
+    with (
+        MemoryStore.open(settings.data_dir, settings.store) as store,
+        open_plugins(settings, store) as plugins,
+    ):
         try:
-            daemon = _make_daemon(settings, store, settings.streams)
+            daemon = make_daemon(settings, store, settings.streams, plugins=plugins)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         with _stop_on_signals() as stop:
@@ -552,15 +630,6 @@ def _ago(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def _make_daemon(settings: Settings, store: Any, specs: Sequence[Any], once: bool = False) -> Any:
-    from vsalmonn.perception.daemon import Daemon
-
-    return Daemon(
-        specs, store=store, perception=settings.perception, memory=settings.memory, config=settings.daemon,
-        data_dir=settings.data_dir, once=once,
-    )  # fmt: skip
 
 
 @contextlib.contextmanager

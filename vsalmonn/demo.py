@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from vsalmonn import sample
-from vsalmonn.agent.loop import Answer, VideoAgent
-from vsalmonn.agent.models import chat_model
+from vsalmonn.agent.loop import Answer
+from vsalmonn.app import make_agent, open_plugins
 from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.perception.ingest import ingest_file
 from vsalmonn.perception.pipeline import Encoders
@@ -77,7 +77,8 @@ def run_demo(
         out.write(f"sample: {meta['seconds']} s of street footage with spoken prompts, {what}\n")
         demo = DemoResult(ingest_seconds=ingest_seconds)
         toolkit = VideoMemoryToolkit(store=store, text_encoder=encoders.text, perception=settings.perception)
-        agent = VideoAgent(chat_model(settings.agent, settings.data_dir), toolkit.get_tools(), settings.agent)
+        plugins = open_plugins(settings, store)
+        agent = make_agent(settings, toolkit, plugins=plugins)
         for item in meta["questions"]:
             out.write(f"\nQ: {item['question']}\nA: ")
             out.flush()
@@ -94,6 +95,7 @@ def run_demo(
             truth = f"{hms(item['t0'])}-{hms(item['t1'])}"
             mark = "right" if asked.right else "wrong"
             out.write(f"\n   cited {cited}; truly at {truth}: {mark} ({asked.seconds:.1f} s)\n")
+        plugins.close()
         toolkit.close()
     right = sum(a.right for a in demo.asked)
     out.write(f"\n{right} of {len(demo.asked)} answers cite the right time\n")

@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from vsalmonn.agent.config import AgentConfig
 from vsalmonn.memory_store.config import MemoryConfig, StoreConfig
 from vsalmonn.perception.config import DaemonConfig, PerceptionConfig, StreamSpec
+from vsalmonn.plugins.manager import PluginConfig
 
 DATA_ENV = "VSALMONN_DATA"
 CATALOG_ENV = "VSALMONN_CATALOG_URL"
@@ -67,6 +68,9 @@ class Settings(BaseModel):
     )
     daemon: DaemonConfig = Field(default_factory=DaemonConfig, description="windows, checkpoints, status")
     agent: AgentConfig = Field(default_factory=AgentConfig, description="the chat model and its loop")
+    plugins: PluginConfig = Field(
+        default_factory=PluginConfig, description="which plugins load, their settings and event sinks"
+    )
     streams: list[StreamSpec] = Field(
         default_factory=list, description="what `vsalmonn daemon` runs: one [[streams]] table per stream"
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
@@ -29,6 +29,9 @@ from pydantic import BaseModel, Field
 from vsalmonn.tools.timefmt import hms
 
 from .config import AgentConfig
+
+if TYPE_CHECKING:
+    from vsalmonn.plugins import PluginManager
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,7 @@ class VideoAgent:
         *,
         use_tools: bool | None = None,
         system_prompt: str | None = None,
+        plugins: PluginManager | None = None,
     ) -> None:
         self.model = model
         self.tools = {t.name: t for t in tools}
@@ -92,6 +96,7 @@ class VideoAgent:
             use_tools = tool_calling(self.config)
         self.use_tools = use_tools
         self.system_prompt = system_prompt
+        self.plugins = plugins
         if SEARCH_TOOL not in self.tools:
             raise ValueError(f"the agent needs the {SEARCH_TOOL} tool")
 
@@ -103,8 +108,16 @@ class VideoAgent:
         if not question:
             raise ValueError("the question is empty")
         if self.use_tools:
-            return self._ask_with_tools(question, stream, on_token)
-        return self._retrieve_then_answer(question, stream, on_token)
+            answer = self._ask_with_tools(question, stream, on_token)
+        else:
+            answer = self._retrieve_then_answer(question, stream, on_token)
+        if self.plugins is not None:  # plugins post-process the answer (hook on_answer)
+            changed = self.plugins.answer(question, answer.model_dump())
+            try:
+                answer = Answer.model_validate(changed)
+            except ValueError as exc:
+                log.warning("an on_answer plugin returned a malformed answer; kept the original: %s", exc)
+        return answer
 
     # ----- retrieve-then-answer ---------------------------------------------------------------------------
 

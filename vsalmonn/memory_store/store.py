@@ -19,6 +19,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -212,6 +213,9 @@ class StreamWriter:
         self._error: BaseException | None = None
         self.last_pause_s = 0.0  # how long the last submit() held the caller up
         self.last_commit: CheckpointInfo | None = None
+        # Called with each committed checkpoint, on the committing thread (plugins' on_checkpoint); a
+        # listener's error is logged, never raised: the checkpoint is committed whatever it does.
+        self.on_commit: list[Callable[[CheckpointInfo], None]] = []
         try:
             self.recover()
         except BaseException:
@@ -297,6 +301,11 @@ class StreamWriter:
         )
         self.last_commit = committed
         self.apply_retention()
+        for listener in list(self.on_commit):
+            try:
+                listener(committed)
+            except Exception as exc:
+                log.warning("stream %s: a checkpoint listener failed: %s", self.name, exc)
         return committed
 
     def submit(

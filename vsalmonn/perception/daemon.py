@@ -21,16 +21,17 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
 import socket
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -46,6 +47,9 @@ from .ingest import IngestResult, ingest_file, prefetch
 from .media import DecodeError, NothingToDecode
 from .pipeline import Encoders, StreamSink, StreamStats, forget_from
 from .sources import Closed, LatestQueue, LiveSource, SourceGaveUp, classify
+
+if TYPE_CHECKING:
+    from vsalmonn.plugins import PluginManager
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +98,16 @@ class StreamRunner(threading.Thread):
         daemon: DaemonConfig,
         stop: threading.Event,
         once: bool = False,
+        plugins: PluginManager | None = None,
+        plugin_sources: dict[str, Callable[..., Iterable[Any]]] | None = None,
     ) -> None:
         super().__init__(name=f"stream-{spec.name}", daemon=True)
+        self.plugins = plugins
+        self.plugin_sources = plugin_sources or {}
         self.spec = spec
-        self.kind = spec.kind or classify(spec.source)
+        scheme = spec.source.partition("://")[0] if "://" in spec.source else None
+        self.plugin_source = self.plugin_sources.get(scheme) if scheme else None
+        self.kind = "url" if self.plugin_source else (spec.kind or classify(spec.source))
         self.store = store
         self.encoders = encoders
         self.perception = perception
@@ -134,12 +144,21 @@ class StreamRunner(threading.Thread):
         except Exception as exc:
             log.exception("stream %s: unexpected error", name)
             self._ended_badly(f"{type(exc).__name__}: {exc}", "failed")
+        finally:
+            if self.plugins is not None and self.stream_id is not None:
+                self.plugins.call("on_stream_end", stream=name, state=self.stats.state)
+
+    def _event(self, kind: str, message: str, **payload: Any) -> None:
+        if self.plugins is not None:
+            self.plugins.emit(kind, message, source="daemon", stream=self.spec.name, **payload)
+        else:
+            record_event(self.store, self.stream_id, kind, message, **payload)
 
     def _ended_badly(self, reason: str, state: str) -> None:
         reason = _one_line(reason)
         log.error("stream %s %s: %s", self.spec.name, state, reason)
         self.stats.fail(reason, state)
-        record_event(self.store, self.stream_id, f"stream.{state}", reason)
+        self._event(f"stream.{state}", reason)
 
     # ----- a file -----------------------------------------------------------------------------------------
 
@@ -157,6 +176,7 @@ class StreamRunner(threading.Thread):
             stop=self.stop,
             stats=self.stats,
             queue_items=self.config.queue_items,
+            plugins=self.plugins,
         )
 
     # ----- a watched folder -------------------------------------------------------------------------------
@@ -172,7 +192,7 @@ class StreamRunner(threading.Thread):
             finished = self._reconcile_files(w.stream_id, state)
             sink = StreamSink(
                 store=store, writer=w, memory=memory, encoders=self.encoders, perception=self.perception,
-                window_s=self.config.window_s, stats=stats, start=offset,
+                window_s=self.config.window_s, stats=stats, start=offset, plugins=self.plugins,
             )  # fmt: skip
             stats.advance(offset)
             stats.state = "running"
@@ -269,7 +289,7 @@ class StreamRunner(threading.Thread):
         if offset is not None:
             fields["offset"] = offset
         self._file_row(key, **fields)
-        record_event(self.store, self.stream_id, f"file.{status}", reason, file=key)
+        self._event(f"file.{status}", reason, file=key)
 
     def _file_row(self, key: str, path: Path | None = None, **fields: Any) -> None:
         """Create or update the `ingest_files` row of one file."""
@@ -312,18 +332,22 @@ class StreamRunner(threading.Thread):
         with store.writer(spec.name, config=self.memory_config, source=spec.source, kind=self.kind) as w:
             memory, last = store.open_memory(spec.name, self.memory_config)
             epoch = (last.source_state or {}).get("epoch") if last else None
-            source = LiveSource(
-                url,
-                self.perception,
-                options=dict(spec.options),
-                container_format=container_format,
-                decoder_kwargs={"audio": self.encoders.speech is not None},
-                epoch=epoch,
-            )
+            source: Any
+            if self.plugin_source is not None:
+                source = _PluginSource(self.plugin_source(spec.source, self.perception, self.store.data_dir))
+            else:
+                source = LiveSource(
+                    url,
+                    self.perception,
+                    options=dict(spec.options),
+                    container_format=container_format,
+                    decoder_kwargs={"audio": self.encoders.speech is not None},
+                    epoch=epoch,
+                )
             sink = StreamSink(
                 store=store, writer=w, memory=memory, encoders=self.encoders, perception=self.perception,
                 window_s=self.config.live_window_s, exact=False, stats=stats,
-                start=float(last.source_offset or 0.0) if last else 0.0,
+                start=float(last.source_offset or 0.0) if last else 0.0, plugins=self.plugins,
             )  # fmt: skip
             items: LatestQueue[Any] = LatestQueue(self.perception.live_queue)
             failure: list[BaseException] = []
@@ -366,12 +390,37 @@ class StreamRunner(threading.Thread):
                 receiver.join(timeout=2.0)
                 stats.drops = items.drops
                 sink.finish()
-                if source.epoch is not None:
+                if source.epoch is not None or self.plugin_source is not None:
                     sink.checkpoint({"epoch": source.epoch}, wait=True)
             if failure and isinstance(failure[0], SourceGaveUp):
                 raise failure[0]
             if failure and not isinstance(failure[0], DecodeError):
                 raise failure[0]
+
+
+class _PluginSource:
+    """A plugin's source (hook `register_sources`) seen through the attributes the live loop reads."""
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self._items = iter(items)
+        self.connected, self.reconnects, self.attempts = True, 0, 1
+        self.last_error: str | None = None
+        self.epoch: float | None = None
+        self._closed = threading.Event()
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self._items:
+            if self._closed.is_set():
+                return
+            yield item
+        self.connected = False
+
+    def close(self) -> None:
+        self._closed.set()
+        close = getattr(self._items, "close", None)
+        if callable(close):
+            with contextlib.suppress(Exception):
+                close()
 
 
 class Daemon:
@@ -388,6 +437,7 @@ class Daemon:
         encoders: Encoders | None = None,
         data_dir: Path | None = None,
         once: bool = False,
+        plugins: PluginManager | None = None,
     ) -> None:
         names = [s.name for s in specs]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -399,6 +449,10 @@ class Daemon:
         self.memory = memory
         self.config = config
         self.once = once
+        self.plugins = plugins
+        self.plugin_sources: dict[str, Callable[..., Iterable[Any]]] = {}
+        if plugins is not None:
+            plugins.call("register_sources", register=self.plugin_sources.__setitem__)
         self.stop = threading.Event()
         self._encoders = encoders
         self._data_dir = data_dir or store.data_dir
@@ -417,7 +471,8 @@ class Daemon:
         for spec in self.specs:
             runner = StreamRunner(
                 spec, store=self.store, encoders=encoders, perception=self.perception, memory=self.memory,
-                daemon=self.config, stop=self.stop, once=self.once,
+                daemon=self.config, stop=self.stop, once=self.once, plugins=self.plugins,
+                plugin_sources=self.plugin_sources,
             )  # fmt: skip
             self.runners.append(runner)
             runner.start()

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vsalmonn.memory_store import MemoryConfig
 from vsalmonn.memory_store.store import MemoryStore
@@ -24,6 +25,9 @@ from .config import PerceptionConfig
 from .decode import decode, probe
 from .media import DecodeError
 from .pipeline import Encoders, Item, StreamSink, StreamStats, forget_from
+
+if TYPE_CHECKING:
+    from vsalmonn.plugins import PluginManager
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +126,7 @@ def ingest_file(
     stop: threading.Event | None = None,
     stats: StreamStats | None = None,
     queue_items: int = 64,
+    plugins: PluginManager | None = None,
 ) -> IngestResult:
     """Ingest `source` into `stream`, resuming from its last committed offset; returns what was done.
 
@@ -148,7 +153,7 @@ def ingest_file(
         forget_from(store, writer.stream_id, resume)
         sink = StreamSink(
             store=store, writer=writer, memory=memory, encoders=encoders, perception=perception,
-            window_s=window_s, stats=stats, start=resume,
+            window_s=window_s, stats=stats, start=resume, plugins=plugins,
         )  # fmt: skip
         stats.state = "running"
         if progress:

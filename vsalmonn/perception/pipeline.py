@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import delete
@@ -38,6 +38,9 @@ from vsalmonn.memory_store.store import MemoryStore, StreamWriter
 from .config import PerceptionConfig
 from .encoders import FrameTokens, Segment, SpeechEncoder, TextEncoder, VisionEncoder, Word, create_encoder
 from .media import AudioChunk, Frame
+
+if TYPE_CHECKING:
+    from vsalmonn.plugins import PluginManager
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +145,7 @@ class StreamSink:
         start: float = 0.0,
         time_offset: float = 0.0,
         lock: threading.Lock = ENCODE_LOCK,
+        plugins: PluginManager | None = None,
     ) -> None:
         self.store = store
         self.writer = writer
@@ -154,6 +158,9 @@ class StreamSink:
         self.time_offset = float(time_offset)
         self.committed = float(start)
         self._lock = lock
+        self.plugins = plugins
+        if plugins is not None:
+            writer.on_commit.append(self._committed)
         self._window: _Window | None = None
         self._period = 1.0 / perception.fps
         self._last_frame_wall: float | None = None
@@ -162,6 +169,15 @@ class StreamSink:
     @property
     def stream_id(self) -> str:
         return self.writer.stream_id
+
+    @property
+    def stream(self) -> str:
+        return self.writer.name
+
+    def _committed(self, info: Any) -> None:
+        assert self.plugins is not None
+        path = info.path.relative_to(self.store.data_dir) if info.path.is_absolute() else info.path
+        self.plugins.call("on_checkpoint", stream=self.stream, seq=info.seq, t_end=info.t_end, path=str(path))
 
     # ----- input ------------------------------------------------------------------------------------------
 
@@ -241,6 +257,15 @@ class StreamSink:
             if rows:
                 with self.store.catalog.transaction() as session:
                     session.add_all(rows)
+            if self.plugins is not None:
+                for f, e in zip(batch, encoded, strict=True):
+                    self.plugins.call(
+                        "on_frame", stream=self.stream, t=f.t, frame=f.image, tokens=e.tokens, labels=e.labels
+                    )
+                self.plugins.call(
+                    "on_memory_write", stream=self.stream, modality="visual", t0=t0[0], t1=t1[-1],
+                    count=len(t0),
+                )  # fmt: skip
             if batch[-1].wallclock is not None:
                 self._last_frame_wall = batch[-1].wallclock
                 self.stats.lag_s = max(0.0, time.time() - batch[-1].wallclock)
@@ -270,6 +295,13 @@ class StreamSink:
         with self.store.catalog.transaction() as session:
             session.add_all(_transcript_rows(self.stream_id, segments))
         self.stats.segments += len(segments)
+        if self.plugins is not None:
+            for segment in segments:
+                self.plugins.call("on_transcript", stream=self.stream, segment=segment)
+            self.plugins.call(
+                "on_memory_write", stream=self.stream, modality="audio", t0=segments[0].t0,
+                t1=max(s.t1 for s in segments), count=len(segments),
+            )  # fmt: skip
 
     # ----- checkpoints ------------------------------------------------------------------------------------
 

@@ -1,0 +1,78 @@
+"""Composition: the plugins, the daemon and the agent made from one settings object (DESIGN §1, top layer).
+
+The components below take what they need as arguments and never read the settings themselves; this module
+is where the settings become objects, so that the CLI, the demo and a program embedding vsalmonn build them
+the same way.
+
+Built-in plugins (`vsalmonn.plugins.builtin`) are loaded only when named in ``plugins.enabled``: each costs
+work on every frame or segment, so a deployment opts in. Installed plugins (entry-point group
+``vsalmonn.plugins``) load by default, as the plugin API describes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from vsalmonn.settings import Settings
+
+if TYPE_CHECKING:
+    from vsalmonn.agent.loop import VideoAgent
+    from vsalmonn.memory_store.store import MemoryStore
+    from vsalmonn.perception.daemon import Daemon
+    from vsalmonn.plugins import PluginManager
+    from vsalmonn.tools import VideoMemoryToolkit
+
+BUILTIN_PLUGINS: dict[str, str] = {
+    "meeting_monitor": "vsalmonn.plugins.builtin.meeting_monitor",
+    "surveillance": "vsalmonn.plugins.builtin.surveillance",
+}
+
+
+def open_plugins(settings: Settings, store: MemoryStore | None) -> PluginManager:
+    """The plugins the settings select, loaded, with their encoders registered; close() it when done."""
+    from vsalmonn.perception.encoders import register_encoder
+    from vsalmonn.plugins import PluginManager
+
+    manager = PluginManager(settings.plugins, store=store, data_dir=settings.data_dir)
+    wanted = set(settings.plugins.enabled)
+    manager.load(extra={name: target for name, target in BUILTIN_PLUGINS.items() if name in wanted})
+    manager.call("register_encoders", register=register_encoder)
+    return manager
+
+
+def make_daemon(
+    settings: Settings,
+    store: MemoryStore,
+    specs: Sequence[Any],
+    *,
+    plugins: PluginManager | None = None,
+    once: bool = False,
+) -> Daemon:
+    from vsalmonn.perception.daemon import Daemon
+
+    return Daemon(
+        specs, store=store, perception=settings.perception, memory=settings.memory, config=settings.daemon,
+        data_dir=settings.data_dir, once=once, plugins=plugins,
+    )  # fmt: skip
+
+
+def make_agent(
+    settings: Settings,
+    toolkit: VideoMemoryToolkit,
+    *,
+    plugins: PluginManager | None = None,
+    llm: str | None = None,
+) -> VideoAgent:
+    """The agent over the toolkit's tools plus the plugins' tools, prompt parts and answer hooks."""
+    from vsalmonn.agent.loop import VideoAgent
+    from vsalmonn.agent.models import chat_model
+
+    config = settings.agent if llm is None else settings.agent.model_copy(update={"llm": llm})
+    tools = toolkit.get_tools()
+    prompt = None
+    if plugins is not None:
+        plugins.call("register_tools", register=tools.append, view=toolkit.view)
+        prompt = plugins.system_prompt(settings) or None
+    model = chat_model(config, settings.data_dir)
+    return VideoAgent(model, tools, config, system_prompt=prompt, plugins=plugins)

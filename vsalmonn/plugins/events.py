@@ -1,0 +1,474 @@
+"""Events: what plugins and components have to tell (alerts, plugin faults), stored and delivered.
+
+An `EventRecord` goes through `EventBus.emit`, which
+
+1. stores it as a row of the catalog's `events` table (when the bus has a catalog), its stream's name looked
+   up to the stream's id;
+2. delivers it to the sinks configured for its source (``[[plugins.sinks.NAME]]``; those of ``"*"`` for a
+   source without its own, else the log): `LogSink`, `JsonlSink`, `WebhookSink`;
+3. passes it to the `on_event` hooks (through the plugin manager, guarded like every hook). Events raised
+   by an `on_event` hook are stored and delivered (after the one that caused them) but not passed to
+   `on_event` again, so that two plugins cannot answer each other forever.
+
+`emit` never raises: a catalog that is down or a sink that fails is logged, and the event still reaches
+the others. A webhook delivers from a thread of its own through a bounded queue, so a slow or unreachable
+receiver never blocks the stream that raised the event; when the queue is full the event is dropped for that
+sink and counted.
+
+Webhook requests are HTTP POSTs of the event as JSON (`EventRecord` fields, ``created_at`` in ISO 8601)
+with headers ``X-Vsalmonn-Event: <kind>``, ``X-Vsalmonn-Delivery: <id, the same across retries>`` and, with
+a secret, ``X-Vsalmonn-Signature: sha256=<hex HMAC-SHA256 of the raw body>``; a receiver checks it with
+`verify_signature`. Connection errors, timeouts, 429 and 5xx answers are retried with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
+
+log = logging.getLogger(__name__)
+event_log = logging.getLogger("vsalmonn.events")
+
+SIGNATURE_HEADER = "X-Vsalmonn-Signature"
+EVENT_HEADER = "X-Vsalmonn-Event"
+DELIVERY_HEADER = "X-Vsalmonn-Delivery"
+DEFAULT_SINKS_KEY = "*"  # sinks of every source without its own entry
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class EventRecord(BaseModel):
+    """One event: what happened (`kind`, dotted, e.g. ``alert.person``, ``plugin.disabled``) and where."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str = Field(min_length=1, max_length=64)
+    message: str = ""
+    stream: str | None = Field(None, description="the stream's name, when it concerns one")
+    source: str | None = Field(None, max_length=128, description="the plugin or component that raised it")
+    t: float | None = Field(None, description="stream seconds, when it has one")
+    payload: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=_utcnow)
+    id: int | None = Field(None, description="its row in the catalog, once stored")
+
+
+# --- sink settings ------------------------------------------------------------------------------------------
+
+
+class LogSinkConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["log"] = "log"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class JsonlSinkConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["jsonl"] = "jsonl"
+    path: Path = Field(description="appended to, one JSON object a line; relative: to the data directory")
+    fsync: bool = Field(False, description="fsync after each line (durable against power loss, slower)")
+
+
+class WebhookSinkConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["webhook"] = "webhook"
+    url: str = Field(pattern=r"^https?://", description="receives a POST per event")
+    secret: SecretStr | None = Field(None, description="key of the X-Vsalmonn-Signature HMAC-SHA256")
+    timeout_s: float = Field(5.0, gt=0, description="one request")
+    retries: int = Field(3, ge=0, le=20, description="further attempts after a failed one")
+    backoff_s: float = Field(0.5, ge=0, description="wait before the first retry; doubles with each")
+    queue_size: int = Field(1000, ge=1, description="events waiting for delivery; beyond, new ones drop")
+    headers: dict[str, str] = Field(default_factory=dict, description="added to every request")
+
+
+SinkConfig = Annotated[LogSinkConfig | JsonlSinkConfig | WebhookSinkConfig, Field(discriminator="type")]
+_SINK_ADAPTER: TypeAdapter[Any] = TypeAdapter(SinkConfig)
+
+
+def sink_config(data: Mapping[str, Any]) -> LogSinkConfig | JsonlSinkConfig | WebhookSinkConfig:
+    """A sink's settings from a TOML table such as ``{type = "jsonl", path = "alerts.jsonl"}``."""
+    return _SINK_ADAPTER.validate_python(dict(data))
+
+
+# --- signatures ---------------------------------------------------------------------------------------------
+
+
+def sign(secret: str | bytes, body: bytes) -> str:
+    """The value of the signature header for `body`: ``sha256=`` and the hex HMAC-SHA256 under `secret`."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(secret: str | bytes, body: bytes, header: str | None) -> bool:
+    """For receivers: whether `header` (the X-Vsalmonn-Signature value) signs the raw request `body`."""
+    if not header:
+        return False
+    return hmac.compare_digest(sign(secret, body).encode(), header.strip().encode())
+
+
+def event_body(record: EventRecord) -> bytes:
+    """The bytes a sink writes for `record`: compact JSON, UTF-8 (what a webhook signs)."""
+    return record.model_dump_json().encode()
+
+
+# --- sinks --------------------------------------------------------------------------------------------------
+
+
+class Sink(Protocol):
+    def deliver(self, record: EventRecord) -> None: ...
+
+    def close(self, timeout: float | None = None) -> None: ...
+
+
+class LogSink:
+    """Each event as one line of the ``vsalmonn.events`` logger."""
+
+    def __init__(self, level: str = "info") -> None:
+        self.level = logging.getLevelName(level.upper())
+
+    def deliver(self, record: EventRecord) -> None:
+        where = f" stream={record.stream}" if record.stream else ""
+        when = f" t={record.t:.2f}" if record.t is not None else ""
+        event_log.log(
+            self.level,
+            "event %s from %s%s%s: %s",
+            record.kind,
+            record.source or "-",
+            where,
+            when,
+            record.message,
+        )
+
+    def close(self, timeout: float | None = None) -> None:
+        pass
+
+
+class JsonlSink:
+    """Appends each event as one JSON line to a file (opened per event: log rotation needs nothing more)."""
+
+    def __init__(self, path: Path, *, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.fsync = fsync
+        self._lock = threading.Lock()
+
+    def deliver(self, record: EventRecord) -> None:
+        line = event_body(record) + b"\n"
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "ab") as f:
+                f.write(line)
+                f.flush()
+                if self.fsync:
+                    os.fsync(f.fileno())
+
+    def close(self, timeout: float | None = None) -> None:
+        pass
+
+
+_STOP = object()
+
+
+class WebhookSink:
+    """POSTs each event to `url` from a background thread; see the module docstring for the protocol.
+
+    `deliver` only queues (never blocks); `close` waits up to `timeout` for the queue to drain. Counters:
+    `delivered`, `failed` (gave up after retries, or a 4xx answer), `dropped` (queue full or closed).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        secret: str | bytes | None = None,
+        *,
+        timeout_s: float = 5.0,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        queue_size: int = 1000,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        import httpx  # here: only a process with a webhook pays for importing it
+
+        self.url = url
+        self.secret = secret
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.headers = dict(headers or {})
+        self.delivered = 0
+        self.failed = 0
+        self.dropped = 0
+        self._httpx = httpx
+        self._client = httpx.Client(timeout=timeout_s)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vsalmonn-webhook", daemon=True)
+        self._thread.start()
+
+    def deliver(self, record: EventRecord) -> None:
+        if self._closed.is_set():
+            self.dropped += 1
+            return
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+            log.warning(
+                "webhook %s: queue full, event %s dropped (%d so far)", self.url, record.kind, self.dropped
+            )
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Stop taking events, deliver those queued (waiting at most `timeout` seconds), stop the thread."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        with contextlib.suppress(queue.Full):
+            self._queue.put(_STOP, timeout=timeout)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("webhook %s: events still undelivered at close", self.url)
+        else:
+            self._client.close()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            try:
+                self._post(item)
+            except Exception as exc:  # the thread must outlive any surprise
+                self.failed += 1
+                log.error("webhook %s: event %s not delivered: %s", self.url, item.kind, exc)
+
+    def _post(self, record: EventRecord) -> None:
+        body = event_body(record)
+        headers = {
+            **self.headers,
+            "Content-Type": "application/json",
+            EVENT_HEADER: record.kind,
+            DELIVERY_HEADER: uuid.uuid4().hex,
+        }
+        if self.secret:
+            headers[SIGNATURE_HEADER] = sign(self.secret, body)
+        problem = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            try:
+                response = self._client.post(self.url, content=body, headers=headers)
+            except self._httpx.HTTPError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+                continue
+            if response.status_code < 300:
+                self.delivered += 1
+                return
+            problem = f"HTTP {response.status_code}"
+            if response.status_code != 429 and response.status_code < 500:
+                break  # the receiver refuses this event: retrying cannot help
+        self.failed += 1
+        log.error(
+            "webhook %s: event %s not delivered after %d attempt(s): %s",
+            self.url,
+            record.kind,
+            attempt + 1,
+            problem,
+        )
+
+
+def make_sink(
+    config: LogSinkConfig | JsonlSinkConfig | WebhookSinkConfig, base_dir: Path | None = None
+) -> Sink:
+    """The sink a configuration describes; a relative JSONL path is taken from `base_dir`."""
+    if isinstance(config, LogSinkConfig):
+        return LogSink(config.level)
+    if isinstance(config, JsonlSinkConfig):
+        path = config.path if config.path.is_absolute() or base_dir is None else Path(base_dir) / config.path
+        return JsonlSink(path, fsync=config.fsync)
+    return WebhookSink(
+        config.url,
+        config.secret.get_secret_value() if config.secret else None,
+        timeout_s=config.timeout_s,
+        retries=config.retries,
+        backoff_s=config.backoff_s,
+        queue_size=config.queue_size,
+        headers=config.headers,
+    )
+
+
+# --- the bus ------------------------------------------------------------------------------------------------
+
+
+def _jsonable(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """`payload` as plain JSON values (anything else by its str), as the catalog's JSON column stores it."""
+    return json.loads(json.dumps(dict(payload), default=str))
+
+
+class EventBus:
+    """Stores events in the catalog, passes them to `on_event`, and delivers them to their source's sinks.
+
+    `store`: a `MemoryStore` or a `Catalog` (None: events are not stored). `sinks`: sink settings by source
+    name, ``"*"`` for the default (else the log). `on_event`: called with each stored record (the plugin
+    manager's guarded `on_event` dispatch). `base_dir`: where relative JSONL paths lead. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        store: Any = None,
+        *,
+        sinks: Mapping[str, Sequence[Any]] | None = None,
+        on_event: Callable[[EventRecord], None] | None = None,
+        base_dir: Path | None = None,
+    ) -> None:
+        self.catalog = getattr(store, "catalog", store)
+        self.on_event = on_event
+        self.base_dir = base_dir
+        self._sink_configs = {
+            name: [c if isinstance(c, BaseModel) else sink_config(c) for c in configs]
+            for name, configs in (sinks or {}).items()
+        }
+        self._sinks: dict[str, Sink] = {}  # by the JSON of their config: one sink per target
+        self._stream_ids: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._closed = False
+
+    def event(
+        self,
+        kind: str,
+        message: str = "",
+        *,
+        source: str | None = None,
+        stream: str | None = None,
+        t: float | None = None,
+        **payload: Any,
+    ) -> EventRecord | None:
+        """Build and emit an event; None if the arguments do not make a valid event (logged)."""
+        try:
+            record = EventRecord(
+                kind=kind, message=message, source=source, stream=stream, t=t, payload=payload
+            )
+        except Exception as exc:
+            log.error("invalid event %r from %s: %s", kind, source, exc)
+            return None
+        return self.emit(record)
+
+    def emit(self, record: EventRecord) -> EventRecord:
+        """Store, dispatch and deliver `record`; the stored copy (with its `id`) is returned. Never raises."""
+        try:
+            record = record.model_copy(update={"payload": _jsonable(record.payload)})
+        except Exception as exc:  # a payload json cannot even stringify
+            log.error("event %s from %s: payload dropped: %s", record.kind, record.source, exc)
+            record = record.model_copy(update={"payload": {}})
+        record = self._store(record)
+        for sink in self._sinks_for(record.source):
+            try:
+                sink.deliver(record)
+            except Exception as exc:
+                log.error("event %s: sink %s failed: %s", record.kind, type(sink).__name__, exc)
+        if self.on_event is not None and not getattr(self._local, "dispatching", False):
+            self._local.dispatching = True
+            try:
+                self.on_event(record)
+            except Exception as exc:
+                log.error("event %s: on_event dispatch failed: %s", record.kind, exc)
+            finally:
+                self._local.dispatching = False
+        return record
+
+    def _store(self, record: EventRecord) -> EventRecord:
+        if self.catalog is None:
+            return record
+        from vsalmonn.memory_store.models import Event
+
+        try:
+            stream_id = self._stream_id(record.stream) if record.stream else None
+            payload = dict(record.payload)
+            if record.stream and stream_id is None:
+                payload.setdefault("stream", record.stream)  # not (yet) a stream of the catalog
+            row = Event(
+                stream_id=stream_id,
+                kind=record.kind,
+                source=record.source,
+                t=record.t,
+                message=record.message,
+                payload=payload or None,
+                created_at=record.created_at,
+            )
+            with self.catalog.transaction() as session:
+                session.add(row)
+                session.flush()
+                row_id = row.id
+            return record.model_copy(update={"id": row_id})
+        except Exception as exc:  # the catalog being down must not take the caller with it
+            log.warning("could not store event %s (%s): %s", record.kind, record.message, exc)
+            return record
+
+    def _stream_id(self, name: str) -> str | None:
+        with self._lock:
+            cached = self._stream_ids.get(name)
+        if cached is not None:
+            return cached
+        row = self.catalog.stream(name)
+        if row is None:
+            return None
+        with self._lock:
+            self._stream_ids[name] = row.id
+        return row.id
+
+    def sink_configs(self, source: str | None) -> list[Any]:
+        """The sink settings that apply to events of `source`."""
+        configs = self._sink_configs.get(source or "")
+        if configs is None:
+            configs = self._sink_configs.get(DEFAULT_SINKS_KEY, [LogSinkConfig()])
+        return list(configs)
+
+    def _sinks_for(self, source: str | None) -> list[Sink]:
+        sinks = []
+        for config in self.sink_configs(source):
+            key = config.model_dump_json()
+            with self._lock:
+                if self._closed:
+                    return []
+                sink = self._sinks.get(key)
+                if sink is None:
+                    try:
+                        sink = self._sinks[key] = make_sink(config, self.base_dir)
+                    except Exception as exc:
+                        log.error("event sink %s cannot be made: %s", config.type, exc)
+                        continue
+            sinks.append(sink)
+        return sinks
+
+    def sinks(self) -> list[Sink]:
+        """The sinks made so far (one per distinct configuration)."""
+        with self._lock:
+            return list(self._sinks.values())
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Flush and close every sink (webhooks: up to `timeout` seconds each); later events go nowhere."""
+        with self._lock:
+            self._closed = True
+            sinks = list(self._sinks.values())
+        for sink in sinks:
+            try:
+                sink.close(timeout)
+            except Exception as exc:
+                log.warning("closing event sink %s: %s", type(sink).__name__, exc)
