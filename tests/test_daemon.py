@@ -26,6 +26,7 @@ from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.perception.config import DaemonConfig, PerceptionConfig, StreamSpec
 from vsalmonn.perception.daemon import Daemon, read_status
 from vsalmonn.perception.pipeline import Encoders
+from vsalmonn.plugins import PluginConfig, PluginManager, hookimpl
 from vsalmonn.settings import DATA_ENV
 
 from . import media
@@ -398,3 +399,46 @@ def test_a_live_stream_that_cannot_keep_up_drops_the_oldest_and_counts(
             assert runner.stats.lag_s is not None and runner.stats.lag_s < 10.0, "newest frames win"
         finally:
             assert daemon.shutdown()
+
+
+class Raising:
+    @hookimpl
+    def on_frame(self, stream: str, t: float) -> None:
+        raise RuntimeError(f"broken plugin at {t}")
+
+
+class Sleeping:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @hookimpl
+    def on_frame(self, stream: str, t: float) -> None:
+        self.calls += 1
+        time.sleep(10.0)
+
+
+def test_plugins_that_raise_or_hang_never_stop_ingestion(tmp_path: Path, encoders: Encoders) -> None:
+    clip = media.write_media(tmp_path / "clip.mp4", video_times=media.uniform_times(8, 5), rate=5)
+    with MemoryStore(tmp_path / "data") as store:
+        plugins = PluginManager(PluginConfig(max_failures=3), store=store, data_dir=tmp_path / "data")
+        sleeping = Sleeping()
+        plugins.register(Raising(), "raising")
+        plugins.register(sleeping, "sleeping")
+        perception = PERCEPTION.model_copy(update={"speech_encoder": "none"})
+        daemon = make_daemon(
+            store,
+            [StreamSpec(name="clip", source=str(clip))],
+            encoders,
+            perception=perception,
+            plugins=plugins,
+        )
+        started = time.monotonic()
+        assert daemon.run() == 0
+        assert time.monotonic() - started < 60
+        assert by_name(store)["clip"]["state"] == "done" and by_name(store)["clip"]["frames"] == 8
+        stats = plugins.stats()
+        assert stats["raising"]["disabled"] and stats["raising"]["failures"] == 3
+        assert sleeping.calls == 1, "a hook far over its budget is skipped after its first call"
+        with store.catalog.session() as s:
+            kinds = {(e.kind, e.source) for e in s.scalars(select(Event))}
+        assert ("plugin.disabled", "raising") in kinds and ("plugin.skipped", "sleeping") in kinds
