@@ -8,6 +8,14 @@ stderr, never a traceback: scripts branch on the status and people read the line
 
 from __future__ import annotations
 
+import os
+
+# Before torch loads (its OpenMP runtime reads this once): threads waiting for work sleep instead of spinning.
+# Spinning is faster on an idle machine, but a daemon shares its cores between streams, decoders and the
+# reader, and a spinning thread takes the core the working one needs: the 3-hour search went from 25 ms to
+# 780 ms at p95 with one other job running (docs/benchmarks.md, "search"). A user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import contextlib
 import importlib
