@@ -257,3 +257,16 @@ def test_status_of_a_store_and_of_nothing(capsys: pytest.CaptureFixture[str], tm
     assert json.loads(result.stdout) == {
         "streams": [{"stream": "lobby", "kind": "url", "source": "rtsp://cam/1", "state": "new"}]
     }
+
+
+def test_queries_make_openmp_threads_wait_passively_and_ingest_does_not(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    in_process(capsys, "--data", str(tmp_path), "ingest", str(tmp_path / "missing.mp4"))
+    assert "OMP_WAIT_POLICY" not in os.environ
+    in_process(capsys, "--data", str(tmp_path), "status")
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    in_process(capsys, "--data", str(tmp_path), "status")
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE", "a user's own setting wins"

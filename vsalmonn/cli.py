@@ -8,20 +8,13 @@ stderr, never a traceback: scripts branch on the status and people read the line
 
 from __future__ import annotations
 
-import os
-
-# Before torch loads (its OpenMP runtime reads this once): threads waiting for work sleep instead of spinning.
-# Spinning is faster on an idle machine, but a daemon shares its cores between streams, decoders and the
-# reader, and a spinning thread takes the core the working one needs: the 3-hour search went from 25 ms to
-# 780 ms at p95 with one other job running (docs/benchmarks.md, "search"). A user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
 import contextlib
 import importlib
 import importlib.util
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -29,12 +22,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from vsalmonn import __version__
 from vsalmonn.app import BUILTIN_PLUGINS, make_agent, make_daemon, open_plugins
 from vsalmonn.settings import DATA_ENV, DEFAULT_DATA_DIR, Settings, SettingsError, load_settings
-from vsalmonn.smoke import DEMO_BUDGETS, TOP_K, SmokeResult, demo_config, run_smoke
+
+if TYPE_CHECKING:
+    from vsalmonn.smoke import SmokeResult
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +219,18 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------------------------- main
 
 
+QUERY_COMMANDS = frozenset({"search", "ask", "status", "export", "plugins"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in QUERY_COMMANDS:
+        # Before torch loads (its OpenMP runtime reads this once): waiting threads sleep instead of spinning.
+        # A query shares the cores with a running daemon, and a spinning thread takes the core the working
+        # one needs: the 3-hour search went from 25 ms to 780 ms at p95 with one other job running. Ingest
+        # keeps OpenMP's default, spinning, which transcribes ~20 % faster on free cores (docs/benchmarks.md,
+        # "search"). A user's own setting wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     _configure_logging(getattr(args, "verbose", 0))
     handler: Command = args.handler
     try:
@@ -248,6 +253,8 @@ def _configure_logging(verbosity: int) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from vsalmonn.smoke import DEMO_BUDGETS, demo_config, run_smoke
+
     if not args.memory:
         from vsalmonn.agent.local_model import ModelError
         from vsalmonn.demo import run_demo
@@ -269,6 +276,8 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _render_smoke(result: SmokeResult, demo_budgets: Sequence[str]) -> str:
+    from vsalmonn.smoke import TOP_K
+
     """The smoke run as text: what was streamed into which memory, then one row per planted vector.
 
     ``demo_budgets`` names the bank budgets that are the demo's own rather than the settings'.
