@@ -39,7 +39,9 @@ def test_street_footage_ingests_with_spans_inside_the_clip_and_labels(
         )  # fmt: skip
         assert result.frames == 80 and result.segments == 0
         assert result.checkpoints >= 3
-        assert all(labels for _, labels in result.labels), "every frame carries its top labels as evidence"
+        with store.catalog.session() as s:  # every frame's top labels are kept as evidence
+            rows = s.scalars(select(FrameLabel).order_by(FrameLabel.t)).all()
+        assert len(rows) == 80 and all(r.labels["labels"] for r in rows)
         memory, info = store.open_memory("street")
         assert info is not None and info.source_state == {"done": True}
         assert info.t_start == 0.0 and info.t_end <= 80.5

@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,7 +47,6 @@ class IngestResult:
     checkpoints: int = 0
     wall_s: float = 0.0
     stopped: bool = False  # a stop request ended the run before the file did
-    labels: list[tuple[float, tuple[tuple[str, float], ...]]] = field(default_factory=list)
 
     @property
     def speed(self) -> float:
@@ -187,7 +186,6 @@ def ingest_file(
         result.position = sink.committed
         result.frames, result.segments = stats.frames - frames0, stats.segments - segments0
         result.checkpoints = stats.checkpoints - checkpoints0
-        result.labels = sink.labels
         if progress:
             progress(result.position, info.duration)
     result.wall_s = time.perf_counter() - started

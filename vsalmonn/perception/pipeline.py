@@ -164,7 +164,6 @@ class StreamSink:
         self._window: _Window | None = None
         self._period = 1.0 / perception.fps
         self._last_frame_wall: float | None = None
-        self.labels: list[tuple[float, tuple[tuple[str, float], ...]]] = []  # of this run, for callers
 
     @property
     def stream_id(self) -> str:
@@ -248,7 +247,6 @@ class StreamSink:
                 self.memory.write(tokens, t0, t1, modality="visual")
             self.stats.frames += len(batch)
             pairs = [(f.t, e.labels) for f, e in zip(batch, encoded, strict=True)]
-            self.labels.extend(pairs)
             rows = [
                 FrameLabel(stream_id=self.stream_id, t=t, labels={"labels": [list(p) for p in labels]})
                 for t, labels in pairs
