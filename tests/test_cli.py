@@ -270,3 +270,37 @@ def test_queries_make_openmp_threads_wait_passively_and_ingest_does_not(
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     in_process(capsys, "--data", str(tmp_path), "status")
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE", "a user's own setting wins"
+
+
+def test_built_in_plugins_run_inside_ingest_when_enabled(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from sqlalchemy import select
+
+    from vsalmonn import sample
+    from vsalmonn.memory_store.models import Event
+
+    config = tmp_path / "v.toml"
+    config.write_text(
+        '[daemon]\nwindow_s = 10\n[plugins]\nenabled = ["meeting_monitor", "surveillance"]\n'
+        '[plugins.settings.meeting_monitor]\nkeywords = ["goodbye"]\nllm = "extractive"\n'
+        "[plugins.settings.surveillance]\ncooldown_s = 10\n"
+    )
+    data = tmp_path / "data"
+    result = in_process(capsys, "--config", str(config), "--data", str(data), "ingest", str(sample.clip()))
+    assert result.returncode == 0, result.stderr
+    with MemoryStore(data) as store, store.catalog.session() as s:
+        events = [(e.kind, e.t, e.payload or {}) for e in s.scalars(select(Event).order_by(Event.id))]
+    kinds = {kind for kind, _, _ in events}
+    assert {"meeting.keyword", "meeting.minutes", "surveillance.people", "surveillance.motion"} <= kinds, (
+        kinds
+    )
+    (goodbye,) = [t for kind, t, _ in events if kind == "meeting.keyword"]
+    assert abs(goodbye - 26.0) <= 2.0
+    thumbs = [p["thumbnail"] for kind, _, p in events if kind == "surveillance.people"]
+    assert thumbs and all((data / t).read_bytes()[:2] == b"\xff\xd8" for t in thumbs)
+    listed = in_process(capsys, "--config", str(config), "--data", str(data), "plugins", "list", "--json")
+    states = {p["name"]: p["state"] for p in json.loads(listed.stdout)["plugins"]}
+    assert states == {"meeting_monitor": "active", "surveillance": "active"}
+    srt = in_process(capsys, "--data", str(data), "export", "street-talk", "--format", "srt")
+    assert srt.returncode == 0 and "Goodbye." in srt.stdout and "-->" in srt.stdout

@@ -5,7 +5,8 @@ is where the settings become objects, so that the CLI, the demo and a program em
 the same way.
 
 Built-in plugins (`vsalmonn.plugins.builtin`) are loaded only when named in ``plugins.enabled``: each costs
-work on every frame or segment, so a deployment opts in. Installed plugins (entry-point group
+work on every frame or segment, so a deployment opts in. Each is loaded by its class, so every plugin manager
+(one per process, usually) has its own instance and state. Installed plugins (entry-point group
 ``vsalmonn.plugins``) load by default, as the plugin API describes.
 """
 
@@ -24,8 +25,8 @@ if TYPE_CHECKING:
     from vsalmonn.tools import VideoMemoryToolkit
 
 BUILTIN_PLUGINS: dict[str, str] = {
-    "meeting_monitor": "vsalmonn.plugins.builtin.meeting_monitor",
-    "surveillance": "vsalmonn.plugins.builtin.surveillance",
+    "meeting_monitor": "vsalmonn.plugins.builtin.meeting_monitor:MeetingMonitor",
+    "surveillance": "vsalmonn.plugins.builtin.surveillance:Surveillance",
 }
 
 
