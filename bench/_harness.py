@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 import importlib
+import json
 import os
 import platform
 import statistics
@@ -249,6 +250,53 @@ def street_frames(
                 if cache:
                     kept.append(frame.to_ndarray())
                 yield frame
+
+
+def cached_speech_clip(
+    path: Path,
+    seconds: float,
+    *,
+    track: Callable[[], PromptTrack],
+    frames: Callable[[], Iterator[av.VideoFrame]],
+    fps: int,
+    size: tuple[int, int],
+    video_options: dict[str, str],
+    video: str,
+    audio_rate: int,
+    container_format: str | None = None,
+) -> dict[str, Any]:
+    """The clip at `path` with its description (a .json beside it), built first if absent.
+
+    Built from `frames()` and the prompt track `track()` with `write_clip`, under a temporary name renamed
+    into place only when whole, so an interrupted build is never taken for a cached clip. The result adds
+    "path" and "built_s" (0 when it came from the cache) to the description.
+    """
+    info_path = path.with_suffix(".json")
+    if path.is_file() and info_path.is_file():
+        return {**json.loads(info_path.read_text()), "path": str(path), "built_s": 0.0}
+    started = time.perf_counter()
+    prompts = track()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    source = frames()
+    try:
+        write_clip(
+            tmp, source, seconds=seconds, fps=fps, size=size, video_options=video_options, audio=prompts,
+            audio_rate=audio_rate, container_format=container_format,
+        )  # fmt: skip
+    finally:
+        source.close()  # type: ignore[attr-defined]
+    info = {
+        "seconds": seconds,
+        "duration_s": duration(tmp),
+        "video": video,
+        "audio": f"{audio_rate} Hz mono AAC",
+        "bytes": tmp.stat().st_size,
+        **prompts.info(),
+    }
+    info_path.write_text(json.dumps(info))
+    os.replace(tmp, path)
+    return {**info, "path": str(path), "built_s": time.perf_counter() - started}
 
 
 def write_clip(

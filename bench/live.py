@@ -30,7 +30,6 @@ of it; no drops in it.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import tempfile
@@ -53,8 +52,8 @@ from ._harness import (
     STREET,
     PromptTrack,
     bench_data_dir,
+    cached_speech_clip,
     checkout_module,
-    duration,
     environment,
     render_environment,
     render_loadavg,
@@ -62,7 +61,6 @@ from ._harness import (
     shared_media,
     street_frames,
     target,
-    write_clip,
 )
 
 CLIP_VERSION = 1  # part of the cached clip's name: bump when the recipe below changes
@@ -181,54 +179,25 @@ def run(quick: bool) -> dict[str, Any]:
 
 def _clip(shared: Path, folder: Path, seconds: float) -> dict[str, Any]:
     """The cached MPEG-TS of `seconds` (built if absent) and what it holds."""
-    path = folder / f"live-{seconds:.0f}s-v{CLIP_VERSION}.ts"
-    info_path = path.with_suffix(".json")
-    if path.is_file() and info_path.is_file():
-        return {**json.loads(info_path.read_text()), "path": str(path), "built_s": 0.0}
-    started = time.perf_counter()
-    track = PromptTrack(
-        shared,
-        seconds,
-        CLIP_AUDIO_RATE,
-        every_s=PROMPT_EVERY_S,
-        first_s=FIRST_PROMPT_S,
-        order_seed=PROMPT_ORDER_SEED,
-        placement_seed=PLACEMENT_SEED,
-    )
     street = shared / STREET
     with av.open(str(street)) as container:
-        size = (
-            container.streams.video[0].codec_context.width,
-            container.streams.video[0].codec_context.height,
-        )
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{path.name}.{os.getpid()}.tmp.ts"
-    frames = street_frames(street)
-    try:
-        write_clip(
-            tmp,
-            frames,
-            seconds=seconds,
-            fps=CLIP_FPS,
-            size=size,
-            video_options={"preset": "veryfast", "g": str(CLIP_FPS), "keyint_min": str(CLIP_FPS)},
-            audio=track,
-            audio_rate=CLIP_AUDIO_RATE,
-            container_format="mpegts",
-        )
-    finally:
-        frames.close()  # type: ignore[attr-defined]
-    info = {
-        "seconds": seconds,
-        "duration_s": duration(tmp),
-        "video": f"{size[0]}x{size[1]}, {CLIP_FPS} fps, H.264, a keyframe every second",
-        "audio": f"{CLIP_AUDIO_RATE} Hz mono AAC",
-        "bytes": tmp.stat().st_size,
-        **track.info(),
-    }
-    info_path.write_text(json.dumps(info))
-    os.replace(tmp, path)
-    return {**info, "path": str(path), "built_s": time.perf_counter() - started}
+        context = container.streams.video[0].codec_context
+        size = (context.width, context.height)
+    return cached_speech_clip(
+        folder / f"live-{seconds:.0f}s-v{CLIP_VERSION}.ts",
+        seconds,
+        track=lambda: PromptTrack(
+            shared, seconds, CLIP_AUDIO_RATE, every_s=PROMPT_EVERY_S, first_s=FIRST_PROMPT_S,
+            order_seed=PROMPT_ORDER_SEED, placement_seed=PLACEMENT_SEED,
+        ),
+        frames=lambda: street_frames(street),
+        fps=CLIP_FPS,
+        size=size,
+        video_options={"preset": "veryfast", "g": str(CLIP_FPS), "keyint_min": str(CLIP_FPS)},
+        video=f"{size[0]}x{size[1]}, {CLIP_FPS} fps, H.264, a keyframe every second",
+        audio_rate=CLIP_AUDIO_RATE,
+        container_format="mpegts",
+    )  # fmt: skip
 
 
 # -- sampling ------------------------------------------------------------------------------------------------

@@ -33,7 +33,6 @@ default budgets; a 10-minute stream does not fill the bounded bank: it fills aft
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -56,7 +55,7 @@ from ._harness import (
     STREET,
     PromptTrack,
     bench_data_dir,
-    duration,
+    cached_speech_clip,
     environment,
     render_environment,
     render_loadavg,
@@ -64,7 +63,6 @@ from ._harness import (
     shared_media,
     street_frames,
     target,
-    write_clip,
 )
 
 CLIP_VERSION = 1  # part of the cached clips' names: bump when the recipe below changes
@@ -194,47 +192,20 @@ def _targets(runs: list[dict[str, Any]], lengths: tuple[float, ...]) -> list[dic
 
 def _clip(shared: Path, folder: Path, seconds: float) -> dict[str, Any]:
     """The cached stream of `seconds` (built if absent) and what it holds."""
-    path = folder / f"memory-{seconds:.0f}s-v{CLIP_VERSION}.mp4"
-    info_path = path.with_suffix(".json")
-    if path.is_file() and info_path.is_file():
-        return {**json.loads(info_path.read_text()), "path": str(path), "built_s": 0.0}
-    started = time.perf_counter()
-    track = PromptTrack(
-        shared,
+    return cached_speech_clip(
+        folder / f"memory-{seconds:.0f}s-v{CLIP_VERSION}.mp4",
         seconds,
-        CLIP_AUDIO_RATE,
-        every_s=PROMPT_EVERY_S,
-        first_s=FIRST_PROMPT_S,
-        order_seed=PROMPT_ORDER_SEED,
-        placement_seed=PLACEMENT_SEED,
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{path.name}.{os.getpid()}.tmp.mp4"
-    frames = street_frames(shared / STREET, every=CLIP_EVERY, size=CLIP_SIZE, cache=True)
-    try:
-        write_clip(
-            tmp,
-            frames,
-            seconds=seconds,
-            fps=CLIP_FPS,
-            size=CLIP_SIZE,
-            video_options={"preset": "veryfast", "crf": "28", "g": str(10 * CLIP_FPS)},
-            audio=track,
-            audio_rate=CLIP_AUDIO_RATE,
-        )
-    finally:
-        frames.close()  # type: ignore[attr-defined]
-    info = {
-        "seconds": seconds,
-        "duration_s": duration(tmp),
-        "video": f"{CLIP_SIZE[0]}x{CLIP_SIZE[1]}, {CLIP_FPS} fps, H.264",
-        "audio": f"{CLIP_AUDIO_RATE} Hz mono AAC",
-        "bytes": tmp.stat().st_size,
-        **track.info(),
-    }
-    info_path.write_text(json.dumps(info))
-    os.replace(tmp, path)
-    return {**info, "path": str(path), "built_s": time.perf_counter() - started}
+        track=lambda: PromptTrack(
+            shared, seconds, CLIP_AUDIO_RATE, every_s=PROMPT_EVERY_S, first_s=FIRST_PROMPT_S,
+            order_seed=PROMPT_ORDER_SEED, placement_seed=PLACEMENT_SEED,
+        ),
+        frames=lambda: street_frames(shared / STREET, every=CLIP_EVERY, size=CLIP_SIZE, cache=True),
+        fps=CLIP_FPS,
+        size=CLIP_SIZE,
+        video_options={"preset": "veryfast", "crf": "28", "g": str(10 * CLIP_FPS)},
+        video=f"{CLIP_SIZE[0]}x{CLIP_SIZE[1]}, {CLIP_FPS} fps, H.264",
+        audio_rate=CLIP_AUDIO_RATE,
+    )  # fmt: skip
 
 
 # -- one run -------------------------------------------------------------------------------------------------
