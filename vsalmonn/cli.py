@@ -630,15 +630,11 @@ def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _position(position: float | None, duration: float | None) -> str:
+    from vsalmonn.tools.timefmt import hms
+
     if position is None:
         return "-"
-    text = _clock(position)
-    return f"{text} / {_clock(duration)}" if duration else text
-
-
-def _clock(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}"
+    return f"{hms(position)} / {hms(duration)}" if duration else hms(position)
 
 
 def _ago(seconds: float) -> str:

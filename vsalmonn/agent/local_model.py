@@ -129,7 +129,7 @@ class LocalChatModel(BaseChatModel):
 
     def _inputs(self, messages: Sequence[BaseMessage]) -> dict[str, Any]:
         self.load()
-        chat = [{"role": _ROLES.get(m.type, "user"), "content": _text(m.content)} for m in messages]
+        chat = [{"role": _ROLES.get(m.type, "user"), "content": content_text(m.content)} for m in messages]
         return dict(
             self._tokenizer.apply_chat_template(
                 chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
@@ -199,7 +199,8 @@ class LocalChatModel(BaseChatModel):
             raise failure[0]
 
 
-def _text(content: Any) -> str:
+def content_text(content: Any) -> str:
+    """A message's content as plain text: a string as it is, the text parts of a list of content blocks."""
     if isinstance(content, str):
         return content
     parts = [p.get("text", "") if isinstance(p, dict) else str(p) for p in content]

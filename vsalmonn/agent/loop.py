@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from vsalmonn.tools.timefmt import hms
 
 from .config import AgentConfig
+from .local_model import content_text
 
 if TYPE_CHECKING:
     from vsalmonn.plugins import PluginManager
@@ -164,7 +165,7 @@ class VideoAgent:
             assert isinstance(reply, AIMessage)
             messages.append(reply)
             if not reply.tool_calls:
-                text = _text(reply.content)
+                text = content_text(reply.content)
                 steps.append({"model": text})
                 if on_token:
                     on_token(text)
@@ -204,17 +205,11 @@ class VideoAgent:
     ) -> str:
         parts = []
         for chunk in (model or self.model).stream(messages):
-            piece = _text(chunk.content)
+            piece = content_text(chunk.content)
             parts.append(piece)
             if on_token and piece:
                 on_token(piece)
         return "".join(parts).strip()
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
 
 
 def _moments(artifact: Any) -> list[dict[str, Any]]:
@@ -235,7 +230,12 @@ def _evidence_line(moment: dict[str, Any]) -> str:
 
 
 def _tool_step(name: str, args: dict[str, Any], result: ToolMessage) -> dict[str, Any]:
-    return {"tool": name, "args": args, "status": result.status, "result": _text(result.content)[:2000]}
+    return {
+        "tool": name,
+        "args": args,
+        "status": result.status,
+        "result": content_text(result.content)[:2000],
+    }
 
 
 def _cited(

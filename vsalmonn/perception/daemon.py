@@ -36,17 +36,18 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from vsalmonn.memory_store import MemoryConfig
-from vsalmonn.memory_store.models import Event, IngestFile, StreamStatus
+from vsalmonn.memory_store.models import IngestFile, StreamStatus
 from vsalmonn.memory_store.names import validate_stream_name
 from vsalmonn.memory_store.store import MemoryStore, StreamBusyError
+from vsalmonn.plugins.events import EventBus
 
 from .config import DaemonConfig, PerceptionConfig, StreamSpec
-from .decode import decode, probe
+from .decode import decode
 from .folder import FolderError, FolderWatcher
 from .ingest import IngestResult, ingest_file, prefetch
-from .media import DecodeError, NothingToDecode
+from .media import DecodeError, NothingToDecode, one_line
 from .pipeline import Encoders, StreamSink, StreamStats, forget_from
-from .sources import Closed, LatestQueue, LiveSource, SourceGaveUp, classify
+from .sources import Closed, LatestQueue, LiveSource, classify
 
 if TYPE_CHECKING:
     from vsalmonn.plugins import PluginManager
@@ -56,32 +57,6 @@ log = logging.getLogger(__name__)
 __all__ = ["Daemon", "StreamRunner", "read_status"]
 
 ENDED = frozenset({"done", "stopped", "failed", "skipped"})
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
-def record_event(
-    store: MemoryStore,
-    stream_id: str | None,
-    kind: str,
-    message: str,
-    *,
-    t: float | None = None,
-    **payload: Any,
-) -> None:
-    """Add an event row (never raising: an event that cannot be stored is logged instead)."""
-    try:
-        with store.catalog.transaction() as session:
-            session.add(
-                Event(
-                    stream_id=stream_id, kind=kind, source="daemon", t=t, message=message,
-                    payload=payload or None,
-                )
-            )  # fmt: skip
-    except Exception as exc:  # the catalog being down must not take a stream with it
-        log.warning("could not record event %s (%s): %s", kind, message, exc)
 
 
 class StreamRunner(threading.Thread):
@@ -103,6 +78,7 @@ class StreamRunner(threading.Thread):
     ) -> None:
         super().__init__(name=f"stream-{spec.name}", daemon=True)
         self.plugins = plugins
+        self.events = plugins.events if plugins is not None else EventBus(store)
         self.plugin_sources = plugin_sources or {}
         self.spec = spec
         scheme = spec.source.partition("://")[0] if "://" in spec.source else None
@@ -149,13 +125,11 @@ class StreamRunner(threading.Thread):
                 self.plugins.call("on_stream_end", stream=name, state=self.stats.state)
 
     def _event(self, kind: str, message: str, **payload: Any) -> None:
-        if self.plugins is not None:
-            self.plugins.emit(kind, message, source="daemon", stream=self.spec.name, **payload)
-        else:
-            record_event(self.store, self.stream_id, kind, message, **payload)
+        """Store and deliver an event (through the plugins' bus when there is one: it runs their sinks)."""
+        self.events.event(kind, message, source="daemon", stream=self.spec.name, **payload)
 
     def _ended_badly(self, reason: str, state: str) -> None:
-        reason = _one_line(reason)
+        reason = one_line(reason)
         log.error("stream %s %s: %s", self.spec.name, state, reason)
         self.stats.fail(reason, state)
         self._event(f"stream.{state}", reason)
@@ -234,11 +208,10 @@ class StreamRunner(threading.Thread):
         stats.detail["file"] = path.name
         last_checkpoint = sink.committed
         try:
-            info = probe(path)
-            stats.duration = info.duration
             with decode(
                 path, self.perception, start=file_offset, audio=self.encoders.speech is not None
             ) as decoder:
+                stats.duration = decoder.duration
                 try:
                     for item in prefetch(decoder, self.config.queue_items, self.stop):
                         if (
@@ -281,7 +254,7 @@ class StreamRunner(threading.Thread):
         return {"file": key, "stream_offset": stream_offset, "file_offset": sink.committed - stream_offset}
 
     def _file_failed(self, key: str, reason: str, status: str, offset: float | None = None) -> None:
-        reason = _one_line(reason)
+        reason = one_line(reason)
         log.error("stream %s: file %s %s: %s", self.spec.name, key, status, reason)
         self.stats.fail(reason)
         self.stats.detail[f"files_{status}"] = self.stats.detail.get(f"files_{status}", 0) + 1
@@ -392,9 +365,7 @@ class StreamRunner(threading.Thread):
                 sink.finish()
                 if source.epoch is not None or self.plugin_source is not None:
                     sink.checkpoint({"epoch": source.epoch}, wait=True)
-            if failure and isinstance(failure[0], SourceGaveUp):
-                raise failure[0]
-            if failure and not isinstance(failure[0], DecodeError):
+            if failure:  # LiveSource gave up (SourceGaveUp), or a plugin's source broke
                 raise failure[0]
 
 

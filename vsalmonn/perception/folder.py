@@ -70,6 +70,8 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
+from .media import one_line
+
 __all__ = [
     "MEDIA_SUFFIXES",
     "TEMP_SUFFIXES",
@@ -134,10 +136,6 @@ _SortKey = tuple[tuple[_NameKey, ...], str]
 
 class FolderError(ValueError):
     """The folder to watch does not exist, is not a folder, or cannot be read; the message is one line."""
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 def natural_key(name: str) -> _NameKey:
@@ -222,11 +220,11 @@ class FolderWatcher:
             raise ValueError("need settle_s >= 0 and a finite poll_s > 0")
         folder = Path(path).expanduser()
         if not folder.exists():
-            raise FolderError(_one_line(f"watched folder {folder} does not exist"))
+            raise FolderError(one_line(f"watched folder {folder} does not exist"))
         if not folder.is_dir():
-            raise FolderError(_one_line(f"watched folder {folder} is not a folder"))
+            raise FolderError(one_line(f"watched folder {folder} is not a folder"))
         if not os.access(folder, os.R_OK | os.X_OK):
-            raise FolderError(_one_line(f"watched folder {folder} cannot be read (permission denied)"))
+            raise FolderError(one_line(f"watched folder {folder} cannot be read (permission denied)"))
         self.path = folder.resolve()
         self.settle_s = float(settle_s)
         self.poll_s = float(poll_s)
@@ -408,7 +406,7 @@ class FolderWatcher:
                 continue
             except OSError as exc:
                 if folder == self.path:
-                    return None, _one_line(f"cannot list the folder: {exc.strerror or exc}")
+                    return None, one_line(f"cannot list the folder: {exc.strerror or exc}")
                 log.debug("%s: cannot list %s: %s", self.path, folder, exc)
                 continue
             for entry in entries:
@@ -460,7 +458,7 @@ class FolderWatcher:
             log.warning(
                 "%s: no file-system events (%s); polling every %.3g s only",
                 self.path,
-                _one_line(exc),
+                one_line(exc),
                 self.poll_s,
             )
 

@@ -37,7 +37,7 @@ from vsalmonn.memory_store.store import MemoryStore, StreamWriter
 
 from .config import PerceptionConfig
 from .encoders import FrameTokens, Segment, SpeechEncoder, TextEncoder, VisionEncoder, Word, create_encoder
-from .media import AudioChunk, Frame
+from .media import AudioChunk, Frame, one_line
 
 if TYPE_CHECKING:
     from vsalmonn.plugins import PluginManager
@@ -111,7 +111,7 @@ class StreamStats:
 
     def fail(self, reason: str, state: str | None = None) -> None:
         self.errors += 1
-        self.last_error = " ".join(reason.split())
+        self.last_error = one_line(reason)
         if state is not None:
             self.state = state
 
@@ -315,10 +315,9 @@ class StreamSink:
             self.memory.flush()
         if wait:
             self.writer.wait()
-            info = self.writer.commit(
+            self.writer.commit(
                 self.memory.state_dict(copy=False), source_offset=self.committed, source_state=source_state
             )
-            self.stats.detail["last_checkpoint_seq"] = info.seq
         else:
             self.writer.submit(self.memory, source_offset=self.committed, source_state=source_state)
         self.stats.checkpoints += 1

@@ -45,7 +45,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from .config import PerceptionConfig
 from .decode import MediaDecoder, is_url
-from .media import AudioChunk, DecodeError, Frame
+from .media import AudioChunk, DecodeError, Frame, one_line
 
 __all__ = [
     "Closed",
@@ -65,10 +65,6 @@ T = TypeVar("T")
 
 _DEVICE = re.compile(r"^/dev/video\d+$")
 _MIN_STEP_S = 1e-3  # how far after the previous frame a frame that would go backwards in time is put
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 def classify(source: str) -> SourceKind:
@@ -298,7 +294,7 @@ class LiveSource:
                 finally:
                     self.connected = False
                     decoder.close()
-            self.last_error = _one_line(error)
+            self.last_error = one_line(error)
             if not delivered:
                 self.failures += 1
             self._give_up_if_due(last_data)
@@ -322,7 +318,7 @@ class LiveSource:
             if policy.give_up_after_s is not None and idle >= policy.give_up_after_s:
                 why = f"no data for {idle:.1f} s"
         if why is not None:
-            message = _one_line(f"{self.url}: gave up after {why}; last error: {reason}")
+            message = one_line(f"{self.url}: gave up after {why}; last error: {reason}")
             log.error("%s", message)
             raise SourceGaveUp(message)
 
