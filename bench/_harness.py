@@ -76,10 +76,16 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def target(name: str, value: float, bound: float, unit: str, at_least: bool) -> dict[str, Any]:
-    """One target row: the measured value, its bound and whether it holds."""
-    ok = value >= bound if at_least else value <= bound
-    return {"name": name, "value": value, "target": bound, "unit": unit, "at_least": at_least, "pass": ok}
+def target(
+    name: str, value: float, bound: float, unit: str, at_least: bool, *, strict: bool = False
+) -> dict[str, Any]:
+    """One target row: the measured value, its bound and whether it holds (`strict`: equal does not)."""
+    if strict:
+        ok = value > bound if at_least else value < bound
+    else:
+        ok = value >= bound if at_least else value <= bound
+    row = {"name": name, "value": value, "target": bound, "unit": unit, "at_least": at_least, "pass": ok}
+    return {**row, "strict": True} if strict else row
 
 
 def render_environment(env: dict[str, Any]) -> str:
@@ -94,12 +100,18 @@ def render_targets(targets: list[dict[str, Any]]) -> str:
         [
             t["name"],
             f"{t['value']:,.0f}" if abs(t["value"]) >= 1000 else f"{t['value']:.2f}",
-            f"{'≥' if t['at_least'] else '≤'} {t['target']:,g} {t['unit']}",
+            f"{_relation(t)} {t['target']:,g} {t['unit']}",
             "pass" if t["pass"] else "FAIL",
         ]
         for t in targets
     ]
     return format_table(["target", "measured", "bound", "result"], rows)
+
+
+def _relation(row: dict[str, Any]) -> str:
+    if row.get("strict"):
+        return ">" if row["at_least"] else "<"
+    return "≥" if row["at_least"] else "≤"
 
 
 def render_loadavg(values: list[float]) -> str:

@@ -87,13 +87,18 @@ def prompt_voice(shared: Path, stem: str) -> np.ndarray:
     return voice(media.load_wav(shared / "speech" / f"{stem}.wav", AUDIO_RATE), AUDIO_RATE)
 
 
+def transcripts_name() -> str:
+    """File name of the cached transcripts (`prompt_transcripts`) inside the bench folder."""
+    return f"prompt-transcripts-v{TRANSCRIPTS_VERSION}.json"
+
+
 def prompt_transcripts(shared: Path, speech: Any, folder: Path) -> dict[str, list[dict[str, Any]]]:
     """Every prompt's transcript by `speech` (a SpeechEncoder), times from the start of its trimmed voice.
 
     Cached in `folder`: {stem: [{"t0", "t1", "text", "language", "words": [[text, t0, t1, p], ...]}, ...]}.
     A prompt with no recognised speech (one is monkey noises) has an empty list.
     """
-    path = folder / f"prompt-transcripts-v{TRANSCRIPTS_VERSION}.json"
+    path = folder / transcripts_name()
     if path.is_file():
         return json.loads(path.read_text())
     out: dict[str, list[dict[str, Any]]] = {}

@@ -212,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", metavar="NAME", help=f"one of: {', '.join(names) or 'none here'}")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions")
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    bench.add_argument(
+        "--plot",
+        metavar="DIR",
+        type=Path,
+        help="also write the benchmark's plots (PNG, needs the 'bench' extra) into DIR",
+    )
     bench.set_defaults(handler=_cmd_bench)
     return parser
 
@@ -714,8 +720,16 @@ def _quiet_model_loading(threads: int) -> None:
 
 def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     module = load_benchmark(args.name)
+    plot = getattr(module, "plot", None)
+    if args.plot is not None and not callable(plot):
+        raise UsageError(f"benchmark {args.name!r} makes no plots")
     result = module.run(quick=args.quick)
     print(json.dumps(result) if args.json else module.render(result))
+    if args.plot is not None:
+        args.plot.mkdir(parents=True, exist_ok=True)
+        for path in plot(result, args.plot):
+            log.info("plot written: %s", path)
+            print(f"plot: {path}", file=sys.stderr)
     return 0
 
 
