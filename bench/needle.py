@@ -408,10 +408,13 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
             ceiling = [summary[f"{UNBOUNDED}@{s:g}"][metric] for s in lengths]
             ax.plot(hours, ceiling, color="black", linestyle="--", marker="s", label="unbounded")
             ax.set_title(f"TTT {mode}: {metric}")
+            ax.set_xscale("log")
+            ax.set_xticks(hours, [_length(s) for s in lengths])
+            ax.minorticks_off()
             ax.set_ylim(0, 102)
             ax.grid(alpha=0.3)
             if row == 1:
-                ax.set_xlabel("stream length (h)")
+                ax.set_xlabel("stream length")
             if col == 0:
                 ax.set_ylabel(f"{metric} (%)")
     axes[0][0].legend(loc="lower left", fontsize=8)

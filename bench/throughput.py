@@ -414,6 +414,54 @@ def _median_detail(details: list[dict[str, Any]]) -> dict[str, Any]:
 # -- the table -----------------------------------------------------------------------------------------------
 
 
+BREAKDOWN = (
+    ("speech_s", "speech (VAD + Whisper)"),
+    ("vision_s", "vision encoder"),
+    ("text_s", "text encoder (transcripts)"),
+    ("rest_s", "the rest: decode, memory, catalog, checkpoints"),
+)
+
+
+def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    """throughput.png: each stage's speed (x real time, with its range over the rounds), and where the full
+    pipeline's time goes on each clip (stacked seconds per stream minute)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = result["stages"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    names = [f"{s['label']}\n({s['media']})" for s in stages]
+    speeds = [s["speed"] for s in stages]
+    spread = [[s["speed"] - s["speed_min"] for s in stages], [s["speed_max"] - s["speed"] for s in stages]]
+    left.barh(names, speeds, xerr=spread, color="tab:blue", capsize=3)
+    for t in result["targets"]:
+        left.axvline(t["target"], color="tab:red", linestyle=":", linewidth=1)
+    left.invert_yaxis()
+    left.set_xlabel("x real time (median; bars: range over rounds; dotted: targets)")
+    left.set_title("speed of each stage")
+    by_key = {s["key"]: s for s in stages}
+    media = [key for key in ("full/street", "full/speech") if key in by_key]
+    bottom = [0.0] * len(media)
+    for part, label in BREAKDOWN:
+        per_minute = [60 * by_key[k]["detail"][part] / by_key[k]["stream_s"] for k in media]
+        right.bar([by_key[k]["media"] for k in media], per_minute, bottom=bottom, label=label)
+        bottom = [b + v for b, v in zip(bottom, per_minute, strict=True)]
+    right.set_ylabel("s of work per minute of stream")
+    right.set_title("full pipeline: where the time goes")
+    right.legend(fontsize=8)
+    fig.suptitle(
+        f"bench throughput{' --quick' if result['quick'] else ''}: {result['environment']['cores']} cores, "
+        f"{result['environment']['threads']} threads, load {result['loadavg']['start'][0]:.1f} at the start"
+    )
+    fig.tight_layout()
+    path = out_dir / "throughput.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
 def render(result: dict[str, Any]) -> str:
     rows = [
         [
@@ -430,12 +478,7 @@ def render(result: dict[str, Any]) -> str:
     breakdown = []
     for key in ("full/street", "full/speech"):
         d, wall = by_key[key]["detail"], by_key[key]["wall_s"]
-        for part, label in (
-            ("speech_s", "speech (VAD + Whisper)"),
-            ("vision_s", "vision encoder"),
-            ("text_s", "text encoder (transcripts)"),
-            ("rest_s", "the rest: decode, memory, catalog, checkpoints"),
-        ):
+        for part, label in BREAKDOWN:
             share = d[part] / wall if wall > 0 else math.nan
             breakdown.append([by_key[key]["media"], label, f"{d[part]:.2f}", f"{100 * share:.0f} %"])
     speech_media = result["media"]["speech"]
