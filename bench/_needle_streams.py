@@ -70,6 +70,7 @@ DISTRACTOR_EVERY_S = (20.0, 40.0)
 SPOKEN_NEEDLES = 13
 SPOKEN_S = (1.0, 8.0)  # a spoken needle is a prompt whose voice lasts this long (some run to a minute)
 STREET_FPS = 10.0  # vtest.avi's rate: a scene may start at any of its frames
+CUT_MARGIN_S = 5.0  # a rotation's cut is at least this far from every needle and sentence
 
 
 @dataclass(frozen=True)
@@ -429,3 +430,52 @@ def _sentences(
             segment = Segment(at + seg["t0"], at + seg["t1"], seg["text"], words, seg["language"])
             out += [x for x in split_sentences(segment) if x.text.strip() and x.t0 < seconds]
     return sorted(out, key=lambda x: x.t0)
+
+
+# -- rotations -----------------------------------------------------------------------------------------------
+
+
+def rotations(stream: NeedleStream, count: int) -> list[NeedleStream]:
+    """The stream and `count` - 1 rotations of it: the same footage and audio started at another point, a
+    cut at a random second outside every needle and every sentence (±`CUT_MARGIN_S`), with what came before
+    the cut moved to the end. Each frame's tokens are exactly those its frame gets (the vision encoder sees
+    one frame at a time), so a rotation is a stream in its own right, with every needle at another age and
+    every mini-batch and reduction of the memory falling elsewhere, at no encoding cost."""
+    out = [stream]
+    rng = np.random.default_rng([stream.seed, int(stream.seconds), 1])
+    frames = stream.frame_t.shape[0]
+    busy = [(n.t0, n.t1) for n in stream.needles] + list(zip(stream.audio_t0, stream.audio_t1, strict=True))
+    while len(out) < count:
+        cut = int(rng.integers(1, frames))
+        if any(a - CUT_MARGIN_S <= cut <= b + CUT_MARGIN_S for a, b in busy):
+            continue
+        out.append(_rotated(stream, cut, len(out)))
+    return out
+
+
+def _rotated(stream: NeedleStream, cut: int, index: int) -> NeedleStream:
+    """The stream from second `cut` to its end, then from its start to `cut`."""
+    shift = stream.seconds - cut
+
+    def moved(t: np.ndarray | float) -> Any:
+        return np.where(np.asarray(t) >= cut, np.asarray(t) - cut, np.asarray(t) + shift)
+
+    a0, a1 = moved(stream.audio_t0), moved(stream.audio_t1)  # (A,) each
+    order = np.argsort(a0, kind="stable")  # (A,)
+    needles = [
+        Needle(n.kind, n.what, n.query, float(moved(n.t0)), float(moved(n.t0)) + (n.t1 - n.t0))
+        for n in stream.needles
+    ]
+    return NeedleStream(
+        name=f"{stream.name}@{cut}s",
+        seconds=stream.seconds,
+        seed=stream.seed,
+        needles=needles,
+        visual=np.roll(stream.visual, -cut, axis=0),  # (F, n, d): frame `cut` first
+        frame_t=stream.frame_t,
+        audio=stream.audio[order],
+        audio_t0=a0[order],
+        audio_t1=a1[order],
+        queries=stream.queries,
+        info={**stream.info, "rotation": index, "cut_s": cut},
+    )

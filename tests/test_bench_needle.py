@@ -98,6 +98,24 @@ def test_a_moment_beside_the_tolerance_is_a_miss() -> None:
     assert rank(51.5) != 1  # ends at 54.5 s, more than 5 s before 60 s
 
 
+def test_a_rotation_moves_each_needle_with_its_frames_and_sentences() -> None:
+    stream = _stream(300, needle_at=20)
+    first, *turns = ns.rotations(stream, 4)
+    assert first is stream and len(turns) == 3
+    for turn in turns:
+        cut = turn.info["cut_s"]
+        assert not any(n.t0 - ns.CUT_MARGIN_S <= cut <= n.t1 + ns.CUT_MARGIN_S for n in stream.needles)
+        odd, said = turn.needles
+        assert odd.t0 == (20 - cut) % 300 and odd.t1 - odd.t0 == 3
+        np.testing.assert_array_equal(turn.visual[int(odd.t0)], stream.visual[20])
+        assert said.t0 in turn.audio_t0.tolist() and np.all(np.diff(turn.audio_t0) >= 0)
+        i = turn.audio_t0.tolist().index(said.t0)
+        np.testing.assert_array_equal(turn.audio[i], stream.audio[0])
+        found, _ = needle._measure(turn, MemoryConfig(visual_slots=4096, audio_slots=8, ttt=False))
+        assert [r["rank"] for r in found] == [1, 1]
+    assert len({t.info["cut_s"] for t in turns}) == 3
+
+
 def test_windows_write_in_the_pipelines_order() -> None:
     stream = _stream(100, needle_at=20)
     windows = list(needle._windows(stream))
