@@ -118,6 +118,28 @@ def render_loadavg(values: list[float]) -> str:
     return " / ".join(f"{v:.2f}" for v in values)
 
 
+# -- plots ---------------------------------------------------------------------------------------------------
+
+
+def pyplot() -> ModuleType:
+    """matplotlib's pyplot on the Agg backend (files only, no display), imported when a plot is asked for:
+    matplotlib is in the 'bench' extra, and nothing else needs it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: Path) -> list[Path]:
+    """Lay the figure out, write it as PNG and free it; returns [path] for a benchmark's ``plot``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return [path]
+
+
 # -- where things are ----------------------------------------------------------------------------------------
 
 

@@ -64,9 +64,11 @@ from . import _qa_streams as qs
 from ._harness import (
     bench_data_dir,
     environment,
+    pyplot,
     render_environment,
     render_loadavg,
     render_targets,
+    save_figure,
     shared_media,
     target,
 )
@@ -421,11 +423,7 @@ def ablation(summary: dict[str, dict[str, Any]], lengths: list[float]) -> tuple[
 def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
     """needle-recall.png: recall@1 and @5 against stream length, one panel per TTT mode, a line per policy
     and the unbounded ceiling in each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     summary = result["summary"]
     lengths = sorted({e["seconds"] for e in summary.values()})
     hours = [s / 3600 for s in lengths]
@@ -453,8 +451,4 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
         f"bench needle: {VISUAL_SLOTS:,} visual + {AUDIO_SLOTS} audio slots, "
         f"{sum(1 for s in result['streams'])} stream(s), ±{TOLERANCE_S:g} s"
     )
-    fig.tight_layout()
-    path = out_dir / "needle-recall.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return save_figure(fig, out_dir / "needle-recall.png")

@@ -58,9 +58,11 @@ from ._harness import (
     environment,
     median,
     prompt_paths,
+    pyplot,
     render_environment,
     render_loadavg,
     render_targets,
+    save_figure,
     shared_media,
     street_frames,
     target,
@@ -425,11 +427,7 @@ BREAKDOWN = (
 def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
     """throughput.png: each stage's speed (x real time, with its range over the rounds), and where the full
     pipeline's time goes on each clip (stacked seconds per stream minute)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     stages = result["stages"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
     names = [f"{s['label']}\n({s['media']})" for s in stages]
@@ -455,11 +453,7 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
         f"bench throughput{' --quick' if result['quick'] else ''}: {result['environment']['cores']} cores, "
         f"{result['environment']['threads']} threads, load {result['loadavg']['start'][0]:.1f} at the start"
     )
-    fig.tight_layout()
-    path = out_dir / "throughput.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return save_figure(fig, out_dir / "throughput.png")
 
 
 def render(result: dict[str, Any]) -> str:
