@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +54,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from vsalmonn.cli import UsageError, _quiet_model_loading, format_table
 from vsalmonn.memory_store import MemoryConfig, StreamMemory
@@ -135,15 +137,19 @@ def run(quick: bool) -> dict[str, Any]:
     # threads spin-wait for each other (which slowed TTT updates tenfold at load 5).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    readings = [r for s in streams for r in ns.rotations(s, turns)]
+    bar = tqdm(total=len(readings) * len(settings()), desc="needle sweep", unit="memory", file=sys.stderr)
     try:
-        for stream in (r for s in streams for r in ns.rotations(s, turns)):
+        for stream in readings:
             for name, config in settings().items():
+                bar.set_postfix_str(f"{stream.name} {name}", refresh=False)
                 found, write = _measure(stream, config)
-                rows += [
-                    {"setting": name, "seconds": stream.seconds, "stream": stream.name, **r} for r in found
-                ]
-                writes.append({"setting": name, "seconds": stream.seconds, "stream": stream.name, **write})
+                base = {"setting": name, "seconds": stream.seconds, "stream": stream.name}
+                rows += [{**base, **r} for r in found]
+                writes.append({**base, **write})
+                bar.update()
     finally:
+        bar.close()
         torch.set_num_threads(threads)
     summary = _summary(rows, writes)
     return {
