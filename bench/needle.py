@@ -455,6 +455,6 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
     axes[0][0].legend(loc="lower left", fontsize=8)
     fig.suptitle(
         f"bench needle: {VISUAL_SLOTS:,} visual + {AUDIO_SLOTS} audio slots, "
-        f"{sum(1 for s in result['streams'])} stream(s), ±{TOLERANCE_S:g} s"
+        f"{len(result['streams'])} stream(s) x {result.get('rotations', 1)} rotations, ±{TOLERANCE_S:g} s"
     )
     return save_figure(fig, out_dir / "needle-recall.png")
