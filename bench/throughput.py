@@ -448,7 +448,7 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
         bottom = [b + v for b, v in zip(bottom, per_minute, strict=True)]
     right.set_ylabel("s of work per minute of stream")
     right.set_title("full pipeline: where the time goes")
-    right.legend(fontsize=8)
+    right.legend(fontsize=8, loc="upper left")
     fig.suptitle(
         f"bench throughput{' --quick' if result['quick'] else ''}: {result['environment']['cores']} cores, "
         f"{result['environment']['threads']} threads, load {result['loadavg']['start'][0]:.1f} at the start"
