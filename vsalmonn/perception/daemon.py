@@ -41,6 +41,7 @@ from vsalmonn.memory_store.names import validate_stream_name
 from vsalmonn.memory_store.store import MemoryStore, StreamBusyError
 from vsalmonn.plugins.events import EventBus
 
+from . import allocator
 from .config import DaemonConfig, PerceptionConfig, StreamSpec
 from .decode import decode
 from .folder import FolderError, FolderWatcher
@@ -438,6 +439,7 @@ class Daemon:
 
     def start(self) -> None:
         """Load the encoders and start every stream's thread and the status reporter."""
+        allocator.limit_arenas()  # before the threads: their arenas are taken on their first malloc
         encoders = self.encoders
         for spec in self.specs:
             runner = StreamRunner(

@@ -35,6 +35,7 @@ from vsalmonn.memory_store import StreamMemory
 from vsalmonn.memory_store.models import FrameLabel, TranscriptSegment
 from vsalmonn.memory_store.store import MemoryStore, StreamWriter
 
+from . import allocator
 from .config import PerceptionConfig
 from .encoders import FrameTokens, Segment, SpeechEncoder, TextEncoder, VisionEncoder, Word, create_encoder
 from .media import AudioChunk, Frame, one_line
@@ -161,6 +162,8 @@ class StreamSink:
         self.plugins = plugins
         if plugins is not None:
             writer.on_commit.append(self._committed)
+        if allocator.trim_after_commit not in writer.on_commit:
+            writer.on_commit.append(allocator.trim_after_commit)  # a daemon's heap must not creep
         self._window: _Window | None = None
         self._period = 1.0 / perception.fps
         self._last_frame_wall: float | None = None
