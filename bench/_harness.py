@@ -108,6 +108,20 @@ def render_targets(targets: list[dict[str, Any]]) -> str:
     return format_table(["target", "measured", "bound", "result"], rows)
 
 
+def render_load_span(loadavg: dict[str, list[float]]) -> str:
+    """The load average at a run's start and end: what else the machine was doing meanwhile."""
+    return (
+        f"load average (1/5/15 min): {render_loadavg(loadavg['start'])} at start, "
+        f"{render_loadavg(loadavg['end'])} at the end"
+    )
+
+
+def render_verdict(result: dict[str, Any]) -> str:
+    """A table's last line: whether every target held, and the run's wall time."""
+    met = "all targets met" if result["all_pass"] else "some targets missed"
+    return f"{met}; ran in {result['seconds']:.0f} s"
+
+
 def _relation(row: dict[str, Any]) -> str:
     if row.get("strict"):
         return ">" if row["at_least"] else "<"

@@ -30,7 +30,7 @@ from vsalmonn.memory_store import MemoryConfig, StreamMemory
 from vsalmonn.memory_store.checkpoint import write_group
 from vsalmonn.memory_store.store import MemoryStore
 
-from ._harness import environment, median, render_environment, render_targets, target
+from ._harness import environment, median, render_environment, render_targets, render_verdict, target
 
 STREAM = "bench-checkpoint"
 FILL_BATCH = 1_024
@@ -227,7 +227,6 @@ def render(result: dict[str, Any]) -> str:
             "",
             render_targets(result["targets"]),
             "",
-            f"{'all targets met' if result['all_pass'] else 'some targets missed'}; "
-            f"ran in {result['seconds']:.0f} s (filling the memory: {result['fill_seconds']:.1f} s)",
+            f"{render_verdict(result)} (filling the memory: {result['fill_seconds']:.1f} s)",
         ]
     )

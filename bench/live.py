@@ -56,8 +56,9 @@ from ._harness import (
     checkout_module,
     environment,
     render_environment,
-    render_loadavg,
+    render_load_span,
     render_targets,
+    render_verdict,
     shared_media,
     street_frames,
     target,
@@ -379,13 +380,11 @@ def render(result: dict[str, Any]) -> str:
             "",
             f"{result['checkpoints']} checkpoints kept; stopped cleanly: {result['stopped_cleanly']}; "
             f"peak RSS of this process {result['peak_rss_mb']:,.0f} MB",
-            f"load average (1/5/15 min): {render_loadavg(la['start'])} at start, "
-            f"{render_loadavg(la['end'])} at the end",
+            render_load_span(la),
             "",
             render_targets(result["targets"]),
             "",
-            f"{'all targets met' if result['all_pass'] else 'some targets missed'}; "
-            f"ran in {result['seconds']:.0f} s",
+            render_verdict(result),
         ]
     )
 

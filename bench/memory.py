@@ -66,8 +66,9 @@ from ._harness import (
     environment,
     pyplot,
     render_environment,
-    render_loadavg,
+    render_load_span,
     render_targets,
+    render_verdict,
     save_figure,
     shared_media,
     street_frames,
@@ -534,14 +535,12 @@ def render(result: dict[str, Any]) -> str:
             f"  peak RSS: {_ratios(result, 'peak_mb')}",
             f"  steady RSS: {_ratios(result, 'steady_mb')}",
             f"  memory footprint: {_ratios(result, 'arrays_mb', memory=True)}",
-            f"load average (1/5/15 min): {render_loadavg(la['start'])} at start, "
-            f"{render_loadavg(la['end'])} at the end",
+            render_load_span(la),
             "",
             render_targets(result["targets"]),
             *(["", *problems] if problems else []),
             "",
-            f"{'all targets met' if result['all_pass'] else 'some targets missed'}; "
-            f"ran in {result['seconds']:.0f} s",
+            render_verdict(result),
         ]
     )
 

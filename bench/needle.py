@@ -254,13 +254,12 @@ def _windows(stream: ns.NeedleStream) -> Iterator[tuple[list[Write], Write | Non
     batch = PerceptionConfig().batch_frames
     per_frame = stream.visual.shape[1]
     dim = stream.visual.shape[2]
-    frames = stream.frame_t.shape[0]
     for start in np.arange(0.0, stream.seconds, WINDOW_S):
         end = start + WINDOW_S
         lo, hi = np.searchsorted(stream.frame_t, [start, end], side="left")
         visual = []
         for b in range(lo, hi, batch):
-            e = min(b + batch, hi, frames)
+            e = min(b + batch, hi)
             tokens = stream.visual[b:e].reshape(-1, dim)  # (n * per_frame, d)
             t0 = np.repeat(stream.frame_t[b:e], per_frame)  # (n * per_frame,)
             visual.append((tokens, t0, t0 + 1.0 / ns.FPS))

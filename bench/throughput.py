@@ -60,8 +60,9 @@ from ._harness import (
     prompt_paths,
     pyplot,
     render_environment,
-    render_loadavg,
+    render_load_span,
     render_targets,
+    render_verdict,
     save_figure,
     shared_media,
     street_frames,
@@ -498,12 +499,10 @@ def render(result: dict[str, Any]) -> str:
             f"encoders: model files prepared in {load['prepare_s']:.1f} s, loaded in {load['load_s']:.1f} s, "
             f"warmed up in {result['warmup_s']:.1f} s; peak RSS {rss['after_load']:,.0f} MB after loading, "
             f"{rss['end']:,.0f} MB at the end",
-            f"load average (1/5/15 min): {render_loadavg(la['start'])} at start, "
-            f"{render_loadavg(la['end'])} at the end",
+            render_load_span(la),
             "",
             render_targets(result["targets"]),
             "",
-            f"{'all targets met' if result['all_pass'] else 'some targets missed'}; "
-            f"ran in {result['seconds']:.0f} s",
+            render_verdict(result),
         ]
     )

@@ -25,7 +25,15 @@ from vsalmonn.memory_store.bank import Bank
 from vsalmonn.memory_store.reader import Candidates, read
 from vsalmonn.memory_store.ttt import TTTConfig, TTTLayer
 
-from ._harness import environment, median, render_environment, render_targets, target, time_calls
+from ._harness import (
+    environment,
+    median,
+    render_environment,
+    render_targets,
+    render_verdict,
+    target,
+    time_calls,
+)
 
 DIM, HEADS, MINI_BATCH, CG_MAX_ITER = 384, 8, 1024, 4
 SLOTS, INCOMING = 16_384, 1_024
@@ -182,7 +190,6 @@ def render(result: dict[str, Any]) -> str:
             "",
             render_targets(result["targets"]),
             "",
-            f"{'all targets met' if result['all_pass'] else 'some targets missed'}; "
-            f"ran in {result['seconds']:.0f} s",
+            render_verdict(result),
         ]
     )
