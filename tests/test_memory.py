@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vsalmonn.memory_store import MemoryConfig, StreamMemory
 
@@ -216,17 +217,33 @@ def test_uncopied_state_is_a_stable_snapshot() -> None:
     assert_states_equal(copied, snapshot)
 
 
-def test_trained_key_view_unties_the_banks_and_survives_a_round_trip() -> None:
+def test_the_reader_view_moves_visual_prompts_only_and_survives_a_round_trip() -> None:
+    """θ_R acts on the prompt of visual reads; audio slots are read with the prompt as it is."""
     mem = StreamMemory(small_config(ttt=False))
-    assert mem.tied_keys
+    x = drifting_stream(12, seed=3)
+    mem.write(x, torch.arange(12.0), torch.arange(12.0) + 1)
+    mem.write(x[:4], torch.arange(4.0), torch.arange(4.0) + 1, modality="audio")
+    swap = torch.eye(DIM)[torch.randperm(DIM, generator=torch.Generator().manual_seed(0))]  # (d, d)
     with torch.no_grad():
-        mem.layer.qkv[DIM : 2 * DIM] *= 2.0  # a non-identity θ_K, as trained weights would have
+        mem.layer.reader_proj.copy_(swap)
     other = StreamMemory(small_config(ttt=False))
     other.load_state_dict(mem.state_dict())
-    assert not other.tied_keys
-    write_script(other, 9, range(4))
-    bank = other.banks["visual"]
-    torch.testing.assert_close(bank.keys, bank.values * 2.0)
+    prompt = x[7]
+    visual = other.read(prompt, k=1, modality="visual")[0]
+    assert visual.score == pytest.approx(float(F.cosine_similarity(swap @ prompt, x[7], dim=0)), abs=1e-5)
+    audio = other.read(prompt, k=1, modality="audio")[0]
+    raw = F.cosine_similarity(prompt[None], x[:4]).max()  # the best audio slot, prompt unchanged
+    assert audio.score == pytest.approx(float(raw), abs=1e-5)
+    assert not torch.equal(other.banks["visual"].keys, swap)  # the slots are stored as written
+
+
+def test_states_saved_before_the_reader_view_load_with_the_identity() -> None:
+    mem = StreamMemory(small_config(ttt=False))
+    state = mem.state_dict()
+    del state["slow"]["reader_proj"]
+    other = StreamMemory(small_config(ttt=False))
+    other.load_state_dict(state)
+    torch.testing.assert_close(other.layer.reader_proj, torch.eye(DIM))
 
 
 def test_reads_between_writes_see_the_newest_pending_tokens() -> None:

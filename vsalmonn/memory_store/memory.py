@@ -67,11 +67,10 @@ class StreamMemory:
         self._last_t0: dict[Modality, float] = {"visual": -math.inf, "audio": -math.inf}
 
     def _make_banks(self) -> dict[Modality, Bank]:
-        """Empty banks; their keys are tied to their values while θ_K is the identity (untrained)."""
+        """Empty banks whose keys are their values: the reader compares prompts with the slots themselves
+        (the TTT layer's learned reader view acts on the prompt), so each slot is stored once."""
         cfg = self.config
-        eye = torch.eye(cfg.dim, dtype=self.dtype, device=self.device)
-        self.tied_keys = bool(torch.equal(self.layer.key_proj.detach(), eye))
-        kw: dict[str, Any] = dict(dtype=self.dtype, device=self.device, tied_keys=self.tied_keys)
+        kw: dict[str, Any] = dict(dtype=self.dtype, device=self.device, tied_keys=True)
         return {
             "visual": Bank(cfg.visual_slots, cfg.dim, cfg.policy, **kw),
             "audio": Bank(cfg.audio_slots, cfg.dim, cfg.audio_policy, **kw),
@@ -131,11 +130,7 @@ class StreamMemory:
             self._store("visual", y[0], chunk["t0"], chunk["t1"], chunk["ids"])
 
     def _store(self, modality: Modality, x: Tensor, t0: Tensor, t1: Tensor, ids: Tensor) -> None:
-        keys = None
-        if not self.tied_keys:
-            with torch.no_grad():
-                keys = self.layer.key_view(x)  # (n, d)
-        self.banks[modality].append(x, keys, t0, t1, ids)
+        self.banks[modality].append(x, None, t0, t1, ids)
 
     def _empty_pending(self) -> dict[str, Tensor]:
         d = self.config.dim
@@ -177,8 +172,19 @@ class StreamMemory:
         return x.to(self.device, self.dtype), start.to(self.device), end.to(self.device)
 
     # ----- reading --------------------------------------------------------------------------------------
-    def read(self, prompt_vectors: ArrayLike, k: int = 5, modality: Modality | None = None) -> list[Moment]:
-        """The k best moments for a prompt [q, dim] (or [dim]), best first; one modality if given."""
+    def read(
+        self,
+        prompt_vectors: ArrayLike,
+        k: int = 5,
+        modality: Modality | None = None,
+        window: tuple[float | None, float | None] | None = None,
+    ) -> list[Moment]:
+        """The k best moments for a prompt [q, dim] (or [dim]), best first; one modality if given, and only
+        slots overlapping ``window`` (start, end in stream seconds; either may be None) if given.
+
+        Visual slots are compared with the layer's reader view of the prompt; audio slots, which never pass
+        through the TTT layer, with the prompt as it is.
+        """
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         if modality is not None and modality not in MODALITIES:
@@ -192,18 +198,34 @@ class StreamMemory:
             )
         if not torch.isfinite(prompt).all():
             raise ValueError("prompt_vectors contain NaN or inf")
-        with torch.no_grad():
-            query = self.layer.query_view(prompt.to(self.device, self.dtype))  # (q, d)
-            candidates = [self._candidates(m) for m in MODALITIES if modality in (None, m)]
+        lo, hi = window or (None, None)
+        lo = -math.inf if lo is None else float(lo)
+        hi = math.inf if hi is None else float(hi)
         budgets = {"visual": self.config.reader_visual_slots, "audio": self.config.reader_audio_slots}
-        return read(
-            query,
-            candidates,
-            k=k,
-            budgets=budgets,  # type: ignore[arg-type]
-            join_ratio=self.config.reader_join_ratio,
-            join_gap_s=self.config.reader_join_gap_s,
-        )
+        moments: list[Moment] = []
+        with torch.no_grad():
+            prompt = prompt.to(self.device, self.dtype)  # (q, d)
+            for m in MODALITIES:
+                if modality not in (None, m):
+                    continue
+                cand = self._candidates(m)
+                if window is not None:
+                    # Slots are in time order, so the window is one contiguous run: adjacency is kept.
+                    keep = (cand.t1 >= lo) & (cand.t0 <= hi)  # (S,)
+                    cand = Candidates(
+                        m, cand.keys[keep], cand.t0[keep], cand.t1[keep], cand.id0[keep], cand.id1[keep]
+                    )
+                query = self.layer.reader_view(prompt) if m == "visual" else prompt  # (q, d)
+                moments += read(
+                    query,
+                    [cand],
+                    k=k,
+                    budgets=budgets,  # type: ignore[arg-type]
+                    join_ratio=self.config.reader_join_ratio,
+                    join_gap_s=self.config.reader_join_gap_s,
+                )
+        moments.sort(key=lambda mo: (-mo.score, mo.t0))
+        return moments[:k]
 
     def _candidates(self, modality: Modality) -> Candidates:
         bank = self.banks[modality]
@@ -215,10 +237,9 @@ class StreamMemory:
         cached = self._joined
         if cached is not None and cached[0] is bank.keys and cached[1] is pend["values"]:
             return cached[2]
-        pending_keys = pend["values"] if self.tied_keys else self.layer.key_view(pend["values"])  # (P, d)
         joined = Candidates(
             modality,
-            torch.cat([bank.keys, pending_keys]),
+            torch.cat([bank.keys, pend["values"]]),
             torch.cat([bank.t0, pend["t0"]]),
             torch.cat([bank.t1, pend["t1"]]),
             torch.cat([bank.id0, pend["ids"]]),
@@ -266,7 +287,7 @@ class StreamMemory:
             raise ValueError(f"memory state was made with a different configuration ({', '.join(diff)})")
         dev, dt = self.device, self.dtype
         self.layer.load_state_dict(state["slow"])
-        self.banks = self._make_banks()  # the loaded θ_K decides whether keys are tied
+        self.banks = self._make_banks()
         fast = FastWeights(**{k: v.to(dev, dt) for k, v in state["fast"].items()})
         self.ttt_state = TTTState(fast=fast, carry=state["carry"].to(dev, dt), seen=int(state["seen"]))
         pend = state["pending"]

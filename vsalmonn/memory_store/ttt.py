@@ -132,6 +132,14 @@ class TTTLayer(nn.Module):
         self.out_norm = nn.LayerNorm(d, eps=LN_EPS)
         self.out_proj = nn.Parameter(eye / math.sqrt(d))  # (d, d) θ_O
         self.gate = nn.Parameter(torch.full((d,), float(config.gate_init)))  # (d,) α
+        self.reader_proj = nn.Parameter(eye.clone())  # (d, d) θ_R: the reader's view of a prompt
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # States saved before the reader projection existed read prompts as they are: θ_R = I.
+        key = prefix + "reader_proj"
+        if key not in state_dict and prefix + "qkv" in state_dict:
+            state_dict[key] = torch.eye(self.config.dim, dtype=state_dict[prefix + "qkv"].dtype)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ----- views -------------------------------------------------------------------------------------
     @property
@@ -142,13 +150,14 @@ class TTTLayer(nn.Module):
     def key_proj(self) -> Tensor:
         return self.qkv[self.config.dim : 2 * self.config.dim]  # (d, d)
 
-    def key_view(self, x: Tensor) -> Tensor:
-        """θ_K x over the full width: what the reader compares prompts with."""
-        return x @ self.key_proj.t()  # (..., d)
+    def reader_view(self, prompt: Tensor) -> Tensor:
+        """θ_R p: what the reader compares with the visual slots.
 
-    def query_view(self, x: Tensor) -> Tensor:
-        """θ_Q x over the full width: the reader's view of a prompt."""
-        return x @ self.query_proj.t()  # (..., d)
+        The slots themselves are compared as they are (the rewritten tokens), so the bank stores one vector
+        per slot; a learned map on the prompt side alone is enough to move prompts towards what the slots
+        of their moments hold, and it leaves the inner loop's views θ_Q, θ_K free to serve the inner task.
+        """
+        return prompt @ self.reader_proj.t()  # (..., d)
 
     def _split_heads(self, x: Tensor) -> Tensor:
         b, n, _ = x.shape

@@ -521,29 +521,7 @@ def _read(
     """The reader's best `k` moments, restricted to slots overlapping [start, end] when either is given."""
     if start is None and end is None:
         return memory.read(vector, k=k)
-    lo = -math.inf if start is None else start
-    hi = math.inf if end is None else end
-    candidates = getattr(memory, "_candidates", None)
-    if candidates is None:  # a memory without it: read generously, then keep what overlaps
-        return [m for m in memory.read(vector, k=max(10 * k, 100)) if m.t1 >= lo and m.t0 <= hi][:k]
-    import torch
-
-    from vsalmonn.memory_store.reader import Candidates, read
-
-    cfg = memory.config
-    with torch.no_grad():
-        prompt = torch.as_tensor(vector, dtype=torch.float32).to(memory.device, memory.dtype)  # (q, d)
-        query = memory.layer.query_view(prompt)  # (q, d)
-        parts = []
-        for modality in ("visual", "audio"):
-            c = candidates(modality)
-            # Slots are in time order, so the window is one contiguous run: adjacency is kept for grouping.
-            keep = (c.t1 >= lo) & (c.t0 <= hi)  # (S,)
-            parts.append(Candidates(modality, c.keys[keep], c.t0[keep], c.t1[keep], c.id0[keep], c.id1[keep]))
-    budgets = {"visual": cfg.reader_visual_slots, "audio": cfg.reader_audio_slots}
-    return read(
-        query, parts, k=k, budgets=budgets, join_ratio=cfg.reader_join_ratio, join_gap_s=cfg.reader_join_gap_s
-    )
+    return memory.read(vector, k=k, window=(start, end))
 
 
 def _overlap(stream_id: str, start: float, end: float, horizon: float) -> list[Any]:
