@@ -57,7 +57,9 @@ import torch
 from tqdm import tqdm
 
 from vsalmonn.cli import UsageError, _quiet_model_loading, format_table
-from vsalmonn.memory_store import MemoryConfig, StreamMemory
+from vsalmonn.memory_store import MemoryConfig, StreamMemory, resolve_slow_weights
+from vsalmonn.memory_store.memory import ttt_config
+from vsalmonn.memory_store.ttt import TTTLayer
 from vsalmonn.perception.config import PerceptionConfig
 from vsalmonn.perception.pipeline import Encoders
 
@@ -80,29 +82,50 @@ LENGTHS_ENV, STREAMS_ENV = "VSALMONN_BENCH_NEEDLE_LENGTHS", "VSALMONN_BENCH_NEED
 ROTATIONS_ENV, ROTATIONS = "VSALMONN_BENCH_NEEDLE_ROTATIONS", {"full": 4, "quick": 2}
 VISUAL_SLOTS, AUDIO_SLOTS = 1024, 256
 POLICIES = ("fifo", "uniform", "merge", "discard")
-TTT_MODES = ("off", "gd", "hf_cg")
+TTT_MODES = ("off", "gd", "hf_cg")  # with the untrained (identity-like) slow weights
+TRAINED = ("gd+trained", "hf_cg+trained", "off+reader")  # the shipped θ; "off+reader": only its reader view
+TRAINED_POLICIES = ("merge", "discard")
 UNBOUNDED = "unbounded"
 K, TOLERANCE_S = 5, 5.0
 WINDOW_S = 30.0  # the pipeline's window (PerceptionConfig.window_s)
 TARGET_CEILING_GAP, TARGET_TTT_COST = 5.0, 1.0  # points of recall@5
+TARGET_TRAINED_GAIN, TARGET_TRAINED_COST = 3.0, 1.0  # issue 8: at the longest / the shortest length
 
 
 def settings() -> dict[str, MemoryConfig]:
-    """Every memory setting compared, by name ("merge/off", "merge/hf_cg", ..., "unbounded")."""
-    out = {
-        f"{policy}/{mode}": MemoryConfig(
+    """Every memory setting compared, by name ("merge/off", "merge/hf_cg", "merge/gd+trained", ...,
+    "unbounded"). Plain modes run with the untrained slow weights, "+trained" ones with the θ shipped in
+    the package (`vsalmonn train-memory`), "off+reader" without TTT but with the shipped reader view."""
+
+    def config(policy: str, mode: str) -> MemoryConfig:
+        return MemoryConfig(
             visual_slots=VISUAL_SLOTS,
             audio_slots=AUDIO_SLOTS,
-            policy=policy,
-            audio_policy=policy,
-            ttt=mode != "off",
-            optimizer="gd" if mode == "gd" else "hf_cg",
+            policy=policy,  # type: ignore[arg-type]
+            audio_policy=policy,  # type: ignore[arg-type]
+            ttt=not mode.startswith("off"),
+            optimizer="gd" if mode.startswith("gd") else "hf_cg",
+            slow_weights="default" if "+" in mode else "untrained",
         )
-        for policy in POLICIES
-        for mode in TTT_MODES
-    }
+
+    out = {f"{policy}/{mode}": config(policy, mode) for policy in POLICIES for mode in TTT_MODES}
+    out |= {f"{policy}/{mode}": config(policy, mode) for policy in TRAINED_POLICIES for mode in TRAINED}
     out[UNBOUNDED] = MemoryConfig(visual_slots=1 << 22, audio_slots=1 << 20, ttt=False)
     return out
+
+
+def _memory(name: str, config: MemoryConfig) -> StreamMemory:
+    """A fresh memory for a setting; "off+reader" gets the shipped θ although its TTT layer is off."""
+    if not name.endswith("+reader"):
+        return StreamMemory(config)
+    state = resolve_slow_weights(config.model_copy(update={"ttt": True}))
+    if state is None:
+        raise UsageError(
+            "bench needle: no trained slow weights ship with this checkout (vsalmonn train-memory)"
+        )
+    layer = TTTLayer(ttt_config(config))
+    layer.load_state_dict(state)
+    return StreamMemory(config, layer=layer)
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -143,7 +166,7 @@ def run(quick: bool) -> dict[str, Any]:
         for stream in readings:
             for name, config in settings().items():
                 bar.set_postfix_str(f"{stream.name} {name}", refresh=False)
-                found, write = _measure(stream, config)
+                found, write = _measure(stream, _memory(name, config))
                 base = {"setting": name, "seconds": stream.seconds, "stream": stream.name}
                 rows += [{**base, **r} for r in found]
                 writes.append({**base, **write})
@@ -169,7 +192,7 @@ def run(quick: bool) -> dict[str, Any]:
             for s in streams
         ],
         "summary": summary,
-        "targets": _targets(summary, max(lengths)),
+        "targets": _targets(summary, max(lengths)) + _trained_targets(summary, sorted(lengths)),
         "needles": rows,
     }
 
@@ -205,9 +228,8 @@ def _count(env: str, default: int) -> int:
 # -- one stream through one memory ---------------------------------------------------------------------------
 
 
-def _measure(stream: ns.NeedleStream, config: MemoryConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Write the stream into a fresh memory of `config`, then look for every needle."""
-    memory = StreamMemory(config)
+def _measure(stream: ns.NeedleStream, memory: StreamMemory) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Write the stream into a fresh `memory`, then look for every needle."""
     started = time.perf_counter()
     for visual, audio in _windows(stream):
         for tokens, t0, t1 in visual:
@@ -311,7 +333,7 @@ def _targets(summary: dict[str, dict[str, Any]], seconds: float) -> list[dict[st
         return summary[f"{setting}@{seconds:g}"]["recall@5"]
 
     at = _length(seconds)
-    ours = {s: r5(s) for s in settings() if s.split("/")[0] in ("merge", "discard")}
+    ours = {s: r5(s) for s in settings() if s.split("/")[0] in ("merge", "discard") and "+" not in s}
     best = max(ours, key=lambda s: (ours[s], s == "merge/off"))
     fifo = max(r5(f"fifo/{m}") for m in TTT_MODES)
     uniform = max(r5(f"uniform/{m}") for m in TTT_MODES)
@@ -341,6 +363,55 @@ def _targets(summary: dict[str, dict[str, Any]], seconds: float) -> list[dict[st
                 at_least=True,
             )
         )
+    return out
+
+
+def _trained_targets(summary: dict[str, dict[str, Any]], lengths: list[float]) -> list[dict[str, Any]]:
+    """Issue 8: the shipped θ ahead of the same policy without TTT by 3 points at the longest length, by
+    more than at the shortest, and no worse than 1 point at the shortest."""
+
+    def gain(setting: str, seconds: float) -> float:
+        policy = setting.split("/")[0]
+        return (
+            summary[f"{setting}@{seconds:g}"]["recall@5"] - summary[f"{policy}/off@{seconds:g}"]["recall@5"]
+        )
+
+    longest, shortest = max(lengths), min(lengths)
+    out = []
+    for policy in TRAINED_POLICIES:
+        for mode in ("gd+trained", "hf_cg+trained"):
+            name = f"{policy}/{mode}"
+            far = gain(name, longest)
+            out.append(
+                target(
+                    f"{_length(longest)}: {name} - {policy}/off, recall@5",
+                    far,
+                    TARGET_TRAINED_GAIN,
+                    "points",
+                    True,
+                )
+            )
+            if len(lengths) > 1:
+                near = gain(name, shortest)
+                out.append(
+                    target(
+                        f"{_length(shortest)}: {name} - {policy}/off, recall@5",
+                        near,
+                        -TARGET_TRAINED_COST,
+                        "points",
+                        True,
+                    )
+                )
+                out.append(
+                    target(
+                        f"{name}: gain {_length(longest)} - gain {_length(shortest)}",
+                        far - near,
+                        0.0,
+                        "points",
+                        True,
+                        strict=True,
+                    )
+                )
     return out
 
 
@@ -406,6 +477,14 @@ ABLATION = (
     ("discard", "discard/off"),
     ("merge + TTT gd", "merge/gd"),
     ("merge + TTT hf_cg", "merge/hf_cg"),
+    ("merge + TTT trained (gd)", "merge/gd+trained"),
+    ("merge + TTT trained (hf_cg)", "merge/hf_cg+trained"),
+    ("merge + trained reader view only", "merge/off+reader"),
+    ("discard + TTT gd", "discard/gd"),
+    ("discard + TTT hf_cg", "discard/hf_cg"),
+    ("discard + TTT trained (gd)", "discard/gd+trained"),
+    ("discard + TTT trained (hf_cg)", "discard/hf_cg+trained"),
+    ("discard + trained reader view only", "discard/off+reader"),
     ("unbounded", UNBOUNDED),
     ("fifo", "fifo/off"),
     ("uniform", "uniform/off"),
@@ -432,16 +511,19 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
     summary = result["summary"]
     lengths = sorted({e["seconds"] for e in summary.values()})
     hours = [s / 3600 for s in lengths]
-    fig, axes = plt.subplots(2, len(TTT_MODES), figsize=(12, 6.5), sharex=True, sharey=True, squeeze=False)
-    for col, mode in enumerate(TTT_MODES):
+    modes = [m for m in (*TTT_MODES, *TRAINED[:2]) if any(f"/{m}@" in key for key in summary)]
+    fig, axes = plt.subplots(
+        2, len(modes), figsize=(4 * len(modes), 6.5), sharex=True, sharey=True, squeeze=False
+    )
+    for col, mode in enumerate(modes):
         for row, metric in enumerate(("recall@1", "recall@5")):
             ax = axes[row][col]
-            for policy in POLICIES:
+            for policy in (p for p in POLICIES if f"{p}/{mode}@{lengths[0]:g}" in summary):
                 values = [summary[f"{policy}/{mode}@{s:g}"][metric] for s in lengths]
                 ax.plot(hours, values, marker="o", label=policy)
             ceiling = [summary[f"{UNBOUNDED}@{s:g}"][metric] for s in lengths]
             ax.plot(hours, ceiling, color="black", linestyle="--", marker="s", label="unbounded")
-            ax.set_title(f"TTT {mode}: {metric}")
+            ax.set_title(f"TTT {mode.replace('+', ', ')}: {metric}")
             ax.set_xscale("log")
             ax.set_xticks(hours, [_length(s) for s in lengths])
             ax.minorticks_off()

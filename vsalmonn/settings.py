@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vsalmonn.agent.config import AgentConfig
 from vsalmonn.memory_store.config import MemoryConfig, StoreConfig
@@ -74,6 +74,18 @@ class Settings(BaseModel):
     streams: list[StreamSpec] = Field(
         default_factory=list, description="what `vsalmonn daemon` runs: one [[streams]] table per stream"
     )
+
+    @model_validator(mode="after")
+    def _memory_follows_encoders(self) -> Settings:
+        """Unless ``memory.encoders`` is set, it names the perception encoders: the memory then holds their
+        tokens, and trained slow weights are only used when they were trained for those encoders."""
+        encoders = f"{self.perception.vision_encoder}/{self.perception.text_encoder}"
+        if "encoders" not in self.memory.model_fields_set and self.memory.encoders != encoders:
+            memory = self.memory.model_copy(update={"encoders": encoders})
+            # still derived, not set: Settings built again from this memory and other encoders follow those
+            object.__setattr__(memory, "__pydantic_fields_set__", set(self.memory.model_fields_set))
+            object.__setattr__(self, "memory", memory)  # frozen; a validator may still finish its own object
+        return self
 
 
 def load_settings(

@@ -10,6 +10,22 @@ from .config import MemoryConfig, Modality, Optimizer, Policy, RetentionPolicy, 
 if TYPE_CHECKING:
     from .memory import StreamMemory
     from .reader import Moment
+    from .slow_weights import (
+        SHIPPED,
+        SlowWeightsInfo,
+        load_slow_weights,
+        resolve_slow_weights,
+        save_slow_weights,
+    )
+
+# slow_weights imports torch too (safetensors.torch)
+_SLOW_WEIGHTS = {
+    "SHIPPED",
+    "SlowWeightsInfo",
+    "load_slow_weights",
+    "resolve_slow_weights",
+    "save_slow_weights",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -22,16 +38,25 @@ def __getattr__(name: str) -> Any:
         from .reader import Moment
 
         return Moment
+    if name in _SLOW_WEIGHTS:
+        from . import slow_weights
+
+        return getattr(slow_weights, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
+    "SHIPPED",
     "MemoryConfig",
     "Modality",
     "Moment",
     "Optimizer",
     "Policy",
     "RetentionPolicy",
+    "SlowWeightsInfo",
     "StoreConfig",
     "StreamMemory",
+    "load_slow_weights",
+    "resolve_slow_weights",
+    "save_slow_weights",
 ]

@@ -59,6 +59,16 @@ class MemoryConfig(BaseModel):
         2.0, ge=0, description="adjacent selected slots further apart in time than this are separate moments"
     )
     seed: int = Field(0, description="seed of the slow weights' initialisation")
+    slow_weights: str = Field(
+        "default",
+        description="the slow weights θ a fresh memory starts from: 'default' (the shipped trained θ when it "
+        "fits `encoders` and the sizes, else untrained), 'untrained', or the path of a .safetensors file",
+    )
+    encoders: str = Field(
+        "efficientnet-lite0/minilm",
+        description="the vision and text encoders whose tokens this memory holds (vision/text); trained "
+        "slow weights must have been trained for them",
+    )
     device: str = Field("cpu", description="torch device of the TTT layer and the banks")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="dtype of tokens and fast weights")
 

@@ -21,6 +21,7 @@ from .bank import Bank
 from .config import MemoryConfig, Modality
 from .inner import FastWeights
 from .reader import Candidates, Moment, read
+from .slow_weights import resolve_slow_weights
 from .ttt import TTTConfig, TTTLayer, TTTState
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class StreamMemory:
         cfg = self.config
         self.device = torch.device(cfg.device)
         self.dtype = getattr(torch, cfg.dtype)
-        self.layer = (layer or TTTLayer(ttt_config(cfg))).to(device=self.device, dtype=self.dtype)
+        self.layer = (layer or self._make_layer()).to(device=self.device, dtype=self.dtype)
         self.layer.requires_grad_(False)
         self.banks = self._make_banks()
         self.ttt_state: TTTState = self.layer.init_state(batch=1)
@@ -65,6 +66,25 @@ class StreamMemory:
         self._joined: tuple[Tensor, Tensor, Candidates] | None = None  # see _candidates
         self._next_id: dict[Modality, int] = {"visual": 0, "audio": 0}
         self._last_t0: dict[Modality, float] = {"visual": -math.inf, "audio": -math.inf}
+
+    def _make_layer(self) -> TTTLayer:
+        """A TTT layer with the θ the configuration asks for (`resolve_slow_weights`).
+
+        With ``ttt=False`` θ stays untrained: tokens are not rewritten, so a reader view trained for
+        rewritten tokens would not fit them; plain merging and plain cosine are the baseline without TTT.
+        """
+        cfg = self.config
+        layer = TTTLayer(ttt_config(cfg))
+        state = resolve_slow_weights(cfg) if cfg.ttt else None
+        if state is not None:
+            try:
+                layer.load_state_dict(state)
+            except RuntimeError as exc:
+                reason = str(exc).strip().splitlines()[-1].strip()
+                raise ValueError(
+                    f"slow weights {cfg.slow_weights!r} do not fit the TTT layer: {reason}"
+                ) from None
+        return layer
 
     def _make_banks(self) -> dict[Modality, Bank]:
         """Empty banks whose keys are their values: the reader compares prompts with the slots themselves
@@ -279,9 +299,12 @@ class StreamMemory:
         """Restore a state from `state_dict()`; refuses one made under a different configuration."""
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"memory state version {state.get('version')!r} is not {STATE_VERSION}")
-        ignore = {"device", "dtype"}
+        # Where θ came from does not matter here: the state carries its own θ in state["slow"]. Fields that
+        # states saved before they existed lack count as their defaults.
+        ignore = {"device", "dtype", "slow_weights", "encoders"}
         ours = self.config.model_dump(exclude=ignore)
-        theirs = {k: v for k, v in state["config"].items() if k not in ignore}
+        theirs = {**MemoryConfig().model_dump(exclude=ignore), **state["config"]}
+        theirs = {k: v for k, v in theirs.items() if k not in ignore}
         if ours != theirs:
             diff = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
             raise ValueError(f"memory state was made with a different configuration ({', '.join(diff)})")
