@@ -57,6 +57,7 @@ from tqdm import tqdm
 from vsalmonn.perception.config import PerceptionConfig
 from vsalmonn.perception.encoders.base import Segment, Word
 from vsalmonn.perception.pipeline import Encoders, split_sentences
+from vsalmonn.perception.training_pool import Look, letterbox
 
 from . import _qa_streams as qs
 
@@ -263,56 +264,7 @@ def _photo(sight: Sight) -> np.ndarray:
     return _letterbox(rgb)
 
 
-def _letterbox(rgb: np.ndarray) -> np.ndarray:
-    width, height = qs.CANVAS
-    h, w = rgb.shape[:2]
-    scale = min(width / w, height / h)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    image = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.Resampling.BILINEAR))
-    canvas = np.zeros((height, width, 3), np.uint8)
-    top, left = (height - nh) // 2, (width - nw) // 2
-    canvas[top : top + nh, left : left + nw] = image
-    return canvas
-
-
-@dataclass(frozen=True)
-class Look:
-    """One scene's or needle's augmentation: a crop box (fractions of the canvas) and photometric changes."""
-
-    box: tuple[float, float, float, float]  # left, top, right, bottom in 0..1
-    mirror: bool
-    brightness: float
-    contrast: float
-    gain: tuple[float, float, float]
-
-    @classmethod
-    def draw(cls, rng: np.random.Generator, crop: tuple[float, float] = (0.75, 1.0)) -> Look:
-        size = float(rng.uniform(*crop))
-        left, top = float(rng.uniform(0, 1 - size)), float(rng.uniform(0, 1 - size))
-        return cls(
-            box=(left, top, left + size, top + size),
-            mirror=bool(rng.random() < 0.5),
-            brightness=float(rng.uniform(0.75, 1.25)),
-            contrast=float(rng.uniform(0.8, 1.2)),
-            gain=tuple(float(g) for g in rng.uniform(0.9, 1.1, 3)),  # type: ignore[arg-type]
-        )
-
-    def zoomed(self, box: tuple[float, float, float, float]) -> Look:
-        return Look(box, self.mirror, self.brightness, self.contrast, self.gain)
-
-    def apply(self, rgb: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 on the canvas → the same size, cropped, scaled back, mirrored and recoloured."""
-        width, height = qs.CANVAS
-        left, top, right, bottom = self.box
-        box = (left * width, top * height, right * width, bottom * height)
-        image = Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR, box=box)
-        x = np.asarray(image, dtype=np.float32)  # (H, W, 3)
-        if self.mirror:
-            x = x[:, ::-1]
-        mean = x.mean()
-        x = (x - mean) * self.contrast + mean * self.brightness
-        x = x * np.asarray(self.gain, np.float32)
-        return np.clip(x, 0, 255).astype(np.uint8)
+_letterbox = letterbox  # the package's: the photographs and training pictures sit on the same canvas
 
 
 def _frames(

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from vsalmonn.cli import load_benchmark
-from vsalmonn.memory_store import MemoryConfig
+from vsalmonn.memory_store import MemoryConfig, StreamMemory
 
 from .media import SHARED_MEDIA
 
@@ -71,13 +72,13 @@ def _config(policy: str, **kw: object) -> MemoryConfig:
 def test_a_novel_needle_survives_merge_and_discard_but_not_fifo() -> None:
     stream = _stream(300, needle_at=20)  # 1,500 visual tokens into 64 slots
     for policy in ("merge", "discard"):
-        found, cost = needle._measure(stream, _config(policy, ttt=False))
+        found, cost = needle._measure(stream, StreamMemory(_config(policy, ttt=False)))
         assert [r["rank"] for r in found] == [1, 1], policy
         assert cost["visual_slots"] == 64 and cost["visual_tokens"] == 1500
-    found, _ = needle._measure(stream, _config("fifo", ttt=False))
+    found, _ = needle._measure(stream, StreamMemory(_config("fifo", ttt=False)))
     assert found[0]["rank"] is None  # the newest 64 tokens are the last 13 s
     assert found[1]["rank"] == 1  # two sentences fit the audio bank
-    found, _ = needle._measure(stream, _config("merge", ttt=True, optimizer="gd"))
+    found, _ = needle._measure(stream, StreamMemory(_config("merge", ttt=True, optimizer="gd")))
     assert found[0]["rank"] == 1
 
 
@@ -88,7 +89,7 @@ def test_a_moment_beside_the_tolerance_is_a_miss() -> None:
     def rank(t0: float) -> int | None:
         truth = ns.Needle("visual", "odd", "q", t0, t0 + 3)
         moved = ns.NeedleStream(**{**stream.__dict__, "needles": [truth, stream.needles[1]]})
-        found, _ = needle._measure(moved, everything)
+        found, _ = needle._measure(moved, StreamMemory(everything))
         return found[0]["rank"]
 
     assert rank(60.0) == 1
@@ -111,7 +112,9 @@ def test_a_rotation_moves_each_needle_with_its_frames_and_sentences() -> None:
         assert said.t0 in turn.audio_t0.tolist() and np.all(np.diff(turn.audio_t0) >= 0)
         i = turn.audio_t0.tolist().index(said.t0)
         np.testing.assert_array_equal(turn.audio[i], stream.audio[0])
-        found, _ = needle._measure(turn, MemoryConfig(visual_slots=4096, audio_slots=8, ttt=False))
+        found, _ = needle._measure(
+            turn, StreamMemory(MemoryConfig(visual_slots=4096, audio_slots=8, ttt=False))
+        )
         assert [r["rank"] for r in found] == [1, 1]
     assert len({t.info["cut_s"] for t in turns}) == 3
 
@@ -157,6 +160,21 @@ def test_summary_targets_and_tables_from_rows() -> None:
         "targets": list(targets.values()),
     }
     assert "merge + TTT hf_cg" in needle.render(result)
+    assert "merge + TTT trained (hf_cg)" in needle.render(result)
+    trained = {t["name"]: t for t in needle._trained_targets(summary, [600.0])}
+    assert set(trained) == {f"10 min: {p}/{m}+trained - {p}/off, recall@5" for p in ("merge", "discard")
+                            for m in ("gd", "hf_cg")}  # fmt: skip
+    assert not any(t["pass"] for t in trained.values())  # no gain over the plain policy: 0 < 3 points
+
+
+def test_the_reader_only_setting_has_the_shipped_reader_view_and_no_ttt() -> None:
+    config = needle.settings()["merge/off+reader"]
+    memory = needle._memory("merge/off+reader", config)
+    assert not memory.config.ttt
+    assert not torch.equal(memory.layer.reader_proj, torch.eye(config.dim))  # the trained θ_R
+    assert torch.equal(
+        needle._memory("merge/off", needle.settings()["merge/off"]).layer.reader_proj, torch.eye(384)
+    )
 
 
 def test_plot_writes_a_png(tmp_path: Path) -> None:

@@ -57,6 +57,7 @@ class TrainConfig(BaseModel):
     text_share: float = Field(0.5, ge=0, le=1, description="share of needles asked by text (else by a frame)")
     visual_slots: int = Field(1024, gt=0, description="bank budget during training (the benchmark's)")
     policies: list[Policy] = Field(["merge", "discard"], description="bank policies, one drawn per stream")
+    train_reader: bool = Field(True, description="learn the reader view θ_R too (else it stays the identity)")
     bptt_chunks: int = Field(4, gt=0, description="mini-batches between truncations of backpropagation")
     temperature: float = Field(0.05, gt=0, description="softmax temperature of the slot scores")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
@@ -241,8 +242,9 @@ def train(
     device = resolve_device(config.device)
     memory = MemoryConfig(**{**config.memory, "optimizer": "gd", "visual_slots": config.visual_slots})
     layer = TTTLayer(ttt_config(memory)).to(device)
+    layer.reader_proj.requires_grad_(config.train_reader)
     start = {name: p.detach().clone() for name, p in layer.named_parameters()}
-    optimiser = torch.optim.Adam(layer.parameters(), lr=config.lr)
+    optimiser = torch.optim.Adam([p for p in layer.parameters() if p.requires_grad], lr=config.lr)
     names = pool.sight_names
     unknown = sorted(set(config.validation_sights) - set(names))
     if unknown:
