@@ -167,14 +167,18 @@ def test_summary_targets_and_tables_from_rows() -> None:
     assert not any(t["pass"] for t in trained.values())  # no gain over the plain policy: 0 < 3 points
 
 
-def test_the_reader_only_setting_has_the_shipped_reader_view_and_no_ttt() -> None:
+def test_the_reader_only_setting_has_the_shipped_weights_and_no_ttt() -> None:
+    """The "off+reader" setting reads through the shipped θ with its TTT layer off; "off" is untrained."""
+    from vsalmonn.memory_store import resolve_slow_weights
+
     config = needle.settings()["merge/off+reader"]
     memory = needle._memory("merge/off+reader", config)
-    assert not memory.config.ttt
-    assert not torch.equal(memory.layer.reader_proj, torch.eye(config.dim))  # the trained θ_R
-    assert torch.equal(
-        needle._memory("merge/off", needle.settings()["merge/off"]).layer.reader_proj, torch.eye(384)
-    )
+    shipped = resolve_slow_weights(config.model_copy(update={"ttt": True}))
+    assert shipped is not None and not memory.config.ttt
+    for name, tensor in memory.layer.state_dict().items():
+        assert torch.equal(tensor, shipped[name]), name
+    plain = needle._memory("merge/off", needle.settings()["merge/off"])
+    assert not torch.equal(plain.layer.gate, shipped["gate"])  # the untrained start
 
 
 def test_plot_writes_a_png(tmp_path: Path) -> None:
