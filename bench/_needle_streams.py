@@ -57,7 +57,7 @@ from tqdm import tqdm
 from vsalmonn.perception.config import PerceptionConfig
 from vsalmonn.perception.encoders.base import Segment, Word
 from vsalmonn.perception.pipeline import Encoders, split_sentences
-from vsalmonn.perception.training_pool import Look, letterbox
+from vsalmonn.perception.training_pool import Look, letterbox, zoom
 
 from . import _qa_streams as qs
 
@@ -313,13 +313,7 @@ def _needle_frames(shared: Path, rng: np.random.Generator, sight: Sight, count: 
         sources = [images[max(0, p)] for p in picks]
     else:
         sources = [_photo(sight)] * count
-    out = []
-    for i, source in enumerate(sources):
-        size = 1.0 + (end_size - 1.0) * (i / max(1, count - 1))
-        left = min(max(cx - size / 2, 0.0), 1.0 - size)
-        top = min(max(cy - size / 2, 0.0), 1.0 - size)
-        out.append(look.zoomed((left, top, left + size, top + size)).apply(source))
-    return out
+    return zoom(look, sources, end_size, (cx, cy))
 
 
 # -- building ------------------------------------------------------------------------------------------------

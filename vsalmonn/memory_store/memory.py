@@ -221,6 +221,7 @@ class StreamMemory:
         lo, hi = window or (None, None)
         lo = -math.inf if lo is None else float(lo)
         hi = math.inf if hi is None else float(hi)
+        bounded = lo > -math.inf or hi < math.inf
         budgets = {"visual": self.config.reader_visual_slots, "audio": self.config.reader_audio_slots}
         moments: list[Moment] = []
         with torch.no_grad():
@@ -229,7 +230,7 @@ class StreamMemory:
                 if modality not in (None, m):
                     continue
                 cand = self._candidates(m)
-                if window is not None:
+                if bounded:
                     # Slots are in time order, so the window is one contiguous run: adjacency is kept.
                     keep = (cand.t1 >= lo) & (cand.t0 <= hi)  # (S,)
                     cand = Candidates(

@@ -142,14 +142,6 @@ class TTTLayer(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ----- views -------------------------------------------------------------------------------------
-    @property
-    def query_proj(self) -> Tensor:
-        return self.qkv[: self.config.dim]  # (d, d)
-
-    @property
-    def key_proj(self) -> Tensor:
-        return self.qkv[self.config.dim : 2 * self.config.dim]  # (d, d)
-
     def reader_view(self, prompt: Tensor) -> Tensor:
         """θ_R p: what the reader compares with the visual slots.
 

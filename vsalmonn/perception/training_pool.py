@@ -165,17 +165,26 @@ def _picture(media: Path, sight: SightSpec) -> np.ndarray:
         return letterbox(np.asarray(image.convert("RGB")))
 
 
+def zoom(
+    look: Look, sources: Sequence[np.ndarray], end: float, centre: tuple[float, float]
+) -> list[np.ndarray]:
+    """`look` applied to each source in turn, its crop shrinking from the whole frame to `end` of it around
+    `centre` (fractions of the frame): a slow zoom, over a still picture or the frames of a clip."""
+    cx, cy = centre
+    out = []
+    for i, source in enumerate(sources):
+        size = 1.0 + (end - 1.0) * (i / max(1, len(sources) - 1))
+        left = min(max(cx - size / 2, 0.0), 1.0 - size)
+        top = min(max(cy - size / 2, 0.0), 1.0 - size)
+        out.append(look.zoomed((left, top, left + size, top + size)).apply(source))
+    return out
+
+
 def _zoom(look: Look, picture: np.ndarray, steps: int, rng: np.random.Generator) -> list[np.ndarray]:
     """A slow zoom from the whole picture towards 80-90 % of it around a point near the centre."""
     end = float(rng.uniform(0.8, 0.9))
     cx, cy = float(rng.uniform(0.4, 0.6)), float(rng.uniform(0.4, 0.6))
-    out = []
-    for i in range(steps):
-        size = 1.0 + (end - 1.0) * i / (steps - 1)
-        left = min(max(cx - size / 2, 0.0), 1.0 - size)
-        top = min(max(cy - size / 2, 0.0), 1.0 - size)
-        out.append(look.zoomed((left, top, left + size, top + size)).apply(picture))
-    return out
+    return zoom(look, [picture] * steps, end, (cx, cy))
 
 
 def build_pool(config: PoolConfig, encoders: Encoders, batch: int = 16, progress: bool = True) -> TokenPool:

@@ -329,7 +329,7 @@ class MemoryView:
                     f"stream {row.name!r} holds {dim}-d tokens but the text encoder gives "
                     f"{vector.shape[1]}-d ones; search it with the encoder it was ingested with"
                 )
-            found += [(row, got, m) for m in _read(got.memory, vector, k, start, end)]
+            found += [(row, got, m) for m in got.memory.read(vector, k=k, window=(start, end))]
         found.sort(key=lambda x: (-x[2].score, x[2].t0))
         hits = []
         with self.store.catalog.session() as session:
@@ -513,15 +513,6 @@ def _past(stream: str, t: float, horizon: float) -> str:
         f"{at_text(t)} is past what stream {stream!r} has committed so far (up to {at_text(horizon)}); "
         "ask for an earlier time"
     )
-
-
-def _read(
-    memory: StreamMemory, vector: np.ndarray, k: int, start: float | None, end: float | None
-) -> list[Moment]:
-    """The reader's best `k` moments, restricted to slots overlapping [start, end] when either is given."""
-    if start is None and end is None:
-        return memory.read(vector, k=k)
-    return memory.read(vector, k=k, window=(start, end))
 
 
 def _overlap(stream_id: str, start: float, end: float, horizon: float) -> list[Any]:
