@@ -18,6 +18,8 @@ from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.settings import DATA_ENV
 from vsalmonn.smoke import DEMO_BUDGETS, demo_config
 
+from .words import words
+
 
 @dataclass
 class Outcome:
@@ -303,4 +305,5 @@ def test_built_in_plugins_run_inside_ingest_when_enabled(
     states = {p["name"]: p["state"] for p in json.loads(listed.stdout)["plugins"]}
     assert states == {"meeting_monitor": "active", "surveillance": "active"}
     srt = in_process(capsys, "--data", str(data), "export", "street-talk", "--format", "srt")
-    assert srt.returncode == 0 and "Goodbye." in srt.stdout and "-->" in srt.stdout
+    assert srt.returncode == 0 and "-->" in srt.stdout, srt
+    assert "goodbye" in words(srt.stdout), srt.stdout  # the model's punctuation differs between CPUs

@@ -344,6 +344,37 @@ def test_resume_equals_the_tail_of_a_full_decode(resume_mp4: Path, start: float)
         assert np.abs(chunk.samples - full_audio[begin : begin + len(chunk.samples)]).max() <= 1e-4
 
 
+@pytest.fixture(scope="session", params=["mpegts", "matroska", "mp4"])
+def distant_keyframes(built: Path, request: pytest.FixtureRequest) -> Path:
+    """40 s with keyframes only at 0 and 25 s, in each container a resume must handle alike."""
+    track = media.chirp(40, 48_000)
+    suffix = {"mpegts": ".ts", "matroska": ".mkv", "mp4": ".mp4"}[request.param]
+    return media.write_media(
+        built / f"distant{suffix}",
+        video_times=media.uniform_times(40, 10),
+        audio=np.stack([track, 0.5 * track]),
+        gop=250,
+        container_format=request.param,
+    )
+
+
+@pytest.mark.parametrize("start", [20.0, 27.3])
+def test_resume_between_distant_keyframes_loses_nothing(distant_keyframes: Path, start: float) -> None:
+    """MPEG-TS seeks by bytes and lands mid-GOP; the decoder then drops frames up to the next keyframe."""
+    full, tail = decode_all(distant_keyframes), decode_all(distant_keyframes, start=start)
+    expected = [f for f in frames_of(full) if f.t >= start - 1e-3]
+    got = frames_of(tail)
+    assert [f.t for f in got] == [f.t for f in expected] and len(got) == 40 - math.ceil(start)
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(got, expected, strict=True))
+    full_audio = np.concatenate([c.samples for c in chunks_of(full)])
+    tail_chunks = chunks_of(tail)
+    assert tail_chunks[0].t0 == pytest.approx(start)
+    assert [c.t0 for c in tail_chunks[1:]] == [c.t0 for c in chunks_of(full) if c.t0 > start]
+    for chunk in tail_chunks:
+        begin = round(chunk.t0 * 16_000)
+        assert np.abs(chunk.samples - full_audio[begin : begin + len(chunk.samples)]).max() <= 1e-4
+
+
 def test_resume_vtest_matches_full_decode() -> None:
     path = shared("vtest.avi")
     full = [f for f in frames_of(decode_all(path)) if f.t >= 30]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from vsalmonn.perception.ingest import Encoders, ingest_file
 from vsalmonn.perception.media import DecodeError
 
 from . import media
+from .words import normalise
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "media"
 needs_media = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared media folder {SHARED} is absent")
@@ -53,8 +53,11 @@ def test_street_footage_ingests_with_spans_inside_the_clip_and_labels(
                 assert rows and all(r.labels["labels"] for r in rows), m
 
 
-def speech_clip(path: Path, seconds: float = 40.0) -> tuple[Path, dict[str, float]]:
-    """A 40 s video with three real spoken prompts at known times; the clip and each key word's onset."""
+def speech_clip(path: Path, seconds: float = 40.0, gop: int = 25) -> tuple[Path, dict[str, float]]:
+    """A 40 s video with three real spoken prompts at known times; the clip and each key word's onset.
+
+    The container follows the suffix (.mp4, .ts, .mkv); `gop` is the keyframe interval in frames (at 5 fps).
+    """
     prompts = {
         "weasels": ("tt-weasels.wav", 4.0),
         "goodbye": ("vm-goodbye.wav", 18.0),
@@ -62,7 +65,7 @@ def speech_clip(path: Path, seconds: float = 40.0) -> tuple[Path, dict[str, floa
     }
     placements = [(SHARED / "speech" / name, at) for name, at in prompts.values()]
     track, onsets = media.speech_track(placements, seconds, 48_000)
-    media.write_media(path, video_times=media.uniform_times(seconds, 5), rate=5, audio=track)
+    media.write_media(path, video_times=media.uniform_times(seconds, 5), rate=5, audio=track, gop=gop)
     return path, dict(zip(prompts, onsets, strict=True))
 
 
@@ -72,7 +75,7 @@ def words_at(store: MemoryStore) -> list[tuple[str, float]]:
     found = []
     for row in rows:
         for w in (row.words or {}).get("words", []):
-            found.append((re.sub(r"[^a-z]", "", w["w"].lower()), w["t0"]))
+            found.append((normalise(w["w"]), w["t0"]))
     return found
 
 
@@ -107,6 +110,40 @@ def test_speech_lands_in_the_transcript_at_its_times_and_a_resume_duplicates_not
         again = ingest_file(clip, "talk", store=store, **kwargs)  # type: ignore[arg-type]
         assert again.resumed_at == 20.0
         assert words_at(store) == before, "the resumed run rewrote exactly the rows past its offset"
+
+
+def labels_and_lines(store: MemoryStore, stream: str) -> tuple[list[tuple[float, object]], list[tuple]]:
+    """Every frame's label row and every transcript row of a stream, in time order."""
+    with store.catalog.session() as s:
+        labels = [(r.t, r.labels) for r in s.scalars(select(FrameLabel).order_by(FrameLabel.t))]
+        lines = s.execute(
+            select(TranscriptSegment.t0, TranscriptSegment.t1, TranscriptSegment.text).order_by(
+                TranscriptSegment.t0
+            )
+        ).all()
+    return labels, [tuple(r) for r in lines]
+
+
+@needs_media
+@pytest.mark.parametrize("suffix", [".ts", ".mkv", ".mp4"])
+def test_a_resume_between_distant_keyframes_reads_every_frame_again(
+    tmp_path: Path, encoders: Encoders, suffix: str
+) -> None:
+    """Keyframes at 0 and 35 s, resumed from 30 s: MPEG-TS seeks past the resume point unless checked."""
+    clip, _ = speech_clip(tmp_path / f"talk{suffix}", gop=175)
+    kwargs = dict(
+        encoders=encoders, perception=PERCEPTION, memory_config=MEMORY, window_s=10, checkpoint_every_s=10
+    )
+    with MemoryStore(tmp_path / "data") as store:
+        ingest_file(clip, "talk", store=store, **kwargs)  # type: ignore[arg-type]
+        whole = labels_and_lines(store, "talk")
+        assert len(whole[0]) == 40 and len(whole[1]) >= 3, whole
+        newer = [c.seq for c in store.checkpoints("talk") if (c.source_offset or 0) > 30.0]
+        with store.catalog.transaction() as s:  # killed after the checkpoint at 30 s
+            s.execute(delete(Checkpoint).where(Checkpoint.seq.in_(newer)))
+        again = ingest_file(clip, "talk", store=store, **kwargs)  # type: ignore[arg-type]
+        assert again.resumed_at == 30.0 and again.frames == 10
+        assert labels_and_lines(store, "talk") == whole
 
 
 def test_bad_files_fail_with_one_line(tmp_path: Path, encoders: Encoders) -> None:

@@ -37,6 +37,7 @@ from vsalmonn.plugins.builtin.meeting_monitor import (
 from vsalmonn.tools.timefmt import hms
 
 from .test_ingest import MEMORY, PERCEPTION, SHARED, speech_clip, words_at
+from .words import normalise
 
 SPEECH = SHARED / "speech"
 NAME = "meeting_monitor"
@@ -98,10 +99,6 @@ def parse_srt(text: str) -> list[tuple[float, float, str]]:
     return cues
 
 
-def _norm(word: str) -> str:
-    return re.sub(r"[^a-z]", "", word.lower())
-
-
 def events(store: MemoryStore, kind: str) -> list[Event]:
     with store.catalog.session() as session:
         return list(session.scalars(select(Event).where(Event.kind == kind).order_by(Event.id)))
@@ -161,7 +158,7 @@ def test_vtt_and_srt_exports_are_valid_with_the_prompts_at_their_times(
         cues = parse(export(store, "talk", fmt))
         assert len(cues) >= 3
         for word, at in expected.items():
-            hits = [(a, b) for a, b, text in cues if word in {_norm(w) for w in text.split()}]
+            hits = [(a, b) for a, b, text in cues if word in {normalise(w) for w in text.split()}]
             assert hits, f"{fmt}: {word!r} in no cue: {cues}"
             start, end = hits[0]
             assert start - 2 <= at <= end + 2, f"{fmt}: {word!r} in a cue at {start}-{end} s, placed at {at}"

@@ -72,6 +72,10 @@ with a 1 ms clock round 30 fps frame times down to e.g. 0.999 s, and that frame 
 _AVFMT_NOTIMESTAMPS = 0x80  # raw elementary streams: FFmpeg only guesses their duration from the bit rate
 _DEFAULT_RATE = 25.0  # frame period for missing pts when a stream declares no rate at all
 _MAX_PENDING = 32  # reorder buffer bound (items); a 360p frame is about 0.5 MB
+# After a resume's seek: how far past `start` a non-key video packet may be before the seek counts as landed
+# mid-GOP (B-frame reordering puts a few packets slightly past it), and how far packets are read ahead.
+_LANDING_SLACK_S = 1.0
+_LANDING_HORIZON_S = 30.0
 _MAX_BAD_PACKETS = 50  # consecutive undecodable packets before the source is declared broken
 _GAP_TOLERANCE_S = 0.05  # audio timestamp jitter that is not treated as a gap
 
@@ -548,19 +552,86 @@ class MediaDecoder:
             self._wall_offset = now - t
         return t + self._wall_offset
 
-    def _seek(self) -> None:
-        """Move to the keyframe before `start`; where the format cannot seek, reopen and decode from 0."""
+    def _seek(self, streams: list[Any]) -> Iterator[av.Packet]:
+        """The packets to decode: from the keyframe before `start`, checked, else from the beginning.
+
+        A seek is only a request: MP4 and Matroska land on the keyframe before the target, but MPEG-TS seeks
+        by byte position and can land after it, mid-GOP, where the decoder drops every frame up to the next
+        keyframe (seconds of the resumed stream lost without a word). So the packets after the seek are read
+        ahead until each stream shows where decoding will really start (video: its first keyframe; audio:
+        its first packet) and, if that is after `start`, the seek is retried from further back (1, 2, 4 ... s)
+        and finally replaced by decoding from the beginning. The packets read ahead are decoded, not dropped.
+        """
         if self.start <= 0:
-            return
-        target = self._origin + self.start
-        try:
-            self._container.seek(int(target * av.time_base), backward=True, any_frame=False)
+            return self._container.demux(streams)
+        back = 0.0
+        while self.start - back > 0:
+            target = self._origin + self.start - back
+            try:
+                self._container.seek(int(target * av.time_base), backward=True, any_frame=False)
+            except (av.error.FFmpegError, OSError) as exc:
+                reason = f"cannot seek ({_reason(exc)}); decoding from the start up to {self.start:g} s"
+                log.info("%s", self._msg(reason))
+                break
             self._seeked = True
-        except (av.error.FFmpegError, OSError) as exc:
-            reason = f"cannot seek ({_reason(exc)}); decoding from the start up to {self.start:g} s"
+            packets = self._container.demux(streams)
+            ahead, landed = self._read_ahead(packets, streams)
+            if landed:
+                return itertools.chain(ahead, packets)
+            log.debug("%s", self._msg(f"seek to {self.start - back:g} s landed after {self.start:g} s"))
+            back = max(1.0, 2 * back)
+        if self._seeked:
+            reason = f"no keyframe before {self.start:g} s found by seeking; decoding from 0"
             log.info("%s", self._msg(reason))
-            self._container.close()  # a failed seek can leave the demuxer at its end
-            self._open()
+        self._seeked = False
+        self._container.close()  # a failed seek can leave the demuxer at its end
+        self._open()
+        return self._container.demux([s for s in (self._vstream, self._astream) if s is not None])
+
+    def _read_ahead(self, packets: Iterator[av.Packet], streams: list[Any]) -> tuple[list[av.Packet], bool]:
+        """Packets read after a seek, and whether decoding them starts at or before `start` in every stream.
+
+        Video starts at its first keyframe (the decoder drops what comes before one); audio at its first
+        packet. A video packet more than `_LANDING_SLACK_S` past `start` before any keyframe, or a keyframe or
+        first audio packet past `start`, means the seek landed too late. A stream with no packet within the
+        horizon (it ended before `start`) has nothing to lose.
+        """
+        ahead: list[av.Packet] = []
+        pending = {id(s) for s in streams}
+        limit = self.start + TIME_EPS
+        while pending:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except (av.error.FFmpegError, OSError):
+                break  # the decode loop meets the error again and reports it
+            ahead.append(packet)
+            t = self._packet_time(packet)
+            key = id(packet.stream)
+            if key not in pending or t is None:
+                if t is not None and t > self.start + _LANDING_HORIZON_S:
+                    break
+                continue
+            if packet.stream is self._vstream:
+                if packet.is_keyframe:
+                    if t > limit:
+                        return ahead, False
+                    pending.discard(key)
+                elif t > self.start + _LANDING_SLACK_S:
+                    return ahead, False
+            else:
+                if t > limit:
+                    return ahead, False
+                pending.discard(key)
+        return ahead, True
+
+    def _packet_time(self, packet: av.Packet) -> float | None:
+        stamp = packet.pts if packet.pts is not None else packet.dts
+        tb = packet.time_base or packet.stream.time_base
+        if stamp is None or tb is None:
+            return None
+        return float(stamp * tb) - self._origin
 
     def _run(self) -> Generator[Frame | AudioChunk, None, None]:
         """The decode loop: demux, decode, sample, order; errors become DecodeError after what was decoded."""
@@ -603,9 +674,7 @@ class MediaDecoder:
                 queue(t0, AudioChunk(t0, samples, assembler.rate, self._wallclock(t0)))
                 self.chunks += 1
 
-        self._seek()
-        streams = [s for s in (self._vstream, self._astream) if s is not None]
-        packets = self._container.demux(streams)
+        packets = self._seek([s for s in (self._vstream, self._astream) if s is not None])
         bad_run = 0
         while True:
             try:
