@@ -375,6 +375,31 @@ def test_resume_between_distant_keyframes_loses_nothing(distant_keyframes: Path,
         assert np.abs(chunk.samples - full_audio[begin : begin + len(chunk.samples)]).max() <= 1e-4
 
 
+def test_a_corrupt_middle_costs_only_the_damaged_part(built: Path, tmp_path: Path) -> None:
+    """40 KB of garbage mid-file: what lies before and after it still decodes, with no error."""
+    track = media.chirp(40, 48_000)
+    clean = media.write_media(
+        built / "before-damage.mp4", video_times=media.uniform_times(40, 10), audio=np.stack([track, track])
+    )
+    damaged = tmp_path / "damaged.mp4"
+    data = bytearray(clean.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 40_000] = np.random.default_rng(1).integers(0, 256, 40_000, np.uint8).tobytes()
+    damaged.write_bytes(bytes(data))
+
+    full = frames_of(decode_all(clean))
+    with decode(damaged) as decoder:
+        items = list(decoder)  # no DecodeError: damage is skipped packet by packet
+        assert decoder.bad_packets > 0
+    got = {f.t: f for f in frames_of(items)}
+    assert max(got) >= 39.0 and min(got) == 0.0, sorted(got)
+    lost = [f.t for f in full if f.t not in got]
+    assert len(lost) <= 10, lost  # a few seconds around the damage at most
+    same = [f for f in full if f.t in got and f.t < 10.0]
+    assert same and all(np.array_equal(f.image, got[f.t].image) for f in same)
+    assert len(chunks_of(items)) >= 15
+
+
 def test_resume_vtest_matches_full_decode() -> None:
     path = shared("vtest.avi")
     full = [f for f in frames_of(decode_all(path)) if f.t >= 30]

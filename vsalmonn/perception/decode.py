@@ -76,7 +76,9 @@ _MAX_PENDING = 32  # reorder buffer bound (items); a 360p frame is about 0.5 MB
 # mid-GOP (B-frame reordering puts a few packets slightly past it), and how far packets are read ahead.
 _LANDING_SLACK_S = 1.0
 _LANDING_HORIZON_S = 30.0
-_MAX_BAD_PACKETS = 50  # consecutive undecodable packets before the source is declared broken
+_MAX_BAD_PACKETS = (
+    50  # consecutive undecodable packets before a live source is declared broken (it reconnects)
+)
 _GAP_TOLERANCE_S = 0.05  # audio timestamp jitter that is not treated as a gap
 
 
@@ -269,6 +271,7 @@ class _AudioAssembler:
         self.buf_len = 0
         self.buf_pos = 0  # position of the first buffered sample
         self.end_pos: int | None = None  # position after the last sample taken in, for the truncation check
+        self.dropped_flushes = 0  # resampler flushes that failed (a corrupt frame upset it)
 
     @property
     def frontier(self) -> float:
@@ -303,7 +306,12 @@ class _AudioAssembler:
                 self._append(np.zeros(first - self.pos, np.float32))  # a gap becomes silence
             self._in_key = key
             self.resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
-        for resampled in self.resampler.resample(frame):
+        try:
+            resampled_frames = self.resampler.resample(frame)
+        except (av.error.FFmpegError, ValueError):
+            self.resampler = None  # a frame it cannot take may leave it unusable: the next frame starts a run
+            raise
+        for resampled in resampled_frames:
             self._append(resampled.to_ndarray().reshape(-1))
         out.extend(self.take())
         return out
@@ -341,10 +349,16 @@ class _AudioAssembler:
         return cut, first
 
     def _drain_resampler(self) -> None:
-        if self.resampler is not None:
-            for resampled in self.resampler.resample(None):
+        """Flush the resampler's last samples; a flush that fails (after a corrupt frame) costs only those."""
+        resampler, self.resampler = self.resampler, None
+        if resampler is None:
+            return
+        try:
+            for resampled in resampler.resample(None):
                 self._append(resampled.to_ndarray().reshape(-1))
-        self.resampler = None
+        except (av.error.FFmpegError, ValueError) as exc:
+            self.dropped_flushes += 1
+            log.debug("audio resampler flush failed (%s); its last few ms are lost", exc)
         self._in_key = None
 
     def _append(self, samples: np.ndarray) -> None:
@@ -691,7 +705,7 @@ class MediaDecoder:
                 self.bad_packets += 1
                 bad_run += 1
                 log.debug("%s", self._msg(f"undecodable packet skipped: {_reason(exc)}"))
-                if bad_run >= _MAX_BAD_PACKETS:
+                if self.live and bad_run >= _MAX_BAD_PACKETS:  # a file is read to its end, past any damage
                     failure = f"{bad_run} undecodable packets in a row at {self.position:.1f} s"
                     break
                 continue
