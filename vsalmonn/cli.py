@@ -273,9 +273,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, UsageError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        reason = _input_fault(exc)
+        if reason is None:
+            raise
+        print(f"{PROG}: error: {reason}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+
+
+# Errors of the components that describe a fault of the input or the environment (a catalog that cannot be
+# opened, a model folder that is no model, a stream another process writes, a full or read-only disk) rather
+# than a bug: main() prints them as one line and exits 2. Looked up by module so that a command that never
+# imported the agent does not import it here.
+_FAULT_TYPES = (
+    ("vsalmonn.memory_store.catalog", "CatalogError"),
+    ("vsalmonn.memory_store.store", "StreamBusyError"),
+    ("vsalmonn.memory_store.store", "StoreError"),
+    ("vsalmonn.memory_store.checkpoint", "CheckpointError"),
+    ("vsalmonn.agent.local_model", "ModelError"),
+    ("vsalmonn.perception.media", "DecodeError"),
+)
+
+
+def _input_fault(exc: BaseException) -> str | None:
+    """One line for an error that is the input's or the environment's fault; None for a bug."""
+    import errno
+
+    for module_name, class_name in _FAULT_TYPES:
+        module = sys.modules.get(module_name)
+        cls = getattr(module, class_name, None) if module is not None else None
+        if cls is not None and isinstance(exc, cls):
+            return " ".join(str(exc).split()) or class_name
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EDQUOT):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    dbapi = sys.modules.get("sqlalchemy.exc")
+    if dbapi is not None and isinstance(exc, dbapi.OperationalError):
+        first = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+        return f"catalog: {first[0] if first else type(exc).__name__}"
+    return None
 
 
 def _configure_logging(verbosity: int) -> None:

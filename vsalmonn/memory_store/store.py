@@ -12,6 +12,7 @@ any number of processes read it, and readers never delete anything.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import math
 import os
@@ -28,7 +29,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 
 from .catalog import Catalog
-from .checkpoint import CheckpointError, fsync_dir, read_group, write_group
+from .checkpoint import COMMIT_ATTR, CheckpointError, fsync_dir, read_group, write_group
 from .config import MemoryConfig, RetentionPolicy, StoreConfig
 from .memory import StreamMemory
 from .models import Checkpoint, Stream
@@ -37,6 +38,8 @@ from .names import validate_stream_name
 log = logging.getLogger(__name__)
 
 MEMORY_DIR = "memory"
+CATALOG_FILE = "catalog.sqlite"
+STREAM_FILE = "stream.json"  # beside a stream's groups: its name, source and kind, for `store rebuild`
 LOCK_FILE = ".writer.lock"
 TMP_PREFIX = ".tmp-"
 GROUP_SUFFIX = ".zarr"
@@ -44,6 +47,10 @@ GROUP_SUFFIX = ".zarr"
 
 class StreamBusyError(RuntimeError):
     """Another process holds the stream's writer lock."""
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used as it is (a catalog that lost its rows while checkpoint groups remain)."""
 
 
 @dataclass(frozen=True)
@@ -78,13 +85,34 @@ class MemoryStore:
         self.retention = retention or RetentionPolicy()
 
     @classmethod
-    def open(cls, data_dir: Path, config: StoreConfig | None = None) -> MemoryStore:
-        """The store under `data_dir` as the settings describe it (catalog URL, busy timeout, retention)."""
+    def open(
+        cls, data_dir: Path, config: StoreConfig | None = None, *, read_only: bool = False
+    ) -> MemoryStore:
+        """The store under `data_dir` as the settings describe it (catalog URL, busy timeout, retention).
+
+        `read_only` opens the catalog for reading only (see `Catalog`): for readers, which then work on a
+        store they cannot write. A writing open refuses a catalog that is missing, empty or lost its streams
+        while checkpoint groups remain on disk: starting a new one would orphan them (`vsalmonn store rebuild`
+        re-catalogs them instead).
+        """
         config = config or StoreConfig()
+        data_dir = Path(data_dir)
+        if not read_only and config.catalog_url is None:
+            _refuse_lost_catalog(data_dir, data_dir / CATALOG_FILE)
         catalog = Catalog.for_data_dir(
-            Path(data_dir), config.catalog_url, busy_timeout_s=config.busy_timeout_s
+            data_dir, config.catalog_url, busy_timeout_s=config.busy_timeout_s, read_only=read_only
         )
+        if not read_only:
+            try:
+                _refuse_lost_catalog(data_dir, None, catalog)
+            except BaseException:
+                catalog.close()
+                raise
         return cls(data_dir, catalog, config.retention)
+
+    def stream_groups(self) -> dict[str, list[Path]]:
+        """Checkpoint groups found on disk, by stream id (folder name), oldest first; temporaries left out."""
+        return _groups_on_disk(self.root)
 
     def close(self) -> None:
         self.catalog.close()
@@ -192,7 +220,13 @@ class MemoryStore:
         stream = self.catalog.ensure_stream(
             name, source=source, kind=kind, config=config.model_dump() if config else None
         )
-        return StreamWriter(self, stream.name, stream.id)
+        writer = StreamWriter(self, stream.name, stream.id)
+        _write_json(
+            writer.dir / STREAM_FILE,
+            {"id": stream.id, "name": stream.name, "source": stream.source, "kind": stream.kind,
+             "config": stream.config},
+        )  # fmt: skip
+        return writer
 
     def stream_dir(self, stream_id: str) -> Path:
         return self.root / stream_id
@@ -260,7 +294,11 @@ class StreamWriter:
         tmp = self.dir / f"{TMP_PREFIX}{seq:08d}-{uuid.uuid4().hex[:8]}{GROUP_SUFFIX}"
         started = time.perf_counter()
         try:
-            info = write_group(tmp, state)
+            commit_attrs = {
+                "stream": self.name, "stream_id": self.stream_id, "seq": seq,
+                "source_offset": source_offset, "source_state": source_state,
+            }  # fmt: skip
+            info = write_group(tmp, state, extra_attrs={COMMIT_ATTR: commit_attrs})
             os.rename(tmp, final)
             fsync_dir(self.dir)
         except BaseException:
@@ -441,3 +479,50 @@ def _span(state: dict[str, Any]) -> tuple[float | None, float | None]:
         return None, None
     start, end = min(starts), max(ends)
     return (start if math.isfinite(start) else None), (end if math.isfinite(end) else None)
+
+
+def _groups_on_disk(root: Path) -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    if not root.is_dir():
+        return found
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        groups = sorted(
+            g for g in folder.iterdir()
+            if g.is_dir() and g.name.endswith(GROUP_SUFFIX) and not g.name.startswith(TMP_PREFIX)
+        )  # fmt: skip
+        if groups:
+            found[folder.name] = groups
+    return found
+
+
+def _refuse_lost_catalog(data_dir: Path, sqlite_file: Path | None, catalog: Catalog | None = None) -> None:
+    """StoreError when checkpoint groups exist but the catalog that commits them is missing, empty or
+    holds no stream: a new catalog there would silently orphan every stream's memory."""
+    groups = _groups_on_disk(data_dir / MEMORY_DIR)
+    if not groups:
+        return
+    if sqlite_file is not None:
+        if sqlite_file.exists() and sqlite_file.stat().st_size > 0:
+            return
+        what = f"{sqlite_file} is {'empty' if sqlite_file.exists() else 'missing'}"
+    else:
+        assert catalog is not None
+        with catalog.session() as s:
+            if s.scalar(select(func.count()).select_from(Stream)):
+                return
+        what = "the catalog holds no streams"
+    count = sum(len(g) for g in groups.values())
+    raise StoreError(
+        f"{what} but {data_dir / MEMORY_DIR} holds {count} checkpoint group(s) of {len(groups)} stream(s); "
+        "refusing to start a new catalog over them: run 'vsalmonn store check', then 'vsalmonn store rebuild'"
+    )
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    """Replace `path` with `value` as JSON, atomically; a failure is logged (the sidecar is a convenience)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(value, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write %s: %s", path, exc)
