@@ -160,7 +160,7 @@ def _read_only_url(path: Path, *, immutable: bool) -> URL:
 
 
 def _readable(engine: Engine) -> bool:
-    """True when a read-only SQLite engine can run a query (false: it needs -wal/-shm files it cannot make)."""
+    """True when a read-only SQLite engine can query (false: it needs -wal/-shm files it cannot make)."""
     try:
         with engine.connect() as connection:
             connection.exec_driver_sql("SELECT count(*) FROM sqlite_master").fetchone()
@@ -396,10 +396,11 @@ class Catalog:
     ) -> models.Stream:
         """The stream called `name`, created with the given fields if it does not exist yet.
 
-        `name` is taken in NFC; a new name that looks like an existing one (`names.skeleton`) is refused with
-        ValueError. An existing stream is returned as it is (its fields are not updated). Two processes creating the same
-        name at once end with one row: on SQLite the write lock serialises them; on PostgreSQL the loser's
-        insert fails on the unique name inside a savepoint and it reads the winner's row instead.
+        `name` is taken in NFC; a new name that looks like an existing one (`names.skeleton`) is refused
+        with ValueError. An existing stream is returned as it is (its fields are not updated). Two processes
+        creating the same name at once end with one row: on SQLite the write lock serialises them; on
+        PostgreSQL the loser's insert fails on the unique name inside a savepoint and it reads the winner's
+        row instead.
         """
         name = validate_stream_name(name)
         with self.transaction() as session:

@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from .models import NAME_MAX
 
 # Unicode categories refused anywhere in a name: control characters (Cc, NUL and newlines included), format
-# characters (Cf: zero-width spaces and joiners, soft hyphens, the bidi marks; they make two names that look the
-# same differ), and line and paragraph separators (they break a log line as a newline does). Lone surrogates (Cs, not encodable as
-# UTF-8) are refused separately below.
+# characters (Cf: zero-width spaces and joiners, soft hyphens, bidi marks; they make two names that look the
+# same differ), and line and paragraph separators (they break a log line as a newline does). Lone surrogates
+# (Cs, not encodable as UTF-8) are refused separately below.
 _BAD_CATEGORIES = {
     "Cc": "a control character",
     "Cf": "an invisible format character",
@@ -100,9 +100,9 @@ _LOOKALIKES = str.maketrans(
 def skeleton(name: str) -> str:
     """What a name looks like, for comparing names (after Unicode TR39's skeleton, with a small table).
 
-    NFKC folds compatibility forms (full-width letters, ligatures), case folding makes "Sample" and "sample"
-    alike, combining marks are dropped ("sämple" reads as "sample" at a glance), lookalike letters become their
-    Latin twins and runs of whitespace one space.
+    NFKC folds compatibility forms (full-width letters, ligatures), case folding makes "Sample" and
+    "sample" alike, combining marks are dropped ("sämple" reads as "sample" at a glance), lookalike letters
+    become their Latin twins and runs of whitespace one space.
     """
     folded = unicodedata.normalize("NFKC", name).casefold()
     decomposed = unicodedata.normalize("NFD", folded)
