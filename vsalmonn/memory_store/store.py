@@ -83,6 +83,11 @@ class MemoryStore:
         self.root = self.data_dir / MEMORY_DIR
         self.catalog = catalog or Catalog.for_data_dir(self.data_dir)
         self.retention = retention or RetentionPolicy()
+        # What reading found, per stream id: the newest checkpoint that verified, and those that failed.
+        # Retention uses both: a checkpoint known to be damaged never counts as one of those kept, and the
+        # newest verified one is never deleted (with the newest two damaged it is the only way back).
+        self.verified: dict[str, int] = {}
+        self.failed: dict[str, set[int]] = {}
 
     @classmethod
     def open(
@@ -98,13 +103,13 @@ class MemoryStore:
         config = config or StoreConfig()
         data_dir = Path(data_dir)
         if not read_only and config.catalog_url is None:
-            _refuse_lost_catalog(data_dir, data_dir / CATALOG_FILE)
+            refuse_lost_catalog(data_dir, data_dir / CATALOG_FILE)
         catalog = Catalog.for_data_dir(
             data_dir, config.catalog_url, busy_timeout_s=config.busy_timeout_s, read_only=read_only
         )
         if not read_only:
             try:
-                _refuse_lost_catalog(data_dir, None, catalog)
+                refuse_lost_catalog(data_dir, None, catalog)
             except BaseException:
                 catalog.close()
                 raise
@@ -147,11 +152,13 @@ class MemoryStore:
             for info in self.checkpoints(name):
                 try:
                     state, _ = read_group(info.path, info.checksum)
+                    self.verified[info.stream_id] = max(info.seq, self.verified.get(info.stream_id, 0))
                     return state, info
                 except CheckpointError as exc:
                     if not self._row_exists(info):
                         restart = True  # retention removed it meanwhile
                         break
+                    self.failed.setdefault(info.stream_id, set()).add(info.seq)
                     log.warning("stream %s: skipping checkpoint %d: %s", name, info.seq, exc)
             if not restart:
                 return None
@@ -338,6 +345,7 @@ class StreamWriter:
             1e3 * (time.perf_counter() - started),
         )
         self.last_commit = committed
+        self.store.verified[self.stream_id] = seq  # written and fsynced from this very state
         self.apply_retention()
         for listener in list(self.on_commit):
             try:
@@ -398,7 +406,11 @@ class StreamWriter:
 
     # ----- retention -------------------------------------------------------------------------------
     def apply_retention(self) -> list[int]:
-        """Delete checkpoints the policy no longer keeps: rows first (the commit point), then groups."""
+        """Delete checkpoints the policy no longer keeps: rows first (the commit point), then groups.
+
+        Checkpoints that failed verification when read are not counted among those kept (they are dropped),
+        and the newest checkpoint known to verify is kept whatever the policy says.
+        """
         policy = self.store.retention
         now = datetime.now(UTC)
         with self.store.catalog.session() as s:
@@ -407,7 +419,11 @@ class StreamWriter:
                 .where(Checkpoint.stream_id == self.stream_id)
                 .order_by(Checkpoint.seq.desc())
             ).all()
-        keep, drop = list(rows[: policy.keep_last]), list(rows[policy.keep_last :])
+        failed = self.store.failed.get(self.stream_id, set())
+        verified = self.store.verified.get(self.stream_id)
+        usable = [r for r in rows if r.seq not in failed]
+        keep, drop = list(usable[: policy.keep_last]), list(usable[policy.keep_last :])
+        drop += [r for r in rows if r.seq in failed and r.seq != verified]  # known damaged: no way back
         if policy.max_age_s is not None:
             limit = now - timedelta(seconds=policy.max_age_s)
             old = [r for r in keep[1:] if _aware(r.created_at) < limit]
@@ -416,6 +432,7 @@ class StreamWriter:
         if policy.max_bytes is not None:
             while len(keep) > 1 and sum(r.bytes_stored for r in keep) > policy.max_bytes:
                 drop.append(keep.pop())
+        drop = [r for r in drop if r.seq != verified]  # never the newest checkpoint known to verify
         if not drop:
             return []
         seqs = sorted(r.seq for r in drop)
@@ -448,6 +465,22 @@ class StreamWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def stream_busy(stream_dir: Path) -> bool:
+    """True when a process holds the writer lock of the stream whose folder is `stream_dir` (no side effect
+    beyond opening the lock file, which is only read)."""
+    try:
+        fd = os.open(stream_dir / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def _acquire_lock(path: Path, name: str) -> int:
@@ -495,7 +528,7 @@ def _groups_on_disk(root: Path) -> dict[str, list[Path]]:
     return found
 
 
-def _refuse_lost_catalog(data_dir: Path, sqlite_file: Path | None, catalog: Catalog | None = None) -> None:
+def refuse_lost_catalog(data_dir: Path, sqlite_file: Path | None, catalog: Catalog | None = None) -> None:
     """StoreError when checkpoint groups exist but the catalog that commits them is missing, empty or
     holds no stream: a new catalog there would silently orphan every stream's memory."""
     groups = _groups_on_disk(data_dir / MEMORY_DIR)

@@ -211,11 +211,13 @@ class VideoMemoryToolkit(BaseToolkit):
         perception: PerceptionConfig | None = None,
         store_config: Any = None,
         text_encoder: Any = None,
+        *,
+        read_only: bool = False,
     ) -> VideoMemoryToolkit:
         """The toolkit of the store under `data_dir` (`store_config`: a StoreConfig); `close()` closes it."""
         from vsalmonn.memory_store.store import MemoryStore
 
-        store = MemoryStore.open(Path(data_dir), store_config)
+        store = MemoryStore.open(Path(data_dir), store_config, read_only=read_only)
         toolkit = cls(store=store, text_encoder=text_encoder, perception=perception)
         toolkit._owns_store = True
         return toolkit
