@@ -346,6 +346,7 @@ class StreamWriter:
         )
         self.last_commit = committed
         self.store.verified[self.stream_id] = seq  # written and fsynced from this very state
+        self.store.failed.get(self.stream_id, set()).discard(seq)  # a seq freed by retention, used again
         self.apply_retention()
         for listener in list(self.on_commit):
             try:
@@ -440,6 +441,7 @@ class StreamWriter:
             s.execute(
                 delete(Checkpoint).where(Checkpoint.stream_id == self.stream_id, Checkpoint.seq.in_(seqs))
             )
+        self.store.failed.get(self.stream_id, set()).difference_update(seqs)
         for r in drop:
             shutil.rmtree(self.store.data_dir / r.path, ignore_errors=True)
         log.debug("stream %s: retention removed checkpoints %s", self.name, seqs)
