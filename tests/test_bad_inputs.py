@@ -217,6 +217,46 @@ def test_hostile_stream_name_in_every_reader(
     assert_same_store(data, built)
 
 
+SEARCHES = [
+    ("k-zero", ["-k", "0"], "-k"),
+    ("k-1e9", ["-k", str(10**9)], "-k"),
+    ("k-not-a-number", ["-k", "many"], "invalid int value"),
+    ("prompt-1mb", ["--prompt-1mb"], "limit is 1,000"),
+    ("prompt-empty", ["--prompt-empty"], "prompt is empty"),
+]
+
+
+@pytest.mark.parametrize(("kind", "extra", "fragment"), SEARCHES, ids=[s[0] for s in SEARCHES])
+def test_bad_search_arguments(
+    capsys: pytest.CaptureFixture[str], built, data: Path,
+    kind: str, extra: list[str], fragment: str,
+) -> None:  # fmt: skip
+    prompt = {"--prompt-1mb": "bars " * 200_000, "--prompt-empty": "   "}.get(extra[0], PROMPT)
+    args = [] if extra[0].startswith("--prompt") else extra
+    assert_one_line_error(in_process(capsys, "--data", str(data), "search", prompt, *args), fragment)
+    assert_same_store(data, built)
+
+
+def test_an_8k_frame_and_an_audio_only_file_ingest(
+    capsys: pytest.CaptureFixture[str],
+    built,
+    data: Path,
+    config: Path,
+    tmp_path: Path,
+) -> None:
+    big = media.write_media(
+        tmp_path / "big.mp4", video_times=[0.0, 0.5], rate=2, size=(7680, 4320), yuv=media.code_yuv420
+    )
+    assert _ingest(capsys, data, config, str(big), "--stream", "big").returncode == 0
+    audio = media.write_media(tmp_path / "voice.m4a", audio=media.tone(2.0, 48_000))
+    result = _ingest(capsys, data, config, str(audio), "--stream", "voice")
+    assert result.returncode in (0, 2) and "Traceback" not in result.stderr
+    if result.returncode == 2:
+        assert_one_line_error(result)
+    moments = [m for m in _search(data) if m["stream"] == STREAM]
+    assert moments == [m for m in built[2] if m["stream"] == STREAM][: len(moments)]
+
+
 # ----------------------------------------------------------------------------------------- settings
 
 SETTINGS = [
@@ -317,6 +357,9 @@ def test_damaged_catalog_is_refused_then_rebuilt(
         assert_one_line_error(result)
         assert "nothing has been ingested" not in result.stderr
     assert_one_line_error(_ingest(capsys, data, config, str(clip), "--stream", STREAM))
+    daemon = tmp_path / "daemon.toml"
+    daemon.write_text(config.read_text() + f'[[streams]]\nname = "{STREAM}"\nsource = "{clip}"\n')
+    assert_one_line_error(in_process(capsys, "--config", str(daemon), "--data", str(data), "daemon"))
     assert _tree_digest(data / "memory") == groups, "no checkpoint group was touched"
     check = in_process(capsys, "--data", str(data), "store", "check")
     assert check.returncode == 1 and "store rebuild" in check.stdout

@@ -255,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------------------------- main
 
 
+SEARCH_PROMPT_LIMIT = (
+    1000  # as the agent's search tool (tools.schemas.QUERY_LIMIT): the encoder reads ~64 words
+)
 QUERY_COMMANDS = frozenset({"search", "ask", "status", "export", "plugins", "store"})
 
 
@@ -439,6 +442,10 @@ def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     prompt = args.prompt.strip()
     if not prompt:
         raise UsageError("the prompt is empty")
+    if len(prompt) > SEARCH_PROMPT_LIMIT:
+        raise UsageError(
+            f"the prompt is {len(prompt):,} characters long; the limit is {SEARCH_PROMPT_LIMIT:,}"
+        )
     if not 1 <= args.k <= 1000:
         raise UsageError(f"-k must be between 1 and 1000, got {args.k}")
     _require_catalog(settings)
