@@ -386,23 +386,24 @@ def test_rebuild_refuses_a_healthy_catalog(
 # ----------------------------------------------------------------------------------------- checkpoints
 
 
-def _newest_group(data: Path) -> Path:
-    return max((data / "memory").glob("*/*.zarr"), key=lambda p: p.name)
+def _groups(data: Path) -> list[Path]:
+    """The store's checkpoint groups, newest first."""
+    return sorted((data / "memory").glob("*/*.zarr"), key=lambda p: p.name, reverse=True)
 
 
-def _flip_chunk(data: Path) -> None:
-    chunk = max((p for p in _newest_group(data).rglob("c/*") if p.is_file()), key=lambda p: p.stat().st_size)
+def _flip_chunk(group: Path) -> None:
+    chunk = max((p for p in group.rglob("c/*") if p.is_file()), key=lambda p: p.stat().st_size)
     raw = bytearray(chunk.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     chunk.write_bytes(bytes(raw))
 
 
-def _bad_metadata(data: Path) -> None:
-    (_newest_group(data) / "zarr.json").write_text("{ not json")
+def _bad_metadata(group: Path) -> None:
+    (group / "zarr.json").write_text("{ not json")
 
 
-def _drop_group(data: Path) -> None:
-    shutil.rmtree(_newest_group(data))
+def _drop_group(group: Path) -> None:
+    shutil.rmtree(group)
 
 
 CHECKPOINTS = [("chunk", _flip_chunk), ("metadata", _bad_metadata), ("missing-group", _drop_group)]
@@ -412,10 +413,10 @@ CHECKPOINTS = [("chunk", _flip_chunk), ("metadata", _bad_metadata), ("missing-gr
 def test_corrupt_newest_checkpoint(
     capsys: pytest.CaptureFixture[str], data: Path, kind: str, damage: Callable[[Path], None]
 ) -> None:
-    with MemoryStore.open(data, read_only=True) as store:
-        count = len(store.checkpoints(STREAM))
-    for _ in range(count):  # the store holds this many; damage each, newest first, until none is left
-        damage(data)
+    groups = _groups(data)
+    count = len(groups)
+    for group in groups:  # damage each, newest first, until none is left (a missing group: the newest only)
+        damage(group)
         if kind == "missing-group":
             break
     before = _tree_digest(data)
@@ -694,3 +695,15 @@ def test_bad_tool_arguments(built, data: Path, kind: str, tool: str, args: dict[
     text = str(result.content)
     assert len(text) < 2000 and "\n" not in text.strip() and "Traceback" not in text
     assert_same_store(data, built)
+
+
+def test_the_search_tool_says_every_checkpoint_fails_its_checksum(data: Path) -> None:
+    from vsalmonn.tools import VideoMemoryToolkit
+
+    for group in _groups(data):
+        _flip_chunk(group)
+    with VideoMemoryToolkit.from_data_dir(data, read_only=True) as toolkit:
+        tool = next(t for t in toolkit.get_tools() if t.name == "search_video_memory")
+        result = tool.invoke({"type": "tool_call", "name": tool.name, "args": {"query": PROMPT}, "id": "1"})
+    assert "fails its checksum" in str(result.content)
+    assert "no committed checkpoint yet" not in str(result.content)
