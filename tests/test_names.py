@@ -67,3 +67,34 @@ def test_bad_names_are_refused_with_a_one_line_reason(name: object, reason: str)
     assert reason in message
     assert "\n" not in message and "\r" not in message
     assert message.isprintable()  # the reason itself never echoes the control characters it refuses
+
+
+def test_names_are_nfc_and_invisible_characters_are_refused() -> None:
+    assert validate_stream_name("Cafe\u0301") == "Caf\u00e9"
+    for invisible in ("\u200b", "\u200d", "\u00ad", "\ufeff", "\u2060"):
+        with pytest.raises(ValueError, match="invisible"):
+            validate_stream_name(f"sam{invisible}ple")
+
+
+@pytest.mark.parametrize(
+    "lookalike",
+    ["s\u0430mple", "SAMPLE", "sampl\u0435", "\uff53ample", "s\u0251mple".replace("\u0251", "\u03b1")],
+)
+def test_names_confusable_with_an_existing_stream_are_refused(lookalike: str) -> None:
+    from vsalmonn.memory_store.names import confusable_with, refuse_confusable
+
+    assert confusable_with(lookalike, ["other", "sample"]) == "sample"
+    with pytest.raises(ValueError, match="looks like the existing stream 'sample'"):
+        refuse_confusable(lookalike, ["sample"])
+    assert confusable_with("sample 2", ["sample"]) is None
+    assert confusable_with("sample", ["sample"]) is None, "a name is not confusable with itself"
+
+
+def test_the_catalog_refuses_a_confusable_new_stream(tmp_path) -> None:
+    from vsalmonn.memory_store.catalog import Catalog
+
+    with Catalog.for_data_dir(tmp_path) as catalog:
+        catalog.ensure_stream("sample")
+        with pytest.raises(ValueError, match="looks like"):
+            catalog.ensure_stream("s\u0430mple")
+        assert [s.name for s in catalog.streams()] == ["sample"]

@@ -262,3 +262,63 @@ def test_commit_protocol_on_each_catalog_backend(tmp_path: Path, catalog: Catalo
     state, info = store.load_latest("lobby")
     assert info.seq == 2
     assert_states_equal(memory.state_dict(), state)
+
+
+def test_retention_never_deletes_the_newest_verified_checkpoint(tmp_path: Path) -> None:
+    """With the two newest checkpoints corrupt, resume falls back to the oldest: retention must not delete
+    that only good fallback before a new one is committed, and the corrupt ones do not count as kept."""
+    memory = fed_memory(range(2))
+    with (
+        MemoryStore(tmp_path, retention=RetentionPolicy(keep_last=3)) as store,
+        store.writer("cam") as writer,
+    ):
+        infos = [writer.commit(memory.state_dict(), source_offset=float(i)) for i in range(3)]
+    flip_a_byte(infos[2].path)
+    flip_a_byte(infos[1].path)
+    with MemoryStore(tmp_path, retention=RetentionPolicy(keep_last=3)) as store:
+        _state, resumed = store.load_latest("cam")
+        assert resumed.seq == 1
+        assert store.failed[resumed.stream_id] == {2, 3}
+        with store.writer("cam") as writer:
+            store.retention = RetentionPolicy(keep_last=1, max_bytes=1)  # a policy that keeps only one
+            writer.apply_retention()  # before any new commit: the good #1 stays, the damaged go
+            assert [c.seq for c in store.checkpoints("cam")] == [1]
+            new = writer.commit(memory.state_dict(), source_offset=9.0)
+            assert [c.seq for c in store.checkpoints("cam")] == [new.seq], "now the new one is the fallback"
+        _state, info = store.load_latest("cam")
+        assert info.seq == new.seq and info.source_offset == 9.0
+
+
+def test_read_only_store_reads_and_refuses_writes(tmp_path: Path) -> None:
+    from vsalmonn.memory_store.catalog import CatalogError
+
+    memory = fed_memory(range(2))
+    with MemoryStore(tmp_path) as store, store.writer("cam") as writer:
+        writer.commit(memory.state_dict())
+    with MemoryStore.open(tmp_path, read_only=True) as store:
+        assert store.catalog.read_only
+        assert store.load_latest("cam") is not None
+        with pytest.raises(CatalogError, match="read-only"):
+            store.catalog.ensure_stream("other")
+
+
+def test_writing_open_refuses_a_lost_catalog_over_groups(tmp_path: Path) -> None:
+    from vsalmonn.memory_store.repair import check_store, rebuild_catalog
+    from vsalmonn.memory_store.store import StoreError
+
+    memory = fed_memory(range(2))
+    with MemoryStore(tmp_path) as store, store.writer("cam") as writer:
+        writer.commit(memory.state_dict(), source_offset=2.5)
+        expected = memory.state_dict()
+    (tmp_path / "catalog.sqlite").write_bytes(b"")
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"catalog.sqlite{suffix}").unlink(missing_ok=True)
+    with pytest.raises(StoreError, match="store rebuild"):
+        MemoryStore.open(tmp_path)
+    assert not check_store(tmp_path).catalog_ok
+    result = rebuild_catalog(tmp_path)
+    assert [(name, n) for name, _id, n in result.streams] == [("cam", 1)]
+    with MemoryStore.open(tmp_path) as store:
+        state, info = store.load_latest("cam")
+    assert info.source_offset == 2.5
+    assert_states_equal(expected, state)

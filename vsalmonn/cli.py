@@ -202,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", metavar="FILE", type=Path, help="write here (default: stdout)")
     export.set_defaults(handler=_cmd_export)
 
+    _add_store_commands(commands, common)
+
     train = commands.add_parser(
         "train-memory",
         parents=[common],
@@ -253,7 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------------------------- main
 
 
-QUERY_COMMANDS = frozenset({"search", "ask", "status", "export", "plugins"})
+SEARCH_PROMPT_LIMIT = (
+    1000  # as the agent's search tool (tools.schemas.QUERY_LIMIT): the encoder reads ~64 words
+)
+QUERY_COMMANDS = frozenset({"search", "ask", "status", "export", "plugins", "store"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -273,9 +278,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, UsageError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        reason = _input_fault(exc)
+        if reason is None:
+            raise
+        print(f"{PROG}: error: {reason}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+
+
+# Errors of the components that describe a fault of the input or the environment (a catalog that cannot be
+# opened, a model folder that is no model, a stream another process writes, a full or read-only disk) rather
+# than a bug: main() prints them as one line and exits 2. Looked up by module so that a command that never
+# imported the agent does not import it here.
+_FAULT_TYPES = (
+    ("vsalmonn.memory_store.catalog", "CatalogError"),
+    ("vsalmonn.memory_store.store", "StreamBusyError"),
+    ("vsalmonn.memory_store.store", "StoreError"),
+    ("vsalmonn.memory_store.checkpoint", "CheckpointError"),
+    ("vsalmonn.agent.local_model", "ModelError"),
+    ("vsalmonn.perception.media", "DecodeError"),
+)
+
+
+def _input_fault(exc: BaseException) -> str | None:
+    """One line for an error that is the input's or the environment's fault; None for a bug."""
+    import errno
+
+    for module_name, class_name in _FAULT_TYPES:
+        module = sys.modules.get(module_name)
+        cls = getattr(module, class_name, None) if module is not None else None
+        if cls is not None and isinstance(exc, cls):
+            return " ".join(str(exc).split()) or class_name
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EDQUOT):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    dbapi = sys.modules.get("sqlalchemy.exc")
+    if dbapi is not None and isinstance(exc, dbapi.OperationalError):
+        first = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+        return f"catalog: {first[0] if first else type(exc).__name__}"
+    return None
 
 
 def _configure_logging(verbosity: int) -> None:
@@ -398,11 +442,17 @@ def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     prompt = args.prompt.strip()
     if not prompt:
         raise UsageError("the prompt is empty")
+    if len(prompt) > SEARCH_PROMPT_LIMIT:
+        raise UsageError(
+            f"the prompt is {len(prompt):,} characters long; the limit is {SEARCH_PROMPT_LIMIT:,}"
+        )
     if not 1 <= args.k <= 1000:
         raise UsageError(f"-k must be between 1 and 1000, got {args.k}")
     _require_catalog(settings)
     _quiet_model_loading(settings.perception.threads)
-    with MemoryView.from_data_dir(settings.data_dir, settings.perception, settings.store) as view:
+    with MemoryView.from_data_dir(
+        settings.data_dir, settings.perception, settings.store, read_only=True
+    ) as view:
         known = [s.name for s in view.store.catalog.streams()]
         if args.stream and args.stream not in known:
             raise UsageError(f"no stream named {args.stream!r} in {settings.data_dir}")
@@ -410,6 +460,8 @@ def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
             hits = view.search(prompt, stream=args.stream, k=args.k)
         except ViewError as exc:
             raise UsageError(str(exc)) from None
+        if not hits:
+            _refuse_all_damaged(view.store, [args.stream] if args.stream else known)
     moments = [
         {"stream": h.stream, "t0": h.t0, "t1": h.t1, "score": h.score, "modality": h.modality,
          "evidence": h.evidence}
@@ -436,25 +488,30 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from vsalmonn.perception.config import StreamSpec
     from vsalmonn.perception.decode import probe
     from vsalmonn.perception.media import DecodeError
-    from vsalmonn.perception.sources import classify
+    from vsalmonn.perception.sources import check_file_source, classify, refuse_non_media
 
     source: str = args.source
     kind = classify(source)
+    if args.stream is not None and not args.stream.strip():
+        raise UsageError("bad stream name: --stream must not be empty")
     name = args.stream or (Path(source.rstrip("/")).stem if kind in ("file", "folder") else None)
     if not name:
         raise UsageError(f"{source}: give the stream a name with --stream NAME")
     try:
-        validate_stream_name(name)
+        name = validate_stream_name(name)
     except ValueError as exc:
         raise UsageError(f"bad stream name: {exc}") from None
     if args.once and kind != "folder":
         raise UsageError("--once applies to a folder only")
     if kind == "file":
         try:
-            probe(source)  # a file that is no media fails here, before the encoders take seconds to load
+            check_file_source(source)  # symlink loops, devices, FIFOs: their own reason, before probing
+            refuse_non_media(probe(source))  # no media fails here, before the encoders take seconds to load
         except DecodeError as exc:
             raise UsageError(str(exc)) from None
     spec = StreamSpec(name=name, source=source, kind=kind)
+    with MemoryStore.open(settings.data_dir, settings.store) as store:
+        _refuse_before_writing(store, name)
     _quiet_model_loading(settings.perception.threads)
     with (
         MemoryStore.open(settings.data_dir, settings.store) as store,
@@ -496,6 +553,22 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _refuse_before_writing(store: Any, name: str) -> None:
+    """UsageError for what would fail a stream once it runs (and log a stream.failed event for a stream
+    that did not fail): a name confusable with an existing stream, or a stream another process writes."""
+    from vsalmonn.memory_store.names import refuse_confusable
+    from vsalmonn.memory_store.store import stream_busy
+
+    streams = store.catalog.streams()
+    try:
+        refuse_confusable(name, [s.name for s in streams])
+    except ValueError as exc:
+        raise UsageError(f"bad stream name: {exc}") from None
+    existing = next((s for s in streams if s.name == name), None)
+    if existing is not None and stream_busy(store.stream_dir(existing.id)):
+        raise UsageError(f"stream {name} is being written by another process")
+
+
 def _cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     from vsalmonn.agent.local_model import ModelError
     from vsalmonn.agent.models import parse_llm
@@ -512,7 +585,9 @@ def _cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(str(exc)) from None
     _require_catalog(settings)
     _quiet_model_loading(settings.perception.threads)
-    toolkit = VideoMemoryToolkit.from_data_dir(settings.data_dir, settings.perception, settings.store)
+    toolkit = VideoMemoryToolkit.from_data_dir(
+        settings.data_dir, settings.perception, settings.store, read_only=True
+    )
     plugins = open_plugins(settings, toolkit.store)
     try:
         known = [s.name for s in toolkit.store.catalog.streams()]
@@ -527,7 +602,11 @@ def _cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
             sys.stdout.write(piece)
             sys.stdout.flush()
 
-        answer = agent.ask(question, stream=args.stream, on_token=None if args.json else write)
+        try:
+            answer = agent.ask(question, stream=args.stream, on_token=None if args.json else write)
+        except ModelError as exc:  # a model folder that is no model fails when it is first used
+            raise UsageError(str(exc)) from None
+        _refuse_tool_error(answer)
     finally:
         plugins.close()
         toolkit.close()
@@ -540,16 +619,47 @@ def _cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _refuse_tool_error(answer: Any) -> None:
+    """UsageError when the answer is only a tool's error (retrieve-then-answer found no evidence because the
+    search itself failed): a script must not take "no such stream" or a bad argument for an answer."""
+    steps = answer.steps or []
+    if len(steps) == 1 and steps[0].get("status") == "error" and answer.answer == steps[0].get("result"):
+        raise UsageError(" ".join(str(answer.answer).split()))
+
+
+def _refuse_all_damaged(store: Any, names: Sequence[str]) -> None:
+    """UsageError when streams have checkpoints but every one of them failed its checksum when read."""
+    damaged = []
+    for name in names:
+        infos = store.checkpoints(name)
+        failed = store.failed.get(infos[0].stream_id, set()) if infos else set()
+        if infos and all(i.seq in failed for i in infos):
+            damaged.append(name)
+    if damaged:
+        raise UsageError(
+            f"every checkpoint of stream {', '.join(map(repr, damaged))} fails its checksum; "
+            "see 'vsalmonn store check'"
+        )
+
+
 def _require_catalog(settings: Settings) -> None:
     """UsageError unless the data directory holds a catalog (a mistyped --data must not create one)."""
     from vsalmonn.memory_store.catalog import Catalog, CatalogError
+    from vsalmonn.memory_store.store import CATALOG_FILE, StoreError, refuse_lost_catalog
 
+    if settings.store.catalog_url is None:
+        try:  # a catalog lost (missing, 0 bytes) over checkpoint groups is not "nothing ingested"
+            refuse_lost_catalog(settings.data_dir, settings.data_dir / CATALOG_FILE)
+        except StoreError as exc:
+            raise UsageError(str(exc)) from None
     try:
         Catalog.for_data_dir(
             settings.data_dir, settings.store.catalog_url, busy_timeout_s=settings.store.busy_timeout_s,
-            create=False,
+            create=False, read_only=True,
         ).close()  # fmt: skip
     except CatalogError as exc:
+        if (settings.data_dir / CATALOG_FILE).exists() or settings.store.catalog_url is not None:
+            raise UsageError(f"{exc} (see 'vsalmonn store check')") from None
         raise UsageError(f"{exc} (nothing has been ingested into {settings.data_dir})") from None
 
 
@@ -581,8 +691,10 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from vsalmonn.memory_store.store import MemoryStore
     from vsalmonn.plugins.builtin.exports import export
 
+    if args.output is not None and args.output.is_dir():
+        raise UsageError(f"cannot write {args.output}: it is a directory; give a file name")
     _require_catalog(settings)
-    with MemoryStore.open(settings.data_dir, settings.store) as store:
+    with MemoryStore.open(settings.data_dir, settings.store, read_only=True) as store:
         try:
             text = export(store, args.stream, args.format)
         except ValueError as exc:
@@ -595,6 +707,7 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(args.output)
     except OSError as exc:
+        tmp.unlink(missing_ok=True)
         raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
     print(f"{args.stream}: {args.format} written to {args.output}", file=sys.stderr)
     return 0
@@ -631,7 +744,7 @@ def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from vsalmonn.perception.daemon import read_status
 
     _require_catalog(settings)
-    with MemoryStore.open(settings.data_dir, settings.store) as store:
+    with MemoryStore.open(settings.data_dir, settings.store, read_only=True) as store:
         entries = read_status(store)
     stale_after = max(10.0, 5 * settings.daemon.status_every_s)
     for entry in entries:
@@ -741,6 +854,69 @@ def _quiet_model_loading(threads: int) -> None:
     torch.set_num_threads(threads)
     transformers.utils.logging.disable_progress_bar()
     logging.getLogger("faster_whisper").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+# ------------------------------------------------------------------------------------------------ store
+
+
+def _add_store_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    store = commands.add_parser(
+        "store",
+        parents=[common],
+        help="check the store against its disk, or rebuild a lost catalog from the checkpoint groups",
+        description=(
+            "check: verify every checkpoint group on disk and compare with the catalog (writes nothing; "
+            "exit 1 when something is wrong). rebuild: when the catalog is missing, empty or unreadable, "
+            "move it aside and catalogue the checkpoint groups that verify again (transcript rows, labels "
+            "and events are not in the groups and cannot come back)."
+        ),
+    )
+    actions = store.add_subparsers(dest="store_command", metavar="ACTION", required=True)
+    check = actions.add_parser("check", parents=[common], help="verify groups and catalog; writes nothing")
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.set_defaults(handler=_cmd_store_check)
+    rebuild = actions.add_parser(
+        "rebuild", parents=[common], help="re-catalogue checkpoint groups after the catalog was lost"
+    )
+    rebuild.set_defaults(handler=_cmd_store_rebuild)
+
+
+def _cmd_store_check(args: argparse.Namespace, settings: Settings) -> int:
+    from vsalmonn.memory_store.repair import check_store
+
+    if not settings.data_dir.is_dir():
+        raise UsageError(f"no data directory {settings.data_dir}")
+    report = check_store(settings.data_dir, settings.store.catalog_url)
+    healthy = report.catalog_ok and not report.damaged and not report.missing and not report.uncatalogued
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "catalog": report.catalog, "ok": healthy,
+                    "groups": [
+                        {"stream_id": g.stream_id, "path": str(g.path), "seq": g.seq, "ok": g.ok,
+                         "reason": g.reason}
+                        for g in report.groups
+                    ],
+                    "missing": report.missing,
+                }
+            )
+        )  # fmt: skip
+    else:
+        print("\n".join(report.lines()))
+    return 0 if healthy else 1
+
+
+def _cmd_store_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    from vsalmonn.memory_store.catalog import CatalogError
+    from vsalmonn.memory_store.repair import rebuild_catalog
+
+    try:
+        result = rebuild_catalog(settings.data_dir, settings.store.catalog_url)
+    except CatalogError as exc:
+        raise UsageError(str(exc)) from None
+    print("\n".join(result.lines()))
+    return 0
 
 
 # ------------------------------------------------------------------------------------------------ bench

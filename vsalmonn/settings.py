@@ -107,10 +107,14 @@ def load_settings(
     if data_dir is not None:
         values["data_dir"] = data_dir
     try:
-        return Settings.model_validate(values)
+        settings = Settings.model_validate(values)
     except ValidationError as exc:
         source = f"{config}: " if config is not None else ""
         raise SettingsError(source + describe_validation_error(exc)) from None
+    if settings.data_dir.exists() and not settings.data_dir.is_dir():
+        # every command would fail later on mkdir or open with a traceback; say it once, here
+        raise SettingsError(f"data directory {settings.data_dir} exists and is not a directory")
+    return settings
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -124,6 +128,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise SettingsError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 text; a binary file fails while being decoded
+        raise SettingsError(
+            f"{path}: not a TOML file (byte {exc.start} is not UTF-8 text; is it a binary file?)"
+        ) from None
     data = values.get("data_dir")
     if isinstance(data, str) and not Path(data).expanduser().is_absolute():
         values["data_dir"] = path.parent / data

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,7 +41,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModu
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import models
-from .names import validate_stream_name
+from .names import refuse_confusable, validate_stream_name
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +151,25 @@ def _install_sqlite_events(engine: Engine, busy_timeout_s: float) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")
 
 
+def _read_only_url(path: Path, *, immutable: bool) -> URL:
+    """A SQLite URI filename that opens `path` for reading only (``immutable`` also skips all locking)."""
+    from urllib.parse import quote
+
+    flags = "mode=ro&immutable=1" if immutable else "mode=ro"
+    return URL.create("sqlite", database=f"file:{quote(str(path.absolute()))}?{flags}", query={"uri": "true"})
+
+
+def _readable(engine: Engine) -> bool:
+    """True when a read-only SQLite engine can query (false: it needs -wal/-shm files it cannot make)."""
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT count(*) FROM sqlite_master").fetchone()
+    except DBAPIError as exc:
+        logger.debug("catalog read-only open failed: %s", _one_line(exc))
+        return False
+    return True
+
+
 def create_catalog_engine(url: str | URL, *, busy_timeout_s: float = 30.0) -> Engine:
     """The engine `Catalog` uses, without the schema check (for env.py's command-line use and for tools).
 
@@ -202,29 +222,56 @@ class Catalog:
     engine: Engine
     dialect: str
 
-    def __init__(self, url: str, *, busy_timeout_s: float = 30.0, create: bool = True) -> None:
+    def __init__(
+        self, url: str, *, busy_timeout_s: float = 30.0, create: bool = True, read_only: bool = False
+    ) -> None:
         """Open the catalog at `url` and bring its schema to `SCHEMA_HEAD`.
 
         With `create` false, a missing SQLite file or an empty database is an error instead of a new catalog
         (for tools that must not leave an empty catalog behind where they were pointed by mistake); an older
         schema is still upgraded, as on every open.
+
+        With `read_only` (readers: search, status, export, ask) nothing is ever written: a SQLite file is
+        opened with ``mode=ro``, and where even its -wal/-shm files cannot be made (a read-only mount, a
+        backup, a full disk) as ``immutable=1``; the schema must be at head already (no migration);
+        `transaction()` is refused. A store that cannot be written can still be read.
         """
         self.url = url
+        self.read_only = read_only
         parsed = _parse_url(url)
         self._display_url = parsed.render_as_string(hide_password=True)
+        sqlite_path: Path | None = None
         if _is_sqlite_file(parsed):
             path = Path(parsed.database or "")
-            if create:
-                path.parent.mkdir(parents=True, exist_ok=True)
+            if create and not read_only:
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise CatalogError(
+                        f"cannot create the data directory {path.parent}: {exc.strerror or exc}"
+                    ) from exc
             elif not path.exists():
                 raise CatalogError(f"no catalog at {path}")
+            if not read_only and not os.access(path.parent, os.W_OK):
+                raise CatalogError(f"cannot write the catalog: {path.parent} is not writable (read-only?)")
+            if read_only:
+                sqlite_path = path
+                parsed = _read_only_url(path, immutable=False)
         self.engine = create_catalog_engine(parsed, busy_timeout_s=busy_timeout_s)
+        if sqlite_path is not None and not _readable(self.engine):
+            # mode=ro still needs the -shm file (made or mapped writable); without it, read the file as it is
+            self.engine.dispose()
+            logger.info("catalog %s: opening as immutable (cannot create its -wal/-shm)", self._display_url)
+            self.engine = create_catalog_engine(
+                _read_only_url(sqlite_path, immutable=True),
+                busy_timeout_s=busy_timeout_s,
+            )
         self.dialect = self.engine.dialect.name
         self._writer = immediate(self.engine)
         self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(self._writer, expire_on_commit=False)
         try:
-            self._bring_to_head(create)
+            self._bring_to_head(create and not read_only)
         except CatalogError:
             self.engine.dispose()
             raise
@@ -242,8 +289,13 @@ class Catalog:
         The data directory is created (unless `create=False` is passed): it holds the Zarr checkpoints too.
         """
         data_dir = Path(data_dir)
-        if kw.get("create", True):
-            data_dir.mkdir(parents=True, exist_ok=True)
+        if kw.get("create", True) and not kw.get("read_only", False):
+            try:
+                data_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CatalogError(
+                    f"cannot create the data directory {data_dir}: {exc.strerror or exc}"
+                ) from exc
         if url is None:
             db = (data_dir / "catalog.sqlite").absolute()
             url = URL.create("sqlite", database=str(db)).render_as_string(hide_password=False)
@@ -270,6 +322,11 @@ class Catalog:
         self._refuse_unknown(heads)
         if not heads and not create:
             raise CatalogError(f"no catalog schema in {self._display_url} (opened with create=False)")
+        if self.read_only:
+            raise CatalogError(
+                f"catalog {self._display_url} is at schema {','.join(heads)}, older than this vsalmonn's "
+                f"{SCHEMA_HEAD}, and is opened read-only; run a writing command (ingest) once to upgrade it"
+            )
 
         # One transaction holds the whole upgrade: on SQLite it starts with BEGIN IMMEDIATE (the write
         # lock), on PostgreSQL with an advisory lock; a second process opening at the same time waits here,
@@ -322,6 +379,8 @@ class Catalog:
         and then writing never fails with "database is locked"; a second writer waits up to the busy timeout.
         Keep these blocks short: they serialise all writers of the catalog.
         """
+        if self.read_only:
+            raise CatalogError(f"catalog {self._display_url} is opened read-only; nothing can be written")
         with self._write_sessions.begin() as session:
             yield session
 
@@ -337,15 +396,19 @@ class Catalog:
     ) -> models.Stream:
         """The stream called `name`, created with the given fields if it does not exist yet.
 
-        An existing stream is returned as it is (its fields are not updated). Two processes creating the same
-        name at once end with one row: on SQLite the write lock serialises them; on PostgreSQL the loser's
-        insert fails on the unique name inside a savepoint and it reads the winner's row instead.
+        `name` is taken in NFC; a new name that looks like an existing one (`names.skeleton`) is refused
+        with ValueError. An existing stream is returned as it is (its fields are not updated). Two processes
+        creating the same name at once end with one row: on SQLite the write lock serialises them; on
+        PostgreSQL the loser's insert fails on the unique name inside a savepoint and it reads the winner's
+        row instead.
         """
-        validate_stream_name(name)
+        name = validate_stream_name(name)
         with self.transaction() as session:
             row = session.scalars(select(models.Stream).where(models.Stream.name == name)).one_or_none()
             if row is not None:
                 return row
+            # a new name must not pass for one that exists: 'sаmple' (Cyrillic а) beside 'sample'
+            refuse_confusable(name, session.scalars(select(models.Stream.name)))
             row = models.Stream(name=name, source=source, kind=kind, config=config)
             try:
                 with session.begin_nested():

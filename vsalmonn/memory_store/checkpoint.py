@@ -36,6 +36,8 @@ FORMAT = "vsalmonn.memory/1"
 _SCALARS_ATTR = "vsalmonn_scalars"
 _FORMAT_ATTR = "vsalmonn_format"
 _MANIFEST_ATTR = "vsalmonn_arrays"
+_CHECKSUM_ATTR = "vsalmonn_checksum"  # the checksum as written, so that a group verifies without its row
+COMMIT_ATTR = "vsalmonn_commit"  # the store's own facts (stream, seq, source offset) for `store rebuild`
 CHUNK_ROWS = 4096  # rows per chunk: big banks split into chunks that compress in parallel
 T = TypeVar("T")
 # numpy has no bfloat16: those tensors are stored as their raw 16-bit patterns
@@ -140,7 +142,14 @@ def _checksum(arrays: dict[str, np.ndarray], dtypes: dict[str, str], scalars_jso
 
 
 # ----- writing -----------------------------------------------------------------------------------------
-def write_group(path: Path, state: dict[str, Any], *, level: int = 5, fsync: bool = True) -> GroupInfo:
+def write_group(
+    path: Path,
+    state: dict[str, Any],
+    *,
+    level: int = 5,
+    fsync: bool = True,
+    extra_attrs: dict[str, Any] | None = None,
+) -> GroupInfo:
     """Write `state` as a new Zarr group at `path` (which must not exist) and make it durable.
 
     The caller writes to a temporary name and renames afterwards; `fsync` makes every file and folder of the
@@ -159,7 +168,10 @@ def write_group(path: Path, state: dict[str, Any], *, level: int = 5, fsync: boo
     }
     if path.exists():
         raise CheckpointError(f"checkpoint group {path} already exists; groups are never overwritten")
-    attrs = {_FORMAT_ATTR: FORMAT, _SCALARS_ATTR: scalars_json, _MANIFEST_ATTR: manifest}
+    attrs = {
+        **(extra_attrs or {}),
+        _FORMAT_ATTR: FORMAT, _SCALARS_ATTR: scalars_json, _MANIFEST_ATTR: manifest, _CHECKSUM_ATTR: checksum,
+    }  # fmt: skip
     _run(_write_arrays(path, attrs, {manifest[p]["name"]: a for p, a in arrays.items()}, level))
     if fsync:
         fsync_tree(path)
@@ -266,3 +278,18 @@ def _tensor(a: np.ndarray, dtype: str) -> Tensor:
     if target in _VIEW_AS:
         return t.view(target)
     return t.to(target)
+
+
+def read_group_attrs(path: Path) -> dict[str, Any]:
+    """The attributes of the group at `path` (no arrays read); CheckpointError when it is unreadable."""
+    try:
+        group = _run(zarr_async.open_group(store=LocalStore(path, read_only=True), mode="r", zarr_format=3))
+        return dict(group.attrs)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint group {path} is unreadable: {type(exc).__name__}: {exc}") from exc
+
+
+def written_checksum(attrs: dict[str, Any]) -> str | None:
+    """The checksum a group recorded when it was written (None for groups older than that attribute)."""
+    value = attrs.get(_CHECKSUM_ATTR)
+    return str(value) if value else None

@@ -11,6 +11,13 @@ Modality = Literal["visual", "audio"]
 Optimizer = Literal["gd", "hf_cg"]
 
 
+# Upper bounds of the budgets: a bank of 2^20 slots at d=384 in float32 is 1.6 GB per bank and per stream,
+# far beyond any configuration that fits the design's budgets; 10^9 (a typo, or a unit mistake) would ask for
+# terabytes and fail deep inside torch instead of here with the key's name.
+MAX_SLOTS = 1 << 20
+MAX_READER_SLOTS = 4096
+
+
 class MemoryConfig(BaseModel):
     """Everything that shapes one stream's memory.
 
@@ -21,16 +28,18 @@ class MemoryConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    dim: int = Field(384, gt=0, description="token width d, shared by every modality")
-    heads: int = Field(8, gt=0, description="TTT heads H; each has width p = dim / heads")
-    mlp_ratio: int = Field(4, gt=0, description="hidden width of each head's fast MLP, as a multiple of p")
-    visual_slots: int = Field(16384, gt=0, description="budget M of the visual bank")
-    audio_slots: int = Field(4096, gt=0, description="budget M_a of the audio bank")
+    dim: int = Field(384, gt=0, le=8192, description="token width d, shared by every modality")
+    heads: int = Field(8, gt=0, le=1024, description="TTT heads H; each has width p = dim / heads")
+    mlp_ratio: int = Field(
+        4, gt=0, le=64, description="hidden width of each head's fast MLP, as a multiple of p"
+    )
+    visual_slots: int = Field(16384, gt=0, le=MAX_SLOTS, description="budget M of the visual bank")
+    audio_slots: int = Field(4096, gt=0, le=MAX_SLOTS, description="budget M_a of the audio bank")
     policy: Policy = Field("merge", description="how the visual bank reduces when it would overflow")
     audio_policy: Policy = Field("merge", description="how the audio bank reduces (the paper: merge)")
     ttt: bool = Field(True, description="rewrite visual tokens with the TTT layer before they enter the bank")
     optimizer: Optimizer = Field("hf_cg", description="inner optimiser of the fast weights")
-    mini_batch: int = Field(1024, gt=0, description="tokens per TTT update")
+    mini_batch: int = Field(1024, gt=0, le=MAX_SLOTS, description="tokens per TTT update")
     eta_base: float = Field(0.1, gt=0, description="base inner learning rate η_base")
     long_span_lag: int = Field(
         1024, ge=0, description="lag Δ of the long-span term in tokens; 0 turns it off"
@@ -46,8 +55,12 @@ class MemoryConfig(BaseModel):
         0.75, gt=0, le=1, description="the whole CG stops once this fraction of heads have stopped"
     )
     gate_init: float = Field(0.1, description="initial value of the read-out gate α (per channel)")
-    reader_visual_slots: int = Field(32, gt=0, description="visual slots B the reader keeps per prompt")
-    reader_audio_slots: int = Field(16, gt=0, description="audio slots B_a the reader keeps per prompt")
+    reader_visual_slots: int = Field(
+        32, gt=0, le=MAX_READER_SLOTS, description="visual slots B the reader keeps per prompt"
+    )
+    reader_audio_slots: int = Field(
+        16, gt=0, le=MAX_READER_SLOTS, description="audio slots B_a the reader keeps per prompt"
+    )
     reader_join_ratio: float = Field(
         0.5,
         ge=0,

@@ -12,6 +12,7 @@ any number of processes read it, and readers never delete anything.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import math
 import os
@@ -28,7 +29,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 
 from .catalog import Catalog
-from .checkpoint import CheckpointError, fsync_dir, read_group, write_group
+from .checkpoint import COMMIT_ATTR, CheckpointError, fsync_dir, read_group, write_group
 from .config import MemoryConfig, RetentionPolicy, StoreConfig
 from .memory import StreamMemory
 from .models import Checkpoint, Stream
@@ -37,6 +38,8 @@ from .names import validate_stream_name
 log = logging.getLogger(__name__)
 
 MEMORY_DIR = "memory"
+CATALOG_FILE = "catalog.sqlite"
+STREAM_FILE = "stream.json"  # beside a stream's groups: its name, source and kind, for `store rebuild`
 LOCK_FILE = ".writer.lock"
 TMP_PREFIX = ".tmp-"
 GROUP_SUFFIX = ".zarr"
@@ -44,6 +47,10 @@ GROUP_SUFFIX = ".zarr"
 
 class StreamBusyError(RuntimeError):
     """Another process holds the stream's writer lock."""
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used as it is (a catalog that lost its rows while checkpoint groups remain)."""
 
 
 @dataclass(frozen=True)
@@ -76,15 +83,41 @@ class MemoryStore:
         self.root = self.data_dir / MEMORY_DIR
         self.catalog = catalog or Catalog.for_data_dir(self.data_dir)
         self.retention = retention or RetentionPolicy()
+        # What reading found, per stream id: the newest checkpoint that verified, and those that failed.
+        # Retention uses both: a checkpoint known to be damaged never counts as one of those kept, and the
+        # newest verified one is never deleted (with the newest two damaged it is the only way back).
+        self.verified: dict[str, int] = {}
+        self.failed: dict[str, set[int]] = {}
 
     @classmethod
-    def open(cls, data_dir: Path, config: StoreConfig | None = None) -> MemoryStore:
-        """The store under `data_dir` as the settings describe it (catalog URL, busy timeout, retention)."""
+    def open(
+        cls, data_dir: Path, config: StoreConfig | None = None, *, read_only: bool = False
+    ) -> MemoryStore:
+        """The store under `data_dir` as the settings describe it (catalog URL, busy timeout, retention).
+
+        `read_only` opens the catalog for reading only (see `Catalog`): for readers, which then work on a
+        store they cannot write. A writing open refuses a catalog that is missing, empty or lost its streams
+        while checkpoint groups remain on disk: starting a new one would orphan them (`vsalmonn store rebuild`
+        re-catalogs them instead).
+        """
         config = config or StoreConfig()
+        data_dir = Path(data_dir)
+        if not read_only and config.catalog_url is None:
+            refuse_lost_catalog(data_dir, data_dir / CATALOG_FILE)
         catalog = Catalog.for_data_dir(
-            Path(data_dir), config.catalog_url, busy_timeout_s=config.busy_timeout_s
+            data_dir, config.catalog_url, busy_timeout_s=config.busy_timeout_s, read_only=read_only
         )
+        if not read_only:
+            try:
+                refuse_lost_catalog(data_dir, None, catalog)
+            except BaseException:
+                catalog.close()
+                raise
         return cls(data_dir, catalog, config.retention)
+
+    def stream_groups(self) -> dict[str, list[Path]]:
+        """Checkpoint groups found on disk, by stream id (folder name), oldest first; temporaries left out."""
+        return _groups_on_disk(self.root)
 
     def close(self) -> None:
         self.catalog.close()
@@ -119,11 +152,13 @@ class MemoryStore:
             for info in self.checkpoints(name):
                 try:
                     state, _ = read_group(info.path, info.checksum)
+                    self.verified[info.stream_id] = max(info.seq, self.verified.get(info.stream_id, 0))
                     return state, info
                 except CheckpointError as exc:
                     if not self._row_exists(info):
                         restart = True  # retention removed it meanwhile
                         break
+                    self.failed.setdefault(info.stream_id, set()).add(info.seq)
                     log.warning("stream %s: skipping checkpoint %d: %s", name, info.seq, exc)
             if not restart:
                 return None
@@ -192,7 +227,13 @@ class MemoryStore:
         stream = self.catalog.ensure_stream(
             name, source=source, kind=kind, config=config.model_dump() if config else None
         )
-        return StreamWriter(self, stream.name, stream.id)
+        writer = StreamWriter(self, stream.name, stream.id)
+        _write_json(
+            writer.dir / STREAM_FILE,
+            {"id": stream.id, "name": stream.name, "source": stream.source, "kind": stream.kind,
+             "config": stream.config},
+        )  # fmt: skip
+        return writer
 
     def stream_dir(self, stream_id: str) -> Path:
         return self.root / stream_id
@@ -260,7 +301,11 @@ class StreamWriter:
         tmp = self.dir / f"{TMP_PREFIX}{seq:08d}-{uuid.uuid4().hex[:8]}{GROUP_SUFFIX}"
         started = time.perf_counter()
         try:
-            info = write_group(tmp, state)
+            commit_attrs = {
+                "stream": self.name, "stream_id": self.stream_id, "seq": seq,
+                "source_offset": source_offset, "source_state": source_state,
+            }  # fmt: skip
+            info = write_group(tmp, state, extra_attrs={COMMIT_ATTR: commit_attrs})
             os.rename(tmp, final)
             fsync_dir(self.dir)
         except BaseException:
@@ -300,6 +345,8 @@ class StreamWriter:
             1e3 * (time.perf_counter() - started),
         )
         self.last_commit = committed
+        self.store.verified[self.stream_id] = seq  # written and fsynced from this very state
+        self.store.failed.get(self.stream_id, set()).discard(seq)  # a seq freed by retention, used again
         self.apply_retention()
         for listener in list(self.on_commit):
             try:
@@ -360,7 +407,11 @@ class StreamWriter:
 
     # ----- retention -------------------------------------------------------------------------------
     def apply_retention(self) -> list[int]:
-        """Delete checkpoints the policy no longer keeps: rows first (the commit point), then groups."""
+        """Delete checkpoints the policy no longer keeps: rows first (the commit point), then groups.
+
+        Checkpoints that failed verification when read are not counted among those kept (they are dropped),
+        and the newest checkpoint known to verify is kept whatever the policy says.
+        """
         policy = self.store.retention
         now = datetime.now(UTC)
         with self.store.catalog.session() as s:
@@ -369,7 +420,11 @@ class StreamWriter:
                 .where(Checkpoint.stream_id == self.stream_id)
                 .order_by(Checkpoint.seq.desc())
             ).all()
-        keep, drop = list(rows[: policy.keep_last]), list(rows[policy.keep_last :])
+        failed = self.store.failed.get(self.stream_id, set())
+        verified = self.store.verified.get(self.stream_id)
+        usable = [r for r in rows if r.seq not in failed]
+        keep, drop = list(usable[: policy.keep_last]), list(usable[policy.keep_last :])
+        drop += [r for r in rows if r.seq in failed and r.seq != verified]  # known damaged: no way back
         if policy.max_age_s is not None:
             limit = now - timedelta(seconds=policy.max_age_s)
             old = [r for r in keep[1:] if _aware(r.created_at) < limit]
@@ -378,6 +433,7 @@ class StreamWriter:
         if policy.max_bytes is not None:
             while len(keep) > 1 and sum(r.bytes_stored for r in keep) > policy.max_bytes:
                 drop.append(keep.pop())
+        drop = [r for r in drop if r.seq != verified]  # never the newest checkpoint known to verify
         if not drop:
             return []
         seqs = sorted(r.seq for r in drop)
@@ -385,6 +441,7 @@ class StreamWriter:
             s.execute(
                 delete(Checkpoint).where(Checkpoint.stream_id == self.stream_id, Checkpoint.seq.in_(seqs))
             )
+        self.store.failed.get(self.stream_id, set()).difference_update(seqs)
         for r in drop:
             shutil.rmtree(self.store.data_dir / r.path, ignore_errors=True)
         log.debug("stream %s: retention removed checkpoints %s", self.name, seqs)
@@ -410,6 +467,22 @@ class StreamWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def stream_busy(stream_dir: Path) -> bool:
+    """True when a process holds the writer lock of the stream whose folder is `stream_dir` (no side effect
+    beyond opening the lock file, which is only read)."""
+    try:
+        fd = os.open(stream_dir / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def _acquire_lock(path: Path, name: str) -> int:
@@ -441,3 +514,50 @@ def _span(state: dict[str, Any]) -> tuple[float | None, float | None]:
         return None, None
     start, end = min(starts), max(ends)
     return (start if math.isfinite(start) else None), (end if math.isfinite(end) else None)
+
+
+def _groups_on_disk(root: Path) -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    if not root.is_dir():
+        return found
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        groups = sorted(
+            g for g in folder.iterdir()
+            if g.is_dir() and g.name.endswith(GROUP_SUFFIX) and not g.name.startswith(TMP_PREFIX)
+        )  # fmt: skip
+        if groups:
+            found[folder.name] = groups
+    return found
+
+
+def refuse_lost_catalog(data_dir: Path, sqlite_file: Path | None, catalog: Catalog | None = None) -> None:
+    """StoreError when checkpoint groups exist but the catalog that commits them is missing, empty or
+    holds no stream: a new catalog there would silently orphan every stream's memory."""
+    groups = _groups_on_disk(data_dir / MEMORY_DIR)
+    if not groups:
+        return
+    if sqlite_file is not None:
+        if sqlite_file.exists() and sqlite_file.stat().st_size > 0:
+            return
+        what = f"{sqlite_file} is {'empty' if sqlite_file.exists() else 'missing'}"
+    else:
+        assert catalog is not None
+        with catalog.session() as s:
+            if s.scalar(select(func.count()).select_from(Stream)):
+                return
+        what = "the catalog holds no streams"
+    count = sum(len(g) for g in groups.values())
+    raise StoreError(
+        f"{what} but {data_dir / MEMORY_DIR} holds {count} checkpoint group(s) of {len(groups)} stream(s); "
+        "refusing to start a new catalog over them: run 'vsalmonn store check', then 'vsalmonn store rebuild'"
+    )
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    """Replace `path` with `value` as JSON, atomically; a failure is logged (the sidecar is a convenience)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(value, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write %s: %s", path, exc)

@@ -54,7 +54,9 @@ __all__ = [
     "ReconnectPolicy",
     "SourceGaveUp",
     "SourceKind",
+    "check_file_source",
     "classify",
+    "refuse_non_media",
 ]
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,52 @@ def classify(source: str) -> SourceKind:
     if Path(source).is_dir():
         return "folder"
     return "file"
+
+
+# FFmpeg formats that read any bytes as something to show: "tty" renders a text file as one video frame of
+# ANSI art, and the image readers treat a lone picture as a one-frame video.
+_NOT_MEDIA_FORMATS = {"tty": "a text file, not a media file"}
+
+
+def check_file_source(source: str) -> None:
+    """DecodeError with the right reason for a path that is no regular file (before FFmpeg says otherwise).
+
+    A symlink loop reads as "no such file" to `Path.exists`, and a character device such as /dev/zero as an
+    empty file (its size is 0) or as endless data; a FIFO would block. Paths that do not exist are left to
+    the decoder's "no such file".
+    """
+    import errno
+    import os
+    import stat
+
+    path = source.removeprefix("file://")
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DecodeError(f"{source}: a symbolic link loop (too many levels of links)") from None
+        if exc.errno == errno.ENAMETOOLONG:
+            raise DecodeError(f"{source}: the file name is too long") from None
+        return
+    if stat.S_ISDIR(st.st_mode):
+        return  # the decoder says "is a directory"
+    if not stat.S_ISREG(st.st_mode):
+        what = (
+            "a character device" if stat.S_ISCHR(st.st_mode)
+            else "a block device" if stat.S_ISBLK(st.st_mode)
+            else "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode)
+            else "a socket" if stat.S_ISSOCK(st.st_mode)
+            else "not a regular file"
+        )  # fmt: skip
+        hint = "; capture devices are /dev/videoN" if stat.S_ISCHR(st.st_mode) else ""
+        raise DecodeError(f"{source}: {what}, not a media file{hint}")
+
+
+def refuse_non_media(info: Any) -> None:
+    """DecodeError for what FFmpeg opens but is no media (a .txt file it would show as one frame of text)."""
+    reason = _NOT_MEDIA_FORMATS.get(str(getattr(info, "format", "")))
+    if reason is not None:
+        raise DecodeError(f"{info.source}: {reason}")
 
 
 class SourceGaveUp(DecodeError):

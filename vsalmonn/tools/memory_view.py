@@ -212,11 +212,13 @@ class MemoryView:
         perception: PerceptionConfig | None = None,
         store_config: StoreConfig | None = None,
         text_encoder: TextEncoder | None = None,
+        *,
+        read_only: bool = False,
     ) -> MemoryView:
         """The view of the store under `data_dir`, opened (and closed by `close()`) here."""
         from vsalmonn.memory_store.store import MemoryStore
 
-        store = MemoryStore.open(Path(data_dir), store_config)
+        store = MemoryStore.open(Path(data_dir), store_config, read_only=read_only)
         return cls(store, text_encoder, perception=perception, owns_store=True)
 
     def close(self) -> None:

@@ -114,9 +114,19 @@ def _scope(stream: str | None, start: float | None, end: float | None) -> str:
     return where
 
 
+def _all_damaged(view: MemoryView, name: str) -> bool:
+    """True when every committed checkpoint of `name` failed its checksum when this process read it."""
+    infos = view.store.checkpoints(name)
+    failed = getattr(view.store, "failed", {}).get(infos[0].stream_id, set()) if infos else set()
+    return bool(infos) and all(i.seq in failed for i in infos)
+
+
 def _coverage(view: MemoryView, stream: str | None) -> str:
     """Why a search may have found nothing: what the streams searched have committed."""
     summaries = [s for s in view.streams() if stream is None or s.name == stream]
+    damaged = [s.name for s in summaries if s.checkpoint_seq is not None and _all_damaged(view, s.name)]
+    if damaged:
+        return f"; every checkpoint of stream {', '.join(map(repr, damaged))} fails its checksum"
     searchable = [s for s in summaries if s.checkpoint_seq is not None]
     if not searchable:
         which = f"stream {stream!r} has" if stream else "no stream has"
@@ -211,11 +221,13 @@ class VideoMemoryToolkit(BaseToolkit):
         perception: PerceptionConfig | None = None,
         store_config: Any = None,
         text_encoder: Any = None,
+        *,
+        read_only: bool = False,
     ) -> VideoMemoryToolkit:
         """The toolkit of the store under `data_dir` (`store_config`: a StoreConfig); `close()` closes it."""
         from vsalmonn.memory_store.store import MemoryStore
 
-        store = MemoryStore.open(Path(data_dir), store_config)
+        store = MemoryStore.open(Path(data_dir), store_config, read_only=read_only)
         toolkit = cls(store=store, text_encoder=text_encoder, perception=perception)
         toolkit._owns_store = True
         return toolkit
