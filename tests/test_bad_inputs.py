@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def _run(*args: str) -> Outcome:
 
 
 def _search(data: Path) -> list[dict[str, object]]:
-    result = _run("--data", str(data), "search", PROMPT, "--json", "-k", "3")
+    result = _run("--data", str(data), "search", PROMPT, "--stream", STREAM, "--json", "-k", "3")
     assert result.returncode == 0, result.stderr
     moments = json.loads(result.stdout)["moments"]
     return [{**m, "score": round(float(m["score"]), 4)} for m in moments]
@@ -563,6 +564,38 @@ def test_two_ingests_into_one_stream(
         with store.catalog.session() as s:
             assert s.scalar(select(func.count()).select_from(Event)) == events, "no stream.failed event"
     assert_one_line_error(result, "being written by another process")
+    assert_same_store(data, built)
+
+
+def test_a_file_deleted_during_its_ingest(
+    capsys: pytest.CaptureFixture[str], built, data: Path, config: Path, tmp_path: Path
+) -> None:
+    """The open file is read to its end (Linux keeps a deleted file's data while it is open); the next
+    ingest of the vanished path is one line, and the store holds the whole file."""
+    from .test_daemon import cli, newest_offset
+
+    clip = media.write_media(tmp_path / "gone.mp4", video_times=media.uniform_times(120, 1), rate=1)
+    slow = tmp_path / "slow.toml"
+    slow.write_text(config.read_text() + "[daemon]\nwindow_s = 10\ncheckpoint_every_s = 10\n")
+    run = cli(
+        "--config", str(slow), "--data", str(data), "ingest", str(clip), "--stream", "gone", cwd=tmp_path
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while newest_offset(data, "gone") < 0 and run.poll() is None:
+            assert time.monotonic() < deadline, "no first checkpoint"
+            time.sleep(0.05)
+        clip.unlink()
+        _, err = run.communicate(timeout=180)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, err
+    with MemoryStore(data) as store:
+        newest = store.checkpoints("gone")[0]
+        assert newest.source_state == {"done": True} and newest.source_offset >= 119.0
+    again = _ingest(capsys, data, slow, str(clip), "--stream", "gone")
+    assert_one_line_error(again, "gone.mp4")
     assert_same_store(data, built)
 
 
