@@ -567,6 +567,31 @@ def test_two_ingests_into_one_stream(
     assert_same_store(data, built)
 
 
+def test_a_daemon_refused_a_stream_being_written_leaves_its_status_and_events_alone(
+    capsys: pytest.CaptureFixture[str], built, data: Path, config: Path, tmp_path: Path
+) -> None:
+    """Past the CLI's early check (two daemons racing): the refusal is logged, never stored."""
+    from sqlalchemy import func, select
+
+    from vsalmonn.memory_store.models import Event, StreamStatus
+
+    clip = media.write_media(tmp_path / "c.mp4", video_times=[0.0, 0.2], rate=5)
+    daemon = tmp_path / "daemon.toml"
+    daemon.write_text(config.read_text() + f'[[streams]]\nname = "{STREAM}"\nsource = "{clip}"\n')
+
+    def stored() -> tuple[int, list[tuple[object, ...]]]:
+        with MemoryStore.open(data) as store, store.catalog.session() as s:
+            rows = [(r.state, r.last_error) for r in s.scalars(select(StreamStatus))]
+            return s.scalar(select(func.count()).select_from(Event)) or 0, rows
+
+    before = stored()
+    with MemoryStore.open(data) as store, store.writer(STREAM):
+        result = in_process(capsys, "--config", str(daemon), "--data", str(data), "daemon")
+    assert result.returncode == 1 and "being written by another process" in result.stderr, result
+    assert stored() == before
+    assert_same_store(data, built)
+
+
 def test_a_file_deleted_during_its_ingest(
     capsys: pytest.CaptureFixture[str], built, data: Path, config: Path, tmp_path: Path
 ) -> None:

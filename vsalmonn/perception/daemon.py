@@ -116,7 +116,13 @@ class StreamRunner(threading.Thread):
                 self.stats.state = "stopped" if self.stop.is_set() else "done"
         except NothingToDecode as exc:
             self._ended_badly(str(exc), "skipped")
-        except (DecodeError, FolderError, StreamBusyError, ValueError) as exc:
+        except StreamBusyError as exc:
+            # Another process is this stream's writer and owns its status row and events: report the refusal
+            # here only, never as a stream.failed event or a status row over the running writer's.
+            self.stream_id = None
+            self.stats.fail(str(exc), "failed")
+            log.error("stream %s refused: %s", name, self.stats.last_error)
+        except (DecodeError, FolderError, ValueError) as exc:
             self._ended_badly(str(exc), "failed")
         except Exception as exc:
             log.exception("stream %s: unexpected error", name)
