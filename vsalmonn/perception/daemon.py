@@ -38,6 +38,7 @@ from sqlalchemy import select
 from vsalmonn.memory_store import MemoryConfig
 from vsalmonn.memory_store.models import IngestFile, StreamStatus
 from vsalmonn.memory_store.names import validate_stream_name
+from vsalmonn.memory_store.redact import redact
 from vsalmonn.memory_store.store import MemoryStore, StreamBusyError
 from vsalmonn.plugins.events import EventBus
 
@@ -130,7 +131,7 @@ class StreamRunner(threading.Thread):
         self.events.event(kind, message, source="daemon", stream=self.spec.name, **payload)
 
     def _ended_badly(self, reason: str, state: str) -> None:
-        reason = one_line(reason)
+        reason = redact(one_line(reason))
         log.error("stream %s %s: %s", self.spec.name, state, reason)
         self.stats.fail(reason, state)
         self._event(f"stream.{state}", reason)
@@ -514,10 +515,10 @@ def write_status(
         with store.catalog.transaction() as session:
             for stream_id, stats in entries:
                 row = session.get(StreamStatus, stream_id) or StreamStatus(stream_id=stream_id)
-                row.state, row.pid, row.host, row.source = stats.state, pid, host, stats.source
+                row.state, row.pid, row.host, row.source = stats.state, pid, host, redact(stats.source)
                 row.position, row.duration, row.rate = stats.position, stats.duration, stats.rate
                 row.lag_s, row.frames, row.segments = stats.lag_s, stats.frames, stats.segments
-                row.drops, row.errors, row.last_error = stats.drops, stats.errors, stats.last_error
+                row.drops, row.errors, row.last_error = stats.drops, stats.errors, redact(stats.last_error)
                 row.detail = dict(stats.detail)
                 row.started_at, row.updated_at = started_at, now
                 session.add(row)
@@ -541,12 +542,17 @@ def read_status(store: MemoryStore) -> list[dict[str, Any]]:
                 .order_by(Checkpoint.seq.desc())
                 .limit(1)
             ).first()
-            entry: dict[str, Any] = {"stream": stream.name, "kind": stream.kind, "source": stream.source}
+            # Redacted here too: rows written before redaction existed may still hold a credential.
+            entry: dict[str, Any] = {
+                "stream": stream.name,
+                "kind": stream.kind,
+                "source": redact(stream.source),
+            }
             if status is not None:
                 entry.update(
                     state=status.state, position=status.position, duration=status.duration, rate=status.rate,
                     lag_s=status.lag_s, frames=status.frames, segments=status.segments, drops=status.drops,
-                    errors=status.errors, last_error=status.last_error, detail=status.detail or {},
+                    errors=status.errors, last_error=redact(status.last_error), detail=status.detail or {},
                     pid=status.pid, host=status.host, updated_at=status.updated_at.isoformat(),
                     age_s=(now - status.updated_at).total_seconds(),
                 )  # fmt: skip
