@@ -46,6 +46,7 @@ from . import allocator
 from .config import DaemonConfig, PerceptionConfig, StreamSpec
 from .decode import decode
 from .folder import FolderError, FolderWatcher
+from .identity import FileIdentity, relation
 from .ingest import IngestResult, ingest_file, prefetch
 from .media import DecodeError, NothingToDecode, one_line
 from .pipeline import Encoders, StreamSink, StreamStats, forget_from
@@ -97,6 +98,9 @@ class StreamRunner(threading.Thread):
         self.stats.detail["kind"] = self.kind
         self.stream_id: str | None = None
         self.result: IngestResult | None = None
+        # Watched folders: finished files found grown (path -> seconds already read) or replaced since.
+        self._grown: dict[str, float] = {}
+        self._replaced: set[str] = set()
 
     # ----- the thread -------------------------------------------------------------------------------------
 
@@ -165,7 +169,8 @@ class StreamRunner(threading.Thread):
             state = dict(last.source_state or {}) if last else {}
             offset = float(last.source_offset or 0.0) if last else 0.0
             forget_from(store, w.stream_id, offset)
-            finished = self._reconcile_files(w.stream_id, state)
+            done_rows = self._reconcile_files(w.stream_id, state)
+            finished = set(done_rows)
             sink = StreamSink(
                 store=store, writer=w, memory=memory, encoders=self.encoders, perception=self.perception,
                 window_s=self.config.window_s, stats=stats, start=offset, plugins=self.plugins,
@@ -183,14 +188,21 @@ class StreamRunner(threading.Thread):
                 folder,
                 settle_s=self.config.settle_s,
                 poll_s=self.config.poll_s,
-                skip=lambda p: str(p) in finished,
+                skip=lambda p: str(p) in finished and self._unchanged(done_rows.get(str(p)), p),
             ) as watcher:
                 while not self.stop.is_set():
                     files = watcher.ready(timeout=min(0.5, self.config.poll_s))
                     for path in files:
                         if self.stop.is_set():
                             break
-                        stream_end = self._folder_file(sink, path, stream_end, 0.0)
+                        file_offset = self._grown.pop(str(path), 0.0)
+                        if str(path) in self._replaced:
+                            self._replaced.discard(str(path))
+                            message = f"{path.name} was replaced by a different file; ingesting it anew"
+                            log.warning("stream %s: %s", self.spec.name, message)
+                            self._event("file.replaced", message, file=str(path))
+                        # A file that grew goes on at the stream's end from where it was left.
+                        stream_end = self._folder_file(sink, path, stream_end - file_offset, file_offset)
                         finished.add(str(path))
                     stats.detail["pending"] = len(watcher.pending)
                     if self.once and not files and not watcher.pending:
@@ -251,6 +263,30 @@ class StreamRunner(threading.Thread):
         )
         return end
 
+    def _unchanged(self, row: IngestFile | None, path: Path) -> bool:
+        """Whether a finished file is still the one its row describes; if not, noted as grown or replaced."""
+        if row is None:
+            return True
+        try:
+            size = path.stat().st_size
+            if row.head_sha256 is None or row.head_bytes is None:  # a row from before revision 0004
+                old = row.size
+                how = "same" if old == size else "grew" if old is not None and size > old else "different"
+            else:
+                stored = FileIdentity(
+                    path=row.path, size=row.size or 0, mtime=row.mtime or 0.0, head_sha256=row.head_sha256,
+                    head_bytes=row.head_bytes,
+                )  # fmt: skip
+                how = relation(stored, path, size)
+        except OSError:
+            return True  # gone or unreadable: nothing new to read from it
+        if how == "grew":
+            self._grown[row.path] = float(row.offset or 0.0)
+            log.info("stream %s: %s grew since it was read; reading on", self.spec.name, path.name)
+        elif how == "different":
+            self._replaced.add(row.path)
+        return how == "same"
+
     @staticmethod
     def _file_state(key: str, sink: StreamSink, stream_offset: float) -> dict[str, Any]:
         return {"file": key, "stream_offset": stream_offset, "file_offset": sink.committed - stream_offset}
@@ -277,15 +313,16 @@ class StreamRunner(threading.Thread):
                 row = IngestFile(stream_id=self.stream_id, path=key)
                 session.add(row)
             if path is not None:
-                try:
-                    st = path.stat()
-                    row.size, row.mtime = st.st_size, st.st_mtime
+                try:  # what the file is as it starts being read: tells later whether it grew or was replaced
+                    identity = FileIdentity.of(path)
+                    row.size, row.mtime = identity.size, identity.mtime
+                    row.head_sha256, row.head_bytes = identity.head_sha256, identity.head_bytes
                 except OSError:
                     pass
             for name, value in fields.items():
                 setattr(row, name, value)
 
-    def _reconcile_files(self, stream_id: str, state: dict[str, Any]) -> set[str]:
+    def _reconcile_files(self, stream_id: str, state: dict[str, Any]) -> dict[str, IngestFile]:
         """The files already finished, with rows brought in line with the last checkpoint (which wins)."""
         current = state.get("file")
         with self.store.catalog.transaction() as session:
@@ -295,7 +332,7 @@ class StreamRunner(threading.Thread):
                     row.status = "done"  # killed between the file's last checkpoint and its row update
                 elif row.status == "ingesting" and row.path != current:
                     row.status, row.offset = "pending", 0.0  # started, but no checkpoint holds any of it
-            return {row.path for row in rows if row.status in ("done", "failed", "skipped")}
+            return {row.path: row for row in rows if row.status in ("done", "failed", "skipped")}
 
     # ----- a live source ----------------------------------------------------------------------------------
 
