@@ -1,0 +1,136 @@
+"""A file is known by more than its stream's name: the same file is skipped, one that grew is read on, a
+different one under an existing name is refused with one line and the store left as it was (issue 14)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from vsalmonn.perception.identity import HEAD_BYTES, FileIdentity, relation
+
+from . import media
+from .test_cli import assert_one_line_error, in_process
+
+CONFIG = '[perception]\nspeech_encoder = "none"\n[memory]\nvisual_slots = 64\n'
+
+
+def _ingest(capsys: pytest.CaptureFixture[str], tmp_path: Path, source: Path, *extra: str):
+    config = tmp_path / "vsalmonn.toml"
+    if not config.exists():
+        config.write_text(CONFIG)
+    return in_process(
+        capsys, "--config", str(config), "--data", str(tmp_path / "data"), "ingest", str(source), *extra
+    )
+
+
+def _snapshot(data: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """The whole catalog as SQL text, and every file of the data directory with its size."""
+    with sqlite3.connect(data / "catalog.sqlite") as db:
+        dump = list(db.iterdump())
+    files = sorted(
+        (str(p.relative_to(data)), p.stat().st_size)
+        for p in data.rglob("*")
+        if p.is_file() and not p.name.startswith("catalog.sqlite")
+    )
+    return dump, files
+
+
+def _frame_times(data: Path, stream: str) -> list[float]:
+    with sqlite3.connect(data / "catalog.sqlite") as db:
+        rows = db.execute(
+            "SELECT t FROM frame_labels JOIN streams ON streams.id = frame_labels.stream_id WHERE name = ? "
+            "ORDER BY t",
+            (stream,),
+        ).fetchall()
+    return [t for (t,) in rows]
+
+
+# ----- the comparison itself --------------------------------------------------------------------------------
+
+
+def test_relation_tells_same_grown_and_different_files(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    head = bytes(range(256)) * 8192  # 2 MiB: longer than the hashed head
+    path.write_bytes(head)
+    stored = FileIdentity.of(path)
+    assert stored.head_bytes == HEAD_BYTES and stored.size == len(head)
+    assert relation(stored, path) == "same"
+    path.write_bytes(head + b"more")
+    assert relation(stored, path) == "grew"
+    path.write_bytes(head[:-1])
+    assert relation(stored, path) == "different"  # shorter
+    path.write_bytes(b"X" + head[1:])
+    assert relation(stored, path) == "different"  # same size, another head
+
+
+def test_a_small_file_that_grows_past_the_head_is_still_the_same_file(tmp_path: Path) -> None:
+    path = tmp_path / "small.bin"
+    path.write_bytes(b"abc")
+    stored = FileIdentity.of(path)
+    assert stored.head_bytes == 3
+    path.write_bytes(b"abc" + b"d" * (2 * HEAD_BYTES))
+    assert relation(stored, path) == "grew"
+
+
+# ----- through the CLI --------------------------------------------------------------------------------------
+
+
+def test_a_different_file_with_an_existing_streams_name_is_refused_and_nothing_changes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = media.write_media(tmp_path / "a" / "clip.mp4", video_times=media.uniform_times(4, 5), rate=5)
+    other = media.write_media(tmp_path / "b" / "clip.mp4", video_times=media.uniform_times(6, 5), rate=5)
+    done = _ingest(capsys, tmp_path, first)
+    assert done.returncode == 0, done.stderr
+    assert "4 frames" in done.stdout
+    again = _ingest(capsys, tmp_path, first)
+    assert again.returncode == 0 and "ingested completely already" in again.stdout
+    before = _snapshot(tmp_path / "data")
+
+    refused = _ingest(capsys, tmp_path, other)
+    assert_one_line_error(refused, "stream clip", "--stream NAME", str(other), "different file")
+    assert _snapshot(tmp_path / "data") == before
+
+    # A moved copy of the same file is still the same file.
+    moved = tmp_path / "b" / "moved.mp4"
+    moved.write_bytes(first.read_bytes())
+    same = _ingest(capsys, tmp_path, moved, "--stream", "clip")
+    assert same.returncode == 0 and "ingested completely already" in same.stdout
+    assert len(_frame_times(tmp_path / "data", "clip")) == 4
+
+    own = _ingest(capsys, tmp_path, other, "--stream", "clip-b")
+    assert own.returncode == 0, own.stderr
+    assert "6 frames" in own.stdout
+    assert len(_frame_times(tmp_path / "data", "clip")) == 4
+
+
+def test_a_file_that_grew_after_its_ingest_is_read_on_from_where_it_ended(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # An MPEG-TS recording still being written: its first half is a playable file with the same head.
+    whole = media.write_media(
+        tmp_path / "full.ts", video_times=media.uniform_times(12, 5), rate=5, container_format="mpegts"
+    ).read_bytes()
+    recording = tmp_path / "rec.ts"
+    recording.write_bytes(whole[: (len(whole) // 2) // 188 * 188])
+    first = _ingest(capsys, tmp_path, recording)
+    assert first.returncode in (0, 2), first.stderr  # the cut may end in a broken packet: kept as far as read
+    times_first = _frame_times(tmp_path / "data", "rec")
+    assert 3 <= len(times_first) <= 7 and max(times_first) < 7.0, times_first
+
+    recording.write_bytes(whole)
+    grown = _ingest(capsys, tmp_path, recording)
+    assert grown.returncode == 0, grown.stderr
+    assert "grew" in grown.stdout and "ingested completely already" not in grown.stdout
+    times = _frame_times(tmp_path / "data", "rec")
+    assert times[: len(times_first)] == times_first
+    assert max(times) > 10.0, times  # the tail was read
+    assert len(times) == len(set(round(t) for t in times)), times  # and nothing twice
+
+    again = _ingest(capsys, tmp_path, recording)
+    assert again.returncode == 0 and "ingested completely already" in again.stdout
+    assert _frame_times(tmp_path / "data", "rec") == times
