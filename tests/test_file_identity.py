@@ -3,6 +3,7 @@ different one under an existing name is refused with one line and the store left
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from pathlib import Path
 
@@ -45,6 +46,19 @@ def _frame_times(data: Path, stream: str) -> list[float]:
             (stream,),
         ).fetchall()
     return [t for (t,) in rows]
+
+
+# Sampled frames are 1 s apart. Resuming an MPEG-TS file at a keyframe's time still loses that one frame
+# (issue 14 §2, first bullet, fixed apart from this work): until that fix, one missing sample is let pass;
+# then make this 1.5.
+MAX_GAP_S = 2.0
+
+
+def _assert_continuous(times: list[float], until: float) -> None:
+    """Sampled at 1 FPS from 0 to at least `until`: nothing read twice, no stretch left out."""
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert times[0] == 0.0 and max(times) >= until, times
+    assert all(0.5 < g <= MAX_GAP_S + 1e-6 for g in gaps), times
 
 
 # ----- the comparison itself --------------------------------------------------------------------------------
@@ -113,7 +127,7 @@ def test_a_file_that_grew_after_its_ingest_is_read_on_from_where_it_ended(
 ) -> None:
     # An MPEG-TS recording still being written: its first half is a playable file with the same head.
     whole = media.write_media(
-        tmp_path / "full.ts", video_times=media.uniform_times(12, 5), rate=5, container_format="mpegts"
+        tmp_path / "full.ts", video_times=media.uniform_times(12, 5), rate=5, container_format="mpegts", gop=5
     ).read_bytes()
     recording = tmp_path / "rec.ts"
     recording.write_bytes(whole[: (len(whole) // 2) // 188 * 188])
@@ -128,9 +142,44 @@ def test_a_file_that_grew_after_its_ingest_is_read_on_from_where_it_ended(
     assert "grew" in grown.stdout and "ingested completely already" not in grown.stdout
     times = _frame_times(tmp_path / "data", "rec")
     assert times[: len(times_first)] == times_first
-    assert max(times) > 10.0, times  # the tail was read
-    assert len(times) == len(set(round(t) for t in times)), times  # and nothing twice
+    _assert_continuous(times, until=10.5)
 
     again = _ingest(capsys, tmp_path, recording)
     assert again.returncode == 0 and "ingested completely already" in again.stdout
     assert _frame_times(tmp_path / "data", "rec") == times
+
+
+def test_a_watched_folder_reads_on_a_grown_file_and_anew_a_replaced_one(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (tmp_path / "vsalmonn.toml").write_text(CONFIG + "[daemon]\nsettle_s = 0.2\npoll_s = 0.2\n")
+    whole = media.write_media(
+        tmp_path / "full.ts", video_times=media.uniform_times(12, 5), rate=5, container_format="mpegts", gop=5
+    ).read_bytes()
+    replaced = folder / "a.mp4"
+    media.write_media(replaced, video_times=media.uniform_times(4, 5), rate=5)
+    growing = folder / "b.ts"
+    growing.write_bytes(whole[: (len(whole) // 2) // 188 * 188])
+    first = _ingest(capsys, tmp_path, folder, "--once")
+    assert first.returncode == 0, first.stderr
+    n_first = len(_frame_times(tmp_path / "data", "drop"))
+    assert 7 <= n_first <= 11, n_first
+
+    unchanged = _ingest(capsys, tmp_path, folder, "--once")
+    assert unchanged.returncode == 0, unchanged.stderr
+    assert len(_frame_times(tmp_path / "data", "drop")) == n_first
+
+    media.write_media(tmp_path / "other.mp4", video_times=media.uniform_times(3, 5), rate=5)
+    replaced.write_bytes((tmp_path / "other.mp4").read_bytes())
+    growing.write_bytes(whole)
+    second = _ingest(capsys, tmp_path, folder, "--once")
+    assert second.returncode == 0, second.stderr
+    times = _frame_times(tmp_path / "data", "drop")
+    # The replacement (3 frames) in full, then the recording's tail (6 to 12 s of it), nothing twice.
+    assert len(times) >= n_first + 3 + 4, (n_first, times)
+    _assert_continuous(times, until=n_first + 3 + 4.5)
+    with sqlite3.connect(tmp_path / "data" / "catalog.sqlite") as db:
+        kinds = [k for (k,) in db.execute("SELECT kind FROM events")]
+    assert "file.replaced" in kinds
