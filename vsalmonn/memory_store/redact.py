@@ -28,6 +28,7 @@ _SECRET_PATTERN = re.compile(
 )
 # A URL inside text: a scheme, "://", then anything up to white space or a quote/bracket that ends it.
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
+_TRAILING = re.compile(r"[.,;:!?)\]}]+$")
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)([^/?#]*)@")
 
 
@@ -69,7 +70,15 @@ def redact(text: str | None) -> str | None:
     """`text` with every URL in it redacted (see `redact_url`); None stays None."""
     if text is None or "://" not in text:
         return text
-    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    return _URL_IN_TEXT.sub(_redact_match, text)
+
+
+def _redact_match(match: re.Match[str]) -> str:
+    # Punctuation that ends a sentence ("…?token=T: Server returned 401") belongs to the text, not the URL.
+    url = match.group(0)
+    tail = _TRAILING.search(url)
+    cut = tail.start() if tail else len(url)
+    return redact_url(url[:cut]) + url[cut:]
 
 
 def redact_data(value: Any) -> Any:
