@@ -24,17 +24,18 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# Plain ADD/DROP COLUMN, never a batch "move and copy": recreating `streams` on SQLite would drop the table
+# under ON DELETE CASCADE (foreign keys are on) and take every checkpoint row with it. SQLite has DROP COLUMN
+# since 3.35 (2021); nullable columns need no backfill.
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("streams") as batch:
-        batch.add_column(sa.Column("source_identity", sa.JSON(), nullable=True))
-    with op.batch_alter_table("ingest_files") as batch:
-        batch.add_column(sa.Column("head_sha256", sa.String(64), nullable=True))
-        batch.add_column(sa.Column("head_bytes", sa.BigInteger(), nullable=True))
+    op.add_column("streams", sa.Column("source_identity", sa.JSON(), nullable=True))
+    op.add_column("ingest_files", sa.Column("head_sha256", sa.String(64), nullable=True))
+    op.add_column("ingest_files", sa.Column("head_bytes", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("ingest_files") as batch:
-        batch.drop_column("head_bytes")
-        batch.drop_column("head_sha256")
-    with op.batch_alter_table("streams") as batch:
-        batch.drop_column("source_identity")
+    op.drop_column("ingest_files", "head_bytes")
+    op.drop_column("ingest_files", "head_sha256")
+    op.drop_column("streams", "source_identity")
