@@ -183,3 +183,17 @@ def test_a_watched_folder_reads_on_a_grown_file_and_anew_a_replaced_one(
     with sqlite3.connect(tmp_path / "data" / "catalog.sqlite") as db:
         kinds = [k for (k,) in db.execute("SELECT kind FROM events")]
     assert "file.replaced" in kinds
+
+
+def test_a_stream_from_before_revision_0004_is_known_by_its_path(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    clip = media.write_media(tmp_path / "clip.mp4", video_times=media.uniform_times(3, 5), rate=5)
+    assert _ingest(capsys, tmp_path, clip).returncode == 0
+    with sqlite3.connect(tmp_path / "data" / "catalog.sqlite") as db:
+        db.execute("UPDATE streams SET source_identity = NULL")
+    again = _ingest(capsys, tmp_path, clip)
+    assert again.returncode == 0 and "ingested completely already" in again.stdout
+    (tmp_path / "b").mkdir()
+    other = media.write_media(tmp_path / "b" / "clip.mp4", video_times=media.uniform_times(3, 5), rate=5)
+    assert_one_line_error(_ingest(capsys, tmp_path, other), "stream clip", "--stream NAME")
