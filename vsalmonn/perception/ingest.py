@@ -129,7 +129,8 @@ def check_source(store: MemoryStore, stream: str, source: Path) -> tuple[Relatio
         raise SourceMismatch(f"stream {stream} is a {row.kind} stream, not a file's; {hint}")
     stored = FileIdentity.load(row.source_identity)
     if stored is None:  # made before revision 0004: trust the path it was given, nothing more
-        if row.source is not None and Path(row.source).resolve() == Path(current.path):
+        recorded = Path(row.source.removeprefix("file://")).resolve() if row.source else None
+        if recorded == Path(current.path):
             return "same", current
         raise SourceMismatch(f"stream {stream} already holds {row.source}, not {current.path}; {hint}")
     how = relation(stored, Path(current.path), current.size)
