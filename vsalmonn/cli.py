@@ -484,19 +484,23 @@ def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from vsalmonn.memory_store.names import validate_stream_name
+    from vsalmonn.memory_store.redact import redact
     from vsalmonn.memory_store.store import MemoryStore
     from vsalmonn.perception.config import StreamSpec
     from vsalmonn.perception.decode import probe
+    from vsalmonn.perception.identity import SourceMismatch
+    from vsalmonn.perception.ingest import check_source
     from vsalmonn.perception.media import DecodeError
     from vsalmonn.perception.sources import check_file_source, classify, refuse_non_media
 
     source: str = args.source
+    shown = redact(source)  # what messages say: the URL without its credentials
     kind = classify(source)
     if args.stream is not None and not args.stream.strip():
         raise UsageError("bad stream name: --stream must not be empty")
     name = args.stream or (Path(source.rstrip("/")).stem if kind in ("file", "folder") else None)
     if not name:
-        raise UsageError(f"{source}: give the stream a name with --stream NAME")
+        raise UsageError(f"{shown}: give the stream a name with --stream NAME")
     try:
         name = validate_stream_name(name)
     except ValueError as exc:
@@ -517,6 +521,12 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         MemoryStore.open(settings.data_dir, settings.store) as store,
         open_plugins(settings, store) as plugins,
     ):
+        how = None
+        if kind == "file":
+            try:  # refused before anything is written: the store stays exactly as it was
+                how, _ = check_source(store, name, Path(source.removeprefix("file://")))
+            except SourceMismatch as exc:
+                raise UsageError(str(exc)) from None
         daemon = make_daemon(settings, store, [spec], once=args.once, plugins=plugins)
         with _stop_on_signals() as stop:
             daemon.start()
@@ -534,13 +544,15 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         and result.frames == 0
         and result.segments == 0
         and stats.state == "done"
+        and how != "grew"
         and (result.position == result.resumed_at)
     ):
-        print(f"stream {name}: {source} was ingested completely already")
+        print(f"stream {name}: {shown} was ingested completely already (same size and head); nothing to do")
         return 0
     if result is not None:
         print(
-            f"stream {name}: {source} {'stopped' if result.stopped else 'ingested'} at "
+            f"stream {name}: {shown} {'grew; ' if how == 'grew' else ''}"
+            f"{'stopped' if result.stopped else 'ingested'} at "
             f"{result.position:.1f} s "
             f"(resumed at {result.resumed_at:.1f} s): {result.frames} frames, {result.segments} transcript "
             f"segments, {result.checkpoints} checkpoints, {result.speed:.1f}x real time"

@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from . import models
 from .names import refuse_confusable, validate_stream_name
+from .redact import redact, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +96,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _redacted(url: str) -> str:
-    """`url` with any user and password removed, for messages about URLs that may not even parse."""
-    return re.sub(r"//[^/@]*@", "//***@", url)
+    """`url` with any user, password and token removed, for messages about URLs that may not even parse."""
+    return redact_url(url)
 
 
 def _parse_url(url: str | URL) -> URL:
@@ -409,7 +409,9 @@ class Catalog:
                 return row
             # a new name must not pass for one that exists: 'sаmple' (Cyrillic а) beside 'sample'
             refuse_confusable(name, session.scalars(select(models.Stream.name)))
-            row = models.Stream(name=name, source=source, kind=kind, config=config)
+            # The source is stored as shown, without credentials: it is for display only, since whoever
+            # connects to it has the real one in its settings (docs/catalog.md).
+            row = models.Stream(name=name, source=redact(source), kind=kind, config=config)
             try:
                 with session.begin_nested():
                     session.add(row)

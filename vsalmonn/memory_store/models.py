@@ -78,6 +78,8 @@ class Stream(Base):
     source: Mapped[str | None] = mapped_column(Text)
     kind: Mapped[str | None] = mapped_column(String(32))  # file, url, folder, device
     config: Mapped[dict[str, Any] | None]  # the MemoryConfig its memory was made with
+    # A single-file stream's file as last read: {path, size, mtime, head_sha256, head_bytes} (revision 0004)
+    source_identity: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     checkpoints: Mapped[list[Checkpoint]] = relationship(
@@ -192,6 +194,9 @@ class IngestFile(Base):
     path: Mapped[str] = mapped_column(Text)
     size: Mapped[int | None] = mapped_column(BigInteger)
     mtime: Mapped[float | None] = mapped_column(Float)
+    # SHA-256 of the file's first `head_bytes` bytes: tells a file that grew from one replaced (rev. 0004)
+    head_sha256: Mapped[str | None] = mapped_column(String(64))
+    head_bytes: Mapped[int | None] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, ingesting, done, failed
     offset: Mapped[float] = mapped_column(Float, default=0.0)  # seconds of the file already in memory
     stream_offset: Mapped[float | None] = mapped_column(Float)  # stream time at which the file starts

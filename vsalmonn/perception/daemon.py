@@ -38,6 +38,7 @@ from sqlalchemy import select
 from vsalmonn.memory_store import MemoryConfig
 from vsalmonn.memory_store.models import IngestFile, StreamStatus
 from vsalmonn.memory_store.names import validate_stream_name
+from vsalmonn.memory_store.redact import redact
 from vsalmonn.memory_store.store import MemoryStore, StreamBusyError
 from vsalmonn.plugins.events import EventBus
 
@@ -45,6 +46,7 @@ from . import allocator
 from .config import DaemonConfig, PerceptionConfig, StreamSpec
 from .decode import decode
 from .folder import FolderError, FolderWatcher
+from .identity import FileIdentity, relation
 from .ingest import IngestResult, ingest_file, prefetch
 from .media import DecodeError, NothingToDecode, one_line
 from .pipeline import Encoders, StreamSink, StreamStats, forget_from
@@ -96,6 +98,9 @@ class StreamRunner(threading.Thread):
         self.stats.detail["kind"] = self.kind
         self.stream_id: str | None = None
         self.result: IngestResult | None = None
+        # Watched folders: finished files found grown (path -> seconds already read) or replaced since.
+        self._grown: dict[str, float] = {}
+        self._replaced: set[str] = set()
 
     # ----- the thread -------------------------------------------------------------------------------------
 
@@ -136,7 +141,7 @@ class StreamRunner(threading.Thread):
         self.events.event(kind, message, source="daemon", stream=self.spec.name, **payload)
 
     def _ended_badly(self, reason: str, state: str) -> None:
-        reason = one_line(reason)
+        reason = redact(one_line(reason))
         log.error("stream %s %s: %s", self.spec.name, state, reason)
         self.stats.fail(reason, state)
         self._event(f"stream.{state}", reason)
@@ -170,7 +175,8 @@ class StreamRunner(threading.Thread):
             state = dict(last.source_state or {}) if last else {}
             offset = float(last.source_offset or 0.0) if last else 0.0
             forget_from(store, w.stream_id, offset)
-            finished = self._reconcile_files(w.stream_id, state)
+            done_rows = self._reconcile_files(w.stream_id, state)
+            finished = set(done_rows)
             sink = StreamSink(
                 store=store, writer=w, memory=memory, encoders=self.encoders, perception=self.perception,
                 window_s=self.config.window_s, stats=stats, start=offset, plugins=self.plugins,
@@ -188,14 +194,21 @@ class StreamRunner(threading.Thread):
                 folder,
                 settle_s=self.config.settle_s,
                 poll_s=self.config.poll_s,
-                skip=lambda p: str(p) in finished,
+                skip=lambda p: str(p) in finished and self._unchanged(done_rows.get(str(p)), p),
             ) as watcher:
                 while not self.stop.is_set():
                     files = watcher.ready(timeout=min(0.5, self.config.poll_s))
                     for path in files:
                         if self.stop.is_set():
                             break
-                        stream_end = self._folder_file(sink, path, stream_end, 0.0)
+                        file_offset = self._grown.pop(str(path), 0.0)
+                        if str(path) in self._replaced:
+                            self._replaced.discard(str(path))
+                            message = f"{path.name} was replaced by a different file; ingesting it anew"
+                            log.warning("stream %s: %s", self.spec.name, message)
+                            self._event("file.replaced", message, file=str(path))
+                        # A file that grew goes on at the stream's end from where it was left.
+                        stream_end = self._folder_file(sink, path, stream_end - file_offset, file_offset)
                         finished.add(str(path))
                     stats.detail["pending"] = len(watcher.pending)
                     if self.once and not files and not watcher.pending:
@@ -256,6 +269,30 @@ class StreamRunner(threading.Thread):
         )
         return end
 
+    def _unchanged(self, row: IngestFile | None, path: Path) -> bool:
+        """Whether a finished file is still the one its row describes; if not, noted as grown or replaced."""
+        if row is None:
+            return True
+        try:
+            size = path.stat().st_size
+            if row.head_sha256 is None or row.head_bytes is None:  # a row from before revision 0004
+                old = row.size
+                how = "same" if old == size else "grew" if old is not None and size > old else "different"
+            else:
+                stored = FileIdentity(
+                    path=row.path, size=row.size or 0, mtime=row.mtime or 0.0, head_sha256=row.head_sha256,
+                    head_bytes=row.head_bytes,
+                )  # fmt: skip
+                how = relation(stored, path, size)
+        except OSError:
+            return True  # gone or unreadable: nothing new to read from it
+        if how == "grew":
+            self._grown[row.path] = float(row.offset or 0.0)
+            log.info("stream %s: %s grew since it was read; reading on", self.spec.name, path.name)
+        elif how == "different":
+            self._replaced.add(row.path)
+        return how == "same"
+
     @staticmethod
     def _file_state(key: str, sink: StreamSink, stream_offset: float) -> dict[str, Any]:
         return {"file": key, "stream_offset": stream_offset, "file_offset": sink.committed - stream_offset}
@@ -282,15 +319,16 @@ class StreamRunner(threading.Thread):
                 row = IngestFile(stream_id=self.stream_id, path=key)
                 session.add(row)
             if path is not None:
-                try:
-                    st = path.stat()
-                    row.size, row.mtime = st.st_size, st.st_mtime
+                try:  # what the file is as it starts being read: tells later whether it grew or was replaced
+                    identity = FileIdentity.of(path)
+                    row.size, row.mtime = identity.size, identity.mtime
+                    row.head_sha256, row.head_bytes = identity.head_sha256, identity.head_bytes
                 except OSError:
                     pass
             for name, value in fields.items():
                 setattr(row, name, value)
 
-    def _reconcile_files(self, stream_id: str, state: dict[str, Any]) -> set[str]:
+    def _reconcile_files(self, stream_id: str, state: dict[str, Any]) -> dict[str, IngestFile]:
         """The files already finished, with rows brought in line with the last checkpoint (which wins)."""
         current = state.get("file")
         with self.store.catalog.transaction() as session:
@@ -300,7 +338,7 @@ class StreamRunner(threading.Thread):
                     row.status = "done"  # killed between the file's last checkpoint and its row update
                 elif row.status == "ingesting" and row.path != current:
                     row.status, row.offset = "pending", 0.0  # started, but no checkpoint holds any of it
-            return {row.path for row in rows if row.status in ("done", "failed", "skipped")}
+            return {row.path: row for row in rows if row.status in ("done", "failed", "skipped")}
 
     # ----- a live source ----------------------------------------------------------------------------------
 
@@ -520,10 +558,10 @@ def write_status(
         with store.catalog.transaction() as session:
             for stream_id, stats in entries:
                 row = session.get(StreamStatus, stream_id) or StreamStatus(stream_id=stream_id)
-                row.state, row.pid, row.host, row.source = stats.state, pid, host, stats.source
+                row.state, row.pid, row.host, row.source = stats.state, pid, host, redact(stats.source)
                 row.position, row.duration, row.rate = stats.position, stats.duration, stats.rate
                 row.lag_s, row.frames, row.segments = stats.lag_s, stats.frames, stats.segments
-                row.drops, row.errors, row.last_error = stats.drops, stats.errors, stats.last_error
+                row.drops, row.errors, row.last_error = stats.drops, stats.errors, redact(stats.last_error)
                 row.detail = dict(stats.detail)
                 row.started_at, row.updated_at = started_at, now
                 session.add(row)
@@ -547,12 +585,17 @@ def read_status(store: MemoryStore) -> list[dict[str, Any]]:
                 .order_by(Checkpoint.seq.desc())
                 .limit(1)
             ).first()
-            entry: dict[str, Any] = {"stream": stream.name, "kind": stream.kind, "source": stream.source}
+            # Redacted here too: rows written before redaction existed may still hold a credential.
+            entry: dict[str, Any] = {
+                "stream": stream.name,
+                "kind": stream.kind,
+                "source": redact(stream.source),
+            }
             if status is not None:
                 entry.update(
                     state=status.state, position=status.position, duration=status.duration, rate=status.rate,
                     lag_s=status.lag_s, frames=status.frames, segments=status.segments, drops=status.drops,
-                    errors=status.errors, last_error=status.last_error, detail=status.detail or {},
+                    errors=status.errors, last_error=redact(status.last_error), detail=status.detail or {},
                     pid=status.pid, host=status.host, updated_at=status.updated_at.isoformat(),
                     age_s=(now - status.updated_at).total_seconds(),
                 )  # fmt: skip

@@ -48,6 +48,7 @@ import numpy as np
 from av.container import InputContainer
 from av.stream import Disposition
 
+from vsalmonn.memory_store.redact import redact
 from vsalmonn.perception.config import PerceptionConfig
 from vsalmonn.perception.media import AudioChunk, DecodeError, Frame, MediaInfo, NothingToDecode
 
@@ -88,7 +89,8 @@ def is_url(source: str) -> bool:
 
 
 def _one_line(source: str, reason: str) -> str:
-    return f"{source}: {' '.join(str(reason).split())}"
+    # Every message naming a source passes here: a URL's credentials (and FFmpeg's echo of them) stop here.
+    return redact(f"{source}: {' '.join(str(reason).split())}")
 
 
 def _reason(exc: BaseException, timeout_s: float | None = None) -> str:

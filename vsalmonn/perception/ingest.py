@@ -18,11 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sqlalchemy import update
+
 from vsalmonn.memory_store import MemoryConfig
+from vsalmonn.memory_store.models import Stream
 from vsalmonn.memory_store.store import MemoryStore
 
 from .config import PerceptionConfig
 from .decode import decode, probe
+from .identity import FileIdentity, Relation, SourceMismatch, relation
 from .media import DecodeError
 from .pipeline import Encoders, Item, StreamSink, StreamStats, forget_from
 
@@ -33,7 +37,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[float, float | None], None]  # (stream seconds done, duration or None)
 
-__all__ = ["Encoders", "IngestResult", "Progress", "ingest_file", "prefetch"]
+__all__ = ["Encoders", "IngestResult", "Progress", "check_source", "ingest_file", "prefetch"]
 
 
 @dataclass
@@ -111,6 +115,40 @@ def prefetch(items: Iterator[Item], maxsize: int, stop: threading.Event) -> Iter
         thread.join(timeout=5.0)
 
 
+def check_source(store: MemoryStore, stream: str, source: Path) -> tuple[Relation | None, FileIdentity]:
+    """What `source` is to the file `stream` was fed (None: nothing committed yet); SourceMismatch if another.
+
+    Reads the catalog only, so that a refusal leaves the store exactly as it was.
+    """
+    current = FileIdentity.of(source)
+    row = store.catalog.stream(stream)
+    if row is None or not store.checkpoints(stream):
+        return None, current
+    hint = f"give this file its own stream with --stream NAME (stream {stream} is left as it was)"
+    if row.kind not in (None, "file"):
+        raise SourceMismatch(f"stream {stream} is a {row.kind} stream, not a file's; {hint}")
+    stored = FileIdentity.load(row.source_identity)
+    if stored is None:  # made before revision 0004: trust the path it was given, nothing more
+        recorded = Path(row.source.removeprefix("file://")).resolve() if row.source else None
+        if recorded == Path(current.path):
+            return "same", current
+        raise SourceMismatch(f"stream {stream} already holds {row.source}, not {current.path}; {hint}")
+    how = relation(stored, Path(current.path), current.size)
+    if how == "different":
+        raise SourceMismatch(
+            f"stream {stream} already holds {stored.describe()}; {current.describe()} is a different file; "
+            f"{hint}"
+        )
+    return how, current
+
+
+def _remember(store: MemoryStore, stream_id: str, identity: FileIdentity) -> None:
+    with store.catalog.transaction() as session:
+        session.execute(
+            update(Stream).where(Stream.id == stream_id).values(source_identity=identity.model_dump())
+        )
+
+
 def ingest_file(
     source: Path,
     stream: str,
@@ -130,20 +168,28 @@ def ingest_file(
     """Ingest `source` into `stream`, resuming from its last committed offset; returns what was done.
 
     DecodeError (one line) when the file cannot be read; StreamBusyError when another process writes the
-    stream. `stop`, when set, ends the run at the next item with a checkpoint of what is whole.
+    stream; SourceMismatch when the stream holds another file (see `identity`). A file that grew since it
+    was ingested, even completely, is read on from the committed offset. `stop`, when set, ends the run at
+    the next item with a checkpoint of what is whole.
     """
     started = time.perf_counter()
     stop = stop or threading.Event()
     stats = stats or StreamStats()
     info = probe(source)
     stats.duration = info.duration
+    how, identity = check_source(store, stream, source)
     with store.writer(stream, config=memory_config, source=str(source), kind="file") as writer:
         memory, last = store.open_memory(stream, memory_config)
+        how, identity = check_source(store, stream, source)  # again, now that no other process can write
+        if how is None:
+            _remember(store, writer.stream_id, identity)  # before the first checkpoint: this file, from 0
         resume = float(last.source_offset or 0.0) if last else 0.0
         result = IngestResult(stream=stream, source=str(source), resumed_at=resume, position=resume)
         stats.advance(resume)
         frames0, segments0, checkpoints0 = stats.frames, stats.segments, stats.checkpoints
-        if last and last.source_state and last.source_state.get("done"):
+        if how == "grew":
+            log.info("stream %s: %s grew since it was read; reading on from %.1f s", stream, source, resume)
+        elif last and last.source_state and last.source_state.get("done"):
             error = last.source_state.get("error")
             how = f"as far as it could be read ({error})" if error else "completely"
             log.info("stream %s: %s was ingested %s already", stream, source, how)
@@ -174,6 +220,7 @@ def ingest_file(
                 # committed as final, so that a rerun does not fail at the same place again.
                 sink.finish()
                 sink.checkpoint({"done": True, "error": str(exc)}, wait=True, flush=True)
+                _remember(store, writer.stream_id, identity)
                 stats.state = "failed"
                 raise
             if stop.is_set():
@@ -183,6 +230,8 @@ def ingest_file(
             else:
                 sink.finish(decoder.position)
                 sink.checkpoint({"done": True}, wait=True, flush=True)
+                # Only now: had the file grown and this run died before here, the next must read on.
+                _remember(store, writer.stream_id, identity)
         result.position = sink.committed
         result.frames, result.segments = stats.frames - frames0, stats.segments - segments0
         result.checkpoints = stats.checkpoints - checkpoints0

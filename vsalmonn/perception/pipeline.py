@@ -33,6 +33,7 @@ from sqlalchemy import delete
 
 from vsalmonn.memory_store import StreamMemory
 from vsalmonn.memory_store.models import FrameLabel, TranscriptSegment
+from vsalmonn.memory_store.redact import redact
 from vsalmonn.memory_store.store import MemoryStore, StreamWriter
 
 from . import allocator
@@ -71,6 +72,9 @@ class Encoders:
         return cls(vision=vision, text=text, speech=speech)
 
 
+_REDACTED_FIELDS = frozenset({"source", "last_error"})
+
+
 @dataclass
 class StreamStats:
     """A stream's counters: written by its worker thread, read by status reports from another thread.
@@ -93,6 +97,12 @@ class StreamStats:
     detail: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     _marks: collections.deque[tuple[float, float]] = field(default_factory=collections.deque, repr=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # What is reported (status rows, the CLI's last line) never shows a URL's credentials.
+        if name in _REDACTED_FIELDS and isinstance(value, str):
+            value = redact(value)
+        object.__setattr__(self, name, value)
 
     def advance(self, position: float, now: float | None = None) -> None:
         """Record that the stream has been written up to `position`."""

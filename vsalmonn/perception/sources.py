@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+from vsalmonn.memory_store.redact import redact, redact_url
+
 from .config import PerceptionConfig
 from .decode import MediaDecoder, is_url
 from .media import AudioChunk, DecodeError, Frame, one_line
@@ -243,6 +245,7 @@ class LiveSource:
         open_decoder: Callable[[], _Decoder] | None = None,
     ) -> None:
         self.url = url
+        self.shown = redact_url(url)  # what logs and errors name: the URL without its credentials
         self.config = config or PerceptionConfig()
         self.policy = policy or ReconnectPolicy.from_config(self.config)
         self.timeout_s = self.config.live_timeout_s if timeout_s is None else timeout_s
@@ -322,7 +325,7 @@ class LiveSource:
             else:
                 if self._opened_once:
                     self.reconnects += 1
-                    log.info("%s: reconnected (attempt %d)", self.url, self.attempts)
+                    log.info("%s: reconnected (attempt %d)", self.shown, self.attempts)
                 self._opened_once = True
                 if self.epoch is None:
                     self.epoch = self._wall()
@@ -336,13 +339,13 @@ class LiveSource:
                         yield self._retime(item)
                         if self._closing.is_set():
                             return
-                    error = f"{self.url}: stream ended"
+                    error = f"{self.shown}: stream ended"
                 except DecodeError as exc:
                     error = str(exc)
                 finally:
                     self.connected = False
                     decoder.close()
-            self.last_error = one_line(error)
+            self.last_error = redact(one_line(error))  # FFmpeg's errors echo the URL, credentials too
             if not delivered:
                 self.failures += 1
             self._give_up_if_due(last_data)
@@ -354,7 +357,7 @@ class LiveSource:
 
     def _give_up_if_due(self, last_data: float) -> None:
         reason = self.last_error or ""
-        prefix = f"{self.url}: "
+        prefix = f"{self.shown}: "
         if reason.startswith(prefix):
             reason = reason[len(prefix) :]
         policy = self.policy
@@ -366,7 +369,7 @@ class LiveSource:
             if policy.give_up_after_s is not None and idle >= policy.give_up_after_s:
                 why = f"no data for {idle:.1f} s"
         if why is not None:
-            message = one_line(f"{self.url}: gave up after {why}; last error: {reason}")
+            message = one_line(f"{self.shown}: gave up after {why}; last error: {reason}")
             log.error("%s", message)
             raise SourceGaveUp(message)
 

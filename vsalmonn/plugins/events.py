@@ -40,6 +40,8 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
 
+from vsalmonn.memory_store.redact import redact, redact_data
+
 log = logging.getLogger(__name__)
 event_log = logging.getLogger("vsalmonn.events")
 
@@ -373,7 +375,10 @@ class EventBus:
     def emit(self, record: EventRecord) -> EventRecord:
         """Store, dispatch and deliver `record`; the stored copy (with its `id`) is returned. Never raises."""
         try:
-            record = record.model_copy(update={"payload": _jsonable(record.payload)})
+            # Credentials in URLs (a camera's user:pw@, ?token=) never reach the table, a sink or a plugin.
+            record = record.model_copy(
+                update={"payload": redact_data(_jsonable(record.payload)), "message": redact(record.message)}
+            )
         except Exception as exc:  # a payload json cannot even stringify
             log.error("event %s from %s: payload dropped: %s", record.kind, record.source, exc)
             record = record.model_copy(update={"payload": {}})

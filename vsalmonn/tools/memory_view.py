@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from vsalmonn.memory_store.models import Event, FrameLabel, Stream, StreamStatus, TranscriptSegment
 from vsalmonn.memory_store.names import validate_stream_name
+from vsalmonn.memory_store.redact import redact, redact_data
 
 from .timefmt import at_text, secs
 
@@ -413,7 +413,7 @@ class MemoryView:
                     covered_until=_horizon(newest) if newest else None,
                     state=status.state if status else None, position=status.position if status else None,
                     status_at=status.updated_at if status else None,
-                    last_error=status.last_error if status else None,
+                    last_error=redact(status.last_error) if status else None,
                 )
             )  # fmt: skip
         return out
@@ -459,7 +459,7 @@ class MemoryView:
         events = [
             EventRecord(
                 id=e.id, stream=names.get(e.stream_id) if e.stream_id else None, kind=e.kind, source=e.source,
-                t=e.t, message=e.message, created_at=e.created_at, payload=e.payload,
+                t=e.t, message=redact(e.message), created_at=e.created_at, payload=redact_data(e.payload),
             )
             for e in rows[:limit]
         ]  # fmt: skip
@@ -467,11 +467,6 @@ class MemoryView:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def redact(source: str | None) -> str | None:
-    """A source with any user and password of a URL removed (rtsp://user:pw@host/ -> rtsp://***@host/)."""
-    return None if source is None else re.sub(r"//[^/@\s]*@", "//***@", source)
 
 
 def _check_query(query: object) -> str:
