@@ -58,6 +58,7 @@ from tqdm import tqdm
 
 from vsalmonn.cli import UsageError, _quiet_model_loading, format_table
 from vsalmonn.memory_store import MemoryConfig, StreamMemory, resolve_slow_weights
+from vsalmonn.memory_store.config import MAX_SLOTS
 from vsalmonn.memory_store.memory import ttt_config
 from vsalmonn.memory_store.ttt import TTTLayer
 from vsalmonn.perception.config import PerceptionConfig
@@ -110,7 +111,9 @@ def settings() -> dict[str, MemoryConfig]:
 
     out = {f"{policy}/{mode}": config(policy, mode) for policy in POLICIES for mode in TTT_MODES}
     out |= {f"{policy}/{mode}": config(policy, mode) for policy in TRAINED_POLICIES for mode in TRAINED}
-    out[UNBOUNDED] = MemoryConfig(visual_slots=1 << 22, audio_slots=1 << 20, ttt=False)
+    out[UNBOUNDED] = MemoryConfig(
+        visual_slots=MAX_SLOTS, audio_slots=MAX_SLOTS, ttt=False
+    )  # > any stream here
     return out
 
 
