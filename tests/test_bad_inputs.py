@@ -577,15 +577,17 @@ def test_a_daemon_refused_a_stream_being_written_leaves_its_status_and_events_al
 
     clip = media.write_media(tmp_path / "c.mp4", video_times=[0.0, 0.2], rate=5)
     daemon = tmp_path / "daemon.toml"
-    daemon.write_text(config.read_text() + f'[[streams]]\nname = "{STREAM}"\nsource = "{clip}"\n')
+    daemon.write_text(config.read_text() + f'[[streams]]\nname = "busy"\nsource = "{clip}"\n')
 
     def stored() -> tuple[int, list[tuple[object, ...]]]:
         with MemoryStore.open(data) as store, store.catalog.session() as s:
             rows = [(r.state, r.last_error) for r in s.scalars(select(StreamStatus))]
             return s.scalar(select(func.count()).select_from(Event)) or 0, rows
 
+    with MemoryStore.open(data) as store, store.writer("busy"):
+        pass  # the stream exists, as it would once the other writer started
     before = stored()
-    with MemoryStore.open(data) as store, store.writer(STREAM):
+    with MemoryStore.open(data) as store, store.writer("busy"):  # another process's, as far as the lock goes
         result = in_process(capsys, "--config", str(daemon), "--data", str(data), "daemon")
     assert result.returncode == 1 and "being written by another process" in result.stderr, result
     assert stored() == before
