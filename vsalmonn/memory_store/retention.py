@@ -51,7 +51,7 @@ KINDS = (*ROW_KINDS, *FILE_KINDS)
 # header and rowid (~10), and one index entry (stream id, key, rowid). Checked against dbstat in the tests.
 ROW_OVERHEAD = {"labels": 96, "transcript": 150, "events": 160}
 # A live transcript file over its budget is cut to this share of it, so that it is not rewritten every pass.
-FILE_TRIM_TO = 0.9
+FILE_TRIM_TO = 0.95
 
 
 class KindSize(BaseModel):
