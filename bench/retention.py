@@ -216,11 +216,11 @@ def _write_hour(
                              "words": words, "language": "en", "created_at": created})  # fmt: skip
             lines.append(f"[{int(t) // 3600:02d}:{int(t) // 60 % 60:02d}:{int(t) % 60:02d}] {text}\n")
         if s % EVENT_EVERY_S == 0:
+            path = thumbs / f"motion-{t:012.3f}.jpg"
             events.append({"stream_id": stream_id, "kind": "surveillance.motion", "source": "surveillance",
                            "t": t, "message": f"motion at {t:.0f} s",
-                           "payload": {"score": round(rng.random(), 3), "thumbnail": f"motion-{t:012.3f}.jpg"},
+                           "payload": {"score": round(rng.random(), 3), "thumbnail": path.name},
                            "created_at": created})  # fmt: skip
-            path = thumbs / f"motion-{t:012.3f}.jpg"
             path.write_bytes(os.urandom(THUMB_BYTES))
             mtime = created.timestamp()
             os.utime(path, (mtime, mtime))
