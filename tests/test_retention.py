@@ -246,3 +246,22 @@ def test_status_shows_sizes_per_stream(capsys: pytest.CaptureFixture[str], tmp_p
         and "500 / " in text.stdout
         and "thumbnails" in text.stdout
     )
+
+
+def test_a_committed_checkpoint_applies_retention_through_the_pipeline(tmp_path: Path) -> None:
+    """The sink's listener on the real writer: a commit prunes the labels; the checkpoint itself stays."""
+    from vsalmonn.memory_store import MemoryConfig, StreamMemory
+    from vsalmonn.perception.config import PerceptionConfig
+    from vsalmonn.perception.pipeline import StreamSink
+
+    config = StoreConfig(data_retention=_policy(labels=KindRetention(max_age_s=60, max_bytes=0)))
+    memory_config = MemoryConfig(dim=32, heads=2, visual_slots=64, audio_slots=16, ttt=False, mini_batch=16)
+    with MemoryStore.open(tmp_path, config) as store, store.writer("cam", config=memory_config) as writer:
+        StreamSink(
+            store=store, writer=writer, memory=None, encoders=None,  # type: ignore[arg-type]
+            perception=PerceptionConfig(), window_s=30.0,
+        )  # fmt: skip
+        _fill(store.catalog, writer.stream_id, 300)
+        writer.commit(StreamMemory(memory_config).state_dict())
+        assert _count(store.catalog, FrameLabel, writer.stream_id) == 61  # t from 239 to 299
+        assert len(store.checkpoints("cam")) == 1
