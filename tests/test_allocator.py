@@ -10,6 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from vsalmonn.memory_store.config import DataRetention
+from vsalmonn.memory_store.retention import RetentionSchedule
 from vsalmonn.perception import allocator
 from vsalmonn.perception.config import PerceptionConfig
 from vsalmonn.perception.pipeline import StreamSink
@@ -99,9 +101,12 @@ def test_trims_after_commits_at_most_once_per_interval(
 
 def test_stream_sinks_trim_after_each_commit() -> None:
     writer = SimpleNamespace(on_commit=[], stream_id="id", name="s")
+    store = SimpleNamespace(catalog=None, data_dir=Path("."), data_retention=DataRetention())
     for _ in range(2):  # a second sink on the same writer (a watched folder's next file) adds nothing
         StreamSink(
-            store=None, writer=writer, memory=None, encoders=None,  # type: ignore[arg-type]
+            store=store, writer=writer, memory=None, encoders=None,  # type: ignore[arg-type]
             perception=PerceptionConfig(), window_s=30.0,
         )  # fmt: skip
-    assert writer.on_commit == [allocator.trim_after_commit]
+    # Trimming, and the data retention of tests/test_retention.py, once each.
+    assert writer.on_commit[0] == allocator.trim_after_commit
+    assert [type(f) for f in writer.on_commit[1:]] == [RetentionSchedule]

@@ -256,9 +256,12 @@ def test_status_of_a_store_and_of_nothing(capsys: pytest.CaptureFixture[str], tm
     result = in_process(capsys, "--data", str(tmp_path), "status")
     assert result.returncode == 0 and "lobby" in result.stdout and "new" in result.stdout
     result = in_process(capsys, "--data", str(tmp_path), "status", "--json")
-    assert json.loads(result.stdout) == {
+    report = json.loads(result.stdout)
+    sizes = report["streams"][0].pop("sizes")  # rows and bytes per kind (tests/test_retention.py)
+    assert report == {
         "streams": [{"stream": "lobby", "kind": "url", "source": "rtsp://cam/1", "state": "new"}]
     }
+    assert all(size == {"rows": 0, "bytes": 0} for size in sizes.values()) and "checkpoints" in sizes
 
 
 def test_queries_make_openmp_threads_wait_passively_and_ingest_does_not(

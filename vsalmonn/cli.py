@@ -758,6 +758,7 @@ def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     _require_catalog(settings)
     with MemoryStore.open(settings.data_dir, settings.store, read_only=True) as store:
         entries = read_status(store)
+        _add_sizes(store, entries)
     stale_after = max(10.0, 5 * settings.daemon.status_every_s)
     for entry in entries:
         if entry.get("state") not in (None, "done", "stopped", "failed", "skipped", "idle", "new"):
@@ -785,7 +786,46 @@ def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         )  # fmt: skip
     headers = ["stream", "kind", "state", "position", "rate", "lag (s)", "drops", "checkpoint", "errors"]
     print(format_table(headers, rows))
+    _print_sizes(entries)
     return 0
+
+
+SIZE_COLUMNS = {
+    "labels": "labels", "transcript": "transcript", "events": "events", "thumbnails": "thumbnails",
+    "transcript_files": "transcript files", "checkpoints": "checkpoints",
+}  # fmt: skip
+
+
+def _add_sizes(store: Any, entries: list[dict[str, Any]]) -> None:
+    """Rows (files, checkpoints) and bytes per kind of stored data, for each stream (`entry["sizes"]`)."""
+    from sqlalchemy import select
+
+    from vsalmonn.memory_store.models import Stream
+    from vsalmonn.memory_store.retention import stream_sizes
+
+    with store.catalog.session() as s:
+        ids = {name: sid for name, sid in s.execute(select(Stream.name, Stream.id))}
+    for entry in entries:
+        if entry["stream"] in ids:
+            sizes = stream_sizes(store.catalog, store.data_dir, ids[entry["stream"]], entry["stream"])
+            entry["sizes"] = {kind: size.model_dump() for kind, size in sizes.items()}
+
+
+def _print_sizes(entries: list[dict[str, Any]]) -> None:
+    rows = [
+        [e["stream"]]
+        + [f"{e['sizes'][k]['rows']:,} / {_megabytes(e['sizes'][k]['bytes'])}" for k in SIZE_COLUMNS]
+        for e in entries
+        if "sizes" in e
+    ]
+    if rows:
+        print()
+        print("stored (rows or files / size):")
+        print(format_table(["stream", *SIZE_COLUMNS.values()], rows))
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
 
 
 def _position(position: float | None, duration: float | None) -> str:

@@ -110,6 +110,48 @@ class RetentionPolicy(BaseModel):
     max_bytes: int | None = Field(None, gt=0, description="drop the oldest while a stream's total is above")
 
 
+DAY_S = 86_400.0
+MB = 1_000_000
+
+
+class KindRetention(BaseModel):
+    """How long, and how much of, one kind of a stream's stored data is kept; 0 means unlimited.
+
+    Age is wall time (a row's `created_at`, a file's mtime) except for frame labels, which have only stream
+    time: they are aged against the stream's newest label. Bytes are per stream, estimated as
+    `memory_store.retention` explains; the oldest go first while a stream's total is above `max_bytes`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_age_s: float = Field(
+        30 * DAY_S, ge=0, description="drop what is older than this (seconds); 0: no limit"
+    )
+    max_bytes: int = Field(256 * MB, ge=0, description="per stream: drop the oldest while above; 0: no limit")
+
+
+class DataRetention(BaseModel):
+    """Retention of everything a stream stores besides its checkpoints (`memory_store.retention`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    interval_s: float = Field(
+        3600.0, ge=0, description="apply at most this often, after a committed checkpoint; 0: after every one"
+    )
+    batch_rows: int = Field(
+        5000, gt=0, le=100_000, description="rows deleted per transaction, so no delete holds the lock long"
+    )
+    labels: KindRetention = Field(default_factory=lambda: KindRetention(max_bytes=256 * MB))
+    transcript: KindRetention = Field(default_factory=lambda: KindRetention(max_bytes=128 * MB))
+    events: KindRetention = Field(default_factory=lambda: KindRetention(max_bytes=64 * MB))
+    thumbnails: KindRetention = Field(default_factory=lambda: KindRetention(max_bytes=512 * MB))
+    transcript_files: KindRetention = Field(default_factory=lambda: KindRetention(max_bytes=64 * MB))
+
+    def kind(self, name: str) -> KindRetention:
+        rule: KindRetention = getattr(self, name)
+        return rule
+
+
 class StoreConfig(BaseModel):
     """Where and how memories persist (DESIGN §4)."""
 
@@ -120,3 +162,6 @@ class StoreConfig(BaseModel):
     )
     busy_timeout_s: float = Field(30.0, gt=0, description="how long SQLite waits for a lock before failing")
     retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
+    data_retention: DataRetention = Field(
+        default_factory=DataRetention, description="labels, transcripts, events and files: age and bytes"
+    )

@@ -8,6 +8,8 @@ split a log line or hide what it says is refused here, once, with a reason the u
 
 from __future__ import annotations
 
+import hashlib
+import re
 import unicodedata
 from collections.abc import Iterable
 
@@ -127,3 +129,15 @@ def refuse_confusable(name: str, existing: Iterable[str]) -> None:
             f"stream name {name!r} looks like the existing stream {other!r} "
             f"({name!a} vs {other!a}); pick a clearly different name"
         )
+
+
+def path_component(name: str) -> str:
+    """`name` as one path component: [A-Za-z0-9._-] kept, anything else replaced, a hash added if changed.
+
+    For folders that other components name after a stream (the surveillance plugin's `<data>/thumbs/<…>/`),
+    here so that the store's retention and `status` find them by the same rule.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:60]
+    if safe != name:
+        safe = f"{safe or 'x'}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return safe

@@ -30,7 +30,7 @@ from sqlalchemy import delete, func, select
 
 from .catalog import Catalog
 from .checkpoint import COMMIT_ATTR, CheckpointError, fsync_dir, read_group, write_group
-from .config import MemoryConfig, RetentionPolicy, StoreConfig
+from .config import DataRetention, MemoryConfig, RetentionPolicy, StoreConfig
 from .memory import StreamMemory
 from .models import Checkpoint, Stream
 from .names import validate_stream_name
@@ -77,12 +77,17 @@ class MemoryStore:
     """The memories of all streams under one data directory, with their catalog."""
 
     def __init__(
-        self, data_dir: Path, catalog: Catalog | None = None, retention: RetentionPolicy | None = None
+        self,
+        data_dir: Path,
+        catalog: Catalog | None = None,
+        retention: RetentionPolicy | None = None,
+        data_retention: DataRetention | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.root = self.data_dir / MEMORY_DIR
         self.catalog = catalog or Catalog.for_data_dir(self.data_dir)
         self.retention = retention or RetentionPolicy()
+        self.data_retention = data_retention or DataRetention()  # rows and files: memory_store.retention
         # What reading found, per stream id: the newest checkpoint that verified, and those that failed.
         # Retention uses both: a checkpoint known to be damaged never counts as one of those kept, and the
         # newest verified one is never deleted (with the newest two damaged it is the only way back).
@@ -113,7 +118,7 @@ class MemoryStore:
             except BaseException:
                 catalog.close()
                 raise
-        return cls(data_dir, catalog, config.retention)
+        return cls(data_dir, catalog, config.retention, config.data_retention)
 
     def stream_groups(self) -> dict[str, list[Path]]:
         """Checkpoint groups found on disk, by stream id (folder name), oldest first; temporaries left out."""

@@ -34,6 +34,7 @@ from sqlalchemy import delete
 from vsalmonn.memory_store import StreamMemory
 from vsalmonn.memory_store.models import FrameLabel, TranscriptSegment
 from vsalmonn.memory_store.redact import redact
+from vsalmonn.memory_store.retention import RetentionSchedule
 from vsalmonn.memory_store.store import MemoryStore, StreamWriter
 
 from . import allocator
@@ -174,6 +175,15 @@ class StreamSink:
             writer.on_commit.append(self._committed)
         if allocator.trim_after_commit not in writer.on_commit:
             writer.on_commit.append(allocator.trim_after_commit)  # a daemon's heap must not creep
+        # Labels, transcripts, events and files must not grow forever either (memory_store.retention).
+        if not any(
+            isinstance(f, RetentionSchedule) for f in writer.on_commit
+        ):  # one per writer, not per file
+            writer.on_commit.append(
+                RetentionSchedule(
+                    store.catalog, store.data_dir, writer.stream_id, writer.name, store.data_retention
+                )
+            )
         self._window: _Window | None = None
         self._period = 1.0 / perception.fps
         self._last_frame_wall: float | None = None

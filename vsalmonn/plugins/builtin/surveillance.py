@@ -107,6 +107,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from vsalmonn.memory_store.names import path_component
 from vsalmonn.plugins import hookimpl
 
 log = logging.getLogger(__name__)
@@ -233,12 +234,7 @@ def _pil_image() -> Any:
         return None
 
 
-def safe_name(name: str) -> str:
-    """`name` as one path component: [A-Za-z0-9._-] kept, anything else replaced, a hash added if changed."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:60]
-    if safe != name:
-        safe = f"{safe or 'x'}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-    return safe
+safe_name = path_component  # the store's retention and `status` find the thumbnails by the same rule
 
 
 def _slug(text: str) -> str:
