@@ -116,8 +116,12 @@ def delete_stream(store: MemoryStore, name: str, extra_paths: Sequence[Path] = (
         store.verified.pop(footprint.stream_id, None)
         store.failed.pop(footprint.stream_id, None)
         for entry in stream_dir.iterdir():
-            if entry.name != LOCK_FILE:
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            if entry.name == LOCK_FILE:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     finally:
         os.close(lock_fd)
     # the lock file last: a writer that opened it meanwhile holds a lock on a folder with nothing in it
