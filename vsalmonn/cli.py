@@ -203,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_cmd_export)
 
     _add_store_commands(commands, common)
+    _add_streams_commands(commands, common)
 
     train = commands.add_parser(
         "train-memory",
@@ -258,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 SEARCH_PROMPT_LIMIT = (
     1000  # as the agent's search tool (tools.schemas.QUERY_LIMIT): the encoder reads ~64 words
 )
-QUERY_COMMANDS = frozenset({"search", "ask", "status", "export", "plugins", "store"})
+QUERY_COMMANDS = frozenset({"search", "ask", "status", "export", "plugins", "store", "streams"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -968,6 +969,56 @@ def _cmd_store_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     except CatalogError as exc:
         raise UsageError(str(exc)) from None
     print("\n".join(result.lines()))
+    return 0
+
+
+def _add_streams_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    streams = commands.add_parser(
+        "streams", parents=[common], help="manage streams (delete one with all its data)"
+    )
+    actions = streams.add_subparsers(dest="streams_command", metavar="ACTION", required=True)
+    delete = actions.add_parser(
+        "delete",
+        parents=[common],
+        help="delete a stream: its checkpoints, catalog rows, thumbnails and live transcript",
+        description="Without --yes, only say what would be deleted (exit 2).",
+    )
+    delete.add_argument("stream", metavar="NAME", help="the stream's name")
+    delete.add_argument("--yes", action="store_true", help="really delete it")
+    delete.set_defaults(handler=_cmd_streams_delete)
+
+
+def _stream_files(settings: Settings, name: str) -> list[Path]:
+    """A stream's files outside the memory folder: the plugins' thumbnails and live transcript."""
+    from vsalmonn.plugins.builtin.meeting_monitor import TRANSCRIPTS_DIR
+    from vsalmonn.plugins.builtin.surveillance import THUMBS_DIR, safe_name
+
+    paths = [settings.data_dir / THUMBS_DIR / safe_name(name)]
+    transcripts = settings.data_dir / TRANSCRIPTS_DIR
+    transcript = transcripts / f"{name}.txt"
+    if transcript.parent == transcripts:  # a name with a separator never reaches outside the folder
+        paths.append(transcript)
+    return paths
+
+
+def _cmd_streams_delete(args: argparse.Namespace, settings: Settings) -> int:
+    from vsalmonn.memory_store.deletion import delete_stream, stream_footprint
+    from vsalmonn.memory_store.store import MemoryStore, StreamBusyError, stream_busy
+
+    _require_catalog(settings)
+    with MemoryStore.open(settings.data_dir, settings.store) as store:
+        footprint = stream_footprint(store, args.stream, _stream_files(settings, args.stream))
+        if footprint is None:
+            raise UsageError(f"no stream named {args.stream!r} in {settings.data_dir}")
+        if stream_busy(store.stream_dir(footprint.stream_id)):
+            raise UsageError(f"stream {args.stream} is being written by another process; stop it first")
+        if not args.yes:
+            raise UsageError(f"would delete {footprint.summary()}; add --yes to delete it")
+        try:
+            done = delete_stream(store, args.stream, footprint.paths)
+        except StreamBusyError as exc:
+            raise UsageError(f"{exc}; stop it first") from None
+    print(f"deleted {done.summary() if done else 'stream ' + args.stream}")
     return 0
 
 

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 from .hookspecs import ENTRY_POINT_GROUP, hookimpl, hookspec
 
 if TYPE_CHECKING:
-    from .events import EventBus, EventRecord, verify_signature
+    from .events import EventBus, EventRecord, WebhookVerificationError, verify_webhook
     from .manager import PluginConfig, PluginError, PluginInfo, PluginManager
 
 _LAZY = {
     "EventBus": "events",
     "EventRecord": "events",
-    "verify_signature": "events",
+    "WebhookVerificationError": "events",
+    "verify_webhook": "events",
     "PluginConfig": "manager",
     "PluginError": "manager",
     "PluginInfo": "manager",
@@ -44,7 +45,8 @@ __all__ = [
     "PluginError",
     "PluginInfo",
     "PluginManager",
+    "WebhookVerificationError",
     "hookimpl",
     "hookspec",
-    "verify_signature",
+    "verify_webhook",
 ]

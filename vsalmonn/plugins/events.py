@@ -15,15 +15,22 @@ the others. A webhook delivers from a thread of its own through a bounded queue,
 receiver never blocks the stream that raised the event; when the queue is full the event is dropped for that
 sink and counted.
 
-Webhook requests are HTTP POSTs of the event as JSON (`EventRecord` fields, ``created_at`` in ISO 8601)
-with headers ``X-Vsalmonn-Event: <kind>``, ``X-Vsalmonn-Delivery: <id, the same across retries>`` and, with
-a secret, ``X-Vsalmonn-Signature: sha256=<hex HMAC-SHA256 of the raw body>``; a receiver checks it with
-`verify_signature`. Connection errors, timeouts, 429 and 5xx answers are retried with exponential backoff.
+Webhook requests are HTTP POSTs of the event as JSON (`EventRecord` fields, ``created_at`` in ISO 8601),
+signed as the Standard Webhooks spec does: ``webhook-id`` (one id per event, the same across its retries),
+``webhook-timestamp`` (Unix seconds of the attempt) and ``webhook-signature: v1,<base64 HMAC-SHA256 of
+"{id}.{timestamp}.{body}">``, so a captured request stops verifying once its timestamp is out of the
+receiver's tolerance and neither the id nor the body can be changed. ``X-Vsalmonn-Event: <kind>`` is a
+convenience for routing only (the signed body has the kind). A receiver checks a request with
+`verify_webhook`. Connection errors, timeouts, 429 and 5xx answers are retried with exponential backoff; a
+429 or 503 with ``Retry-After`` waits as long as it asks (at most `MAX_RETRY_AFTER_S`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import email.utils
 import hashlib
 import hmac
 import json
@@ -38,16 +45,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field_validator
 
 from vsalmonn.memory_store.redact import redact, redact_data
 
 log = logging.getLogger(__name__)
 event_log = logging.getLogger("vsalmonn.events")
 
-SIGNATURE_HEADER = "X-Vsalmonn-Signature"
+ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+SIGNATURE_HEADER = "webhook-signature"
 EVENT_HEADER = "X-Vsalmonn-Event"
-DELIVERY_HEADER = "X-Vsalmonn-Delivery"
+SIGNATURE_VERSION = "v1"
+DEFAULT_TOLERANCE_S = 300  # how old (or how far ahead) a signed request's timestamp may be
+MAX_RETRY_AFTER_S = 60.0  # the longest a receiver's Retry-After makes a delivery thread wait
 DEFAULT_SINKS_KEY = "*"  # sinks of every source without its own entry
 
 
@@ -93,12 +104,19 @@ class WebhookSinkConfig(BaseModel):
 
     type: Literal["webhook"] = "webhook"
     url: str = Field(pattern=r"^https?://", description="receives a POST per event")
-    secret: SecretStr | None = Field(None, description="key of the X-Vsalmonn-Signature HMAC-SHA256")
+    secret: SecretStr | None = Field(None, description="key of the webhook-signature HMAC-SHA256")
     timeout_s: float = Field(5.0, gt=0, description="one request")
     retries: int = Field(3, ge=0, le=20, description="further attempts after a failed one")
     backoff_s: float = Field(0.5, ge=0, description="wait before the first retry; doubles with each")
     queue_size: int = Field(1000, ge=1, description="events waiting for delivery; beyond, new ones drop")
     headers: dict[str, str] = Field(default_factory=dict, description="added to every request")
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("an empty webhook secret would send unsigned requests: set one or leave it out")
+        return value
 
 
 SinkConfig = Annotated[LogSinkConfig | JsonlSinkConfig | WebhookSinkConfig, Field(discriminator="type")]
@@ -113,17 +131,89 @@ def sink_config(data: Mapping[str, Any]) -> LogSinkConfig | JsonlSinkConfig | We
 # --- signatures ---------------------------------------------------------------------------------------------
 
 
-def sign(secret: str | bytes, body: bytes) -> str:
-    """The value of the signature header for `body`: ``sha256=`` and the hex HMAC-SHA256 under `secret`."""
-    key = secret.encode() if isinstance(secret, str) else secret
-    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+class WebhookVerificationError(ValueError):
+    """A webhook request that does not verify: a missing header, a bad signature, a stale timestamp."""
 
 
-def verify_signature(secret: str | bytes, body: bytes, header: str | None) -> bool:
-    """For receivers: whether `header` (the X-Vsalmonn-Signature value) signs the raw request `body`."""
-    if not header:
-        return False
-    return hmac.compare_digest(sign(secret, body).encode(), header.strip().encode())
+def _key(secret: str | bytes) -> bytes:
+    """The HMAC key: a Standard Webhooks ``whsec_<base64>`` secret decoded, any other string as UTF-8."""
+    if isinstance(secret, bytes):
+        return secret
+    if secret.startswith("whsec_"):
+        try:
+            return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except binascii.Error as exc:
+            raise ValueError("a whsec_ secret must be base64 after its prefix") from exc
+    return secret.encode()
+
+
+def sign_webhook(secret: str | bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value: ``v1,`` and the base64 HMAC-SHA256 of ``{id}.{timestamp}.{body}``."""
+    if not secret:
+        raise ValueError("an empty webhook secret signs nothing")
+    signed = f"{msg_id}.{int(timestamp)}.".encode() + body
+    digest = hmac.new(_key(secret), signed, hashlib.sha256).digest()
+    return f"{SIGNATURE_VERSION},{base64.b64encode(digest).decode()}"
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    """A header's value whatever the case of its name (receivers' frameworks differ); raises when missing."""
+    for key, value in headers.items():
+        if key.lower() == name:
+            if value and value.strip():
+                return value.strip()
+            break
+    raise WebhookVerificationError(f"missing header {name}")
+
+
+def verify_webhook(
+    secret: str | bytes,
+    headers: Mapping[str, str],
+    body: bytes,
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
+    *,
+    now: float | None = None,
+) -> str:
+    """For receivers: check a request's Standard Webhooks signature over its raw `body`; return its id.
+
+    Raises `WebhookVerificationError` for a missing header, a timestamp more than `tolerance_s` from `now`
+    (a replayed request) or a signature that is not the secret's over the id, the timestamp and the body.
+    The id is what to drop duplicates by: retries of one event carry the same one.
+    """
+    msg_id = _header(headers, ID_HEADER)
+    raw_timestamp = _header(headers, TIMESTAMP_HEADER)
+    signatures = _header(headers, SIGNATURE_HEADER)
+    try:
+        timestamp = int(raw_timestamp)
+    except ValueError:
+        raise WebhookVerificationError(f"{TIMESTAMP_HEADER} is not Unix seconds: {raw_timestamp!r}") from None
+    now = time.time() if now is None else now
+    if abs(now - timestamp) > tolerance_s:
+        raise WebhookVerificationError(
+            f"{TIMESTAMP_HEADER} is {now - timestamp:+.0f} s off, outside the {tolerance_s:g} s tolerance"
+        )
+    expected = sign_webhook(secret, msg_id, timestamp, body).encode()
+    # the header may carry several space-separated signatures (a receiver rotating its secret)
+    if not any(hmac.compare_digest(expected, candidate.encode()) for candidate in signatures.split()):
+        raise WebhookVerificationError("webhook signature does not match the id, timestamp and body")
+    return msg_id
+
+
+def retry_after_s(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` value asks to wait (delay seconds or an HTTP date); None if unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
 
 
 def event_body(record: EventRecord) -> bytes:
@@ -208,6 +298,8 @@ class WebhookSink:
     ) -> None:
         import httpx  # here: only a process with a webhook pays for importing it
 
+        if secret is not None and not secret:
+            raise ValueError("an empty webhook secret would send unsigned requests")
         self.url = url
         self.secret = secret
         self.timeout_s = timeout_s
@@ -260,20 +352,30 @@ class WebhookSink:
                 self.failed += 1
                 log.error("webhook %s: event %s not delivered: %s", self.url, item.kind, exc)
 
-    def _post(self, record: EventRecord) -> None:
-        body = event_body(record)
+    def _headers(self, msg_id: str, body: bytes) -> dict[str, str]:
+        """One attempt's headers: signed with that attempt's time (Standard Webhooks re-signs retries)."""
+        timestamp = int(time.time())
         headers = {
             **self.headers,
             "Content-Type": "application/json",
-            EVENT_HEADER: record.kind,
-            DELIVERY_HEADER: uuid.uuid4().hex,
+            ID_HEADER: msg_id,
+            TIMESTAMP_HEADER: str(timestamp),
         }
         if self.secret:
-            headers[SIGNATURE_HEADER] = sign(self.secret, body)
+            headers[SIGNATURE_HEADER] = sign_webhook(self.secret, msg_id, timestamp, body)
+        return headers
+
+    def _post(self, record: EventRecord) -> None:
+        body = event_body(record)
+        msg_id = f"msg_{uuid.uuid4().hex}"
         problem = ""
+        wait_s = 0.0
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+                time.sleep(max(wait_s, self.backoff_s * 2 ** (attempt - 1)))
+            wait_s = 0.0
+            headers = self._headers(msg_id, body)
+            headers[EVENT_HEADER] = record.kind
             try:
                 response = self._client.post(self.url, content=body, headers=headers)
             except self._httpx.HTTPError as exc:
@@ -283,6 +385,10 @@ class WebhookSink:
                 self.delivered += 1
                 return
             problem = f"HTTP {response.status_code}"
+            if response.status_code in (429, 503):
+                asked = retry_after_s(response.headers.get("Retry-After"))
+                if asked is not None:
+                    wait_s = min(asked, MAX_RETRY_AFTER_S)
             if response.status_code != 429 and response.status_code < 500:
                 break  # the receiver refuses this event: retrying cannot help
         self.failed += 1
