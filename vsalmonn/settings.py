@@ -19,6 +19,9 @@ The TOML file mirrors the model: top-level keys are the fields of :class:`Settin
     catalog_url = "postgresql+psycopg://vsalmonn@db.internal/vsalmonn"
     retention = { keep_last = 5, max_bytes = 2_000_000_000 }
 
+    [store.data_retention]           # vsalmonn.memory_store.config.DataRetention: rows and files, per stream
+    labels = { max_age_s = 2592000, max_bytes = 256_000_000 }
+
     [daemon]                         # vsalmonn.perception.config.DaemonConfig
     checkpoint_every_s = 120
 
