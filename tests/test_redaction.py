@@ -210,3 +210,24 @@ def test_secrets_in_source_urls_appear_nowhere(tmp_path: Path, clip_ts: Path) ->
     _assert_clean("list_events", events_out)
     _assert_clean("the view's streams", repr(view_streams))
     _assert_clean("the view's events", repr(view_events))
+
+
+def test_every_log_record_and_error_line_of_the_cli_is_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    """A message nobody redacted at its call site (a library's, a traceback) is cleaned by the log filter."""
+    import logging
+
+    from vsalmonn.memory_store.redact import RedactingFilter
+
+    record = logging.LogRecord(
+        "lib", logging.ERROR, __file__, 1, "cannot open %s", ("rtsp://u:pw@cam/s?token=t0k",), None
+    )
+    try:
+        raise OSError("refused: http://admin:hunter2@host/x")
+    except OSError:
+        import sys
+
+        record.exc_info = sys.exc_info()
+    assert RedactingFilter().filter(record)
+    text = logging.Formatter().format(record)
+    assert "pw@" not in text and "t0k" not in text and "hunter2" not in text, text
+    assert "rtsp://" in text and "cam/s" in text

@@ -272,19 +272,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         # keeps OpenMP's default, spinning, which transcribes ~20 % faster on free cores (docs/benchmarks.md,
         # "search"). A user's own setting wins.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from vsalmonn.memory_store.redact import redact
+
     _configure_logging(getattr(args, "verbose", 0))
     handler: Command = args.handler
     try:
         settings = load_settings(config=getattr(args, "config", None), data_dir=getattr(args, "data", None))
         return handler(args, settings)
     except (SettingsError, UsageError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:
         reason = _input_fault(exc)
         if reason is None:
             raise
-        print(f"{PROG}: error: {reason}", file=sys.stderr)
+        print(f"{PROG}: error: {redact(reason)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
@@ -326,7 +328,12 @@ def _input_fault(exc: BaseException) -> str | None:
 
 def _configure_logging(verbosity: int) -> None:
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    from vsalmonn.memory_store.redact import RedactingFilter
+
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:  # credentials in a URL never reach the log, whoever logs it
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
 
 
 # ------------------------------------------------------------------------------------------------- demo

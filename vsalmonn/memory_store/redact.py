@@ -11,6 +11,7 @@ they failed on) and leaves text without URLs untouched. Both are idempotent.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any, overload
@@ -90,3 +91,22 @@ def redact_data(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(redact_data(item) for item in value)
     return value
+
+
+class RedactingFilter(logging.Filter):
+    """A log handler's filter that removes credentials from every record it writes, whoever logged it.
+
+    The call sites redact what they know to be URLs; this catches the rest (a library's message, an
+    unexpected exception's text or traceback) before it reaches stderr or a log file.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
