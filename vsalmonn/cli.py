@@ -998,15 +998,10 @@ def _add_streams_commands(commands: Any, common: argparse.ArgumentParser) -> Non
 
 def _stream_files(settings: Settings, name: str) -> list[Path]:
     """A stream's files outside the memory folder: the plugins' thumbnails and live transcript."""
-    from vsalmonn.plugins.builtin.meeting_monitor import TRANSCRIPTS_DIR
-    from vsalmonn.plugins.builtin.surveillance import THUMBS_DIR, safe_name
+    from vsalmonn.memory_store.retention import plugin_paths
 
-    paths = [settings.data_dir / THUMBS_DIR / safe_name(name)]
-    transcripts = settings.data_dir / TRANSCRIPTS_DIR
-    transcript = transcripts / f"{name}.txt"
-    if transcript.parent == transcripts:  # a name with a separator never reaches outside the folder
-        paths.append(transcript)
-    return paths
+    thumbs, transcript = plugin_paths(settings.data_dir, name)
+    return [thumbs] if transcript is None else [thumbs, transcript]
 
 
 def _cmd_streams_delete(args: argparse.Namespace, settings: Settings) -> int:

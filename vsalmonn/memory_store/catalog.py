@@ -95,16 +95,11 @@ def _one_line(exc: BaseException) -> str:
     return lines[0].strip() if lines else type(inner).__name__
 
 
-def _redacted(url: str) -> str:
-    """`url` with any user, password and token removed, for messages about URLs that may not even parse."""
-    return redact_url(url)
-
-
 def _parse_url(url: str | URL) -> URL:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise CatalogError(f"bad catalog URL {_redacted(str(url))!r}: {_one_line(exc)}") from exc
+        raise CatalogError(f"bad catalog URL {redact_url(str(url))!r}: {_one_line(exc)}") from exc
     # Plain postgresql:// means psycopg2 to SQLAlchemy; vsalmonn ships psycopg 3 (the `postgres` extra).
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -188,7 +183,7 @@ def create_catalog_engine(url: str | URL, *, busy_timeout_s: float = 30.0) -> En
                 connect_args["connect_timeout"] = max(1, math.ceil(busy_timeout_s))
             engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     except NoSuchModuleError as exc:
-        raise CatalogError(f"bad catalog URL {_redacted(str(url))!r}: {_one_line(exc)}") from exc
+        raise CatalogError(f"bad catalog URL {redact_url(str(url))!r}: {_one_line(exc)}") from exc
     except ImportError as exc:
         hint = " (pip install 'vsalmonn[postgres]')" if parsed.get_backend_name() == "postgresql" else ""
         raise CatalogError(f"cannot open catalog: database driver missing: {_one_line(exc)}{hint}") from exc

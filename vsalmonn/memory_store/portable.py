@@ -35,7 +35,7 @@ from sqlalchemy import select
 from .catalog import SCHEMA_HEAD
 from .checkpoint import CheckpointError, read_group
 from .config import MemoryConfig
-from .models import Event, Evidence, FrameLabel, MomentRecord, Stream, TranscriptSegment
+from .models import Event, Evidence, FrameLabel, MomentRecord, Stream, TranscriptSegment, UTCDateTime
 from .store import MemoryStore
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def _row_dict(row: Any, skip: tuple[str, ...] = ("id", "stream_id")) -> dict[str
 def _from_dict(model: type[Any], data: dict[str, Any]) -> dict[str, Any]:
     out = dict(data)
     for column in model.__table__.columns:
-        if column.key in out and isinstance(out[column.key], str) and column.key.endswith("_at"):
+        if isinstance(column.type, UTCDateTime) and isinstance(out.get(column.key), str):
             out[column.key] = datetime.fromisoformat(out[column.key])
     return out
 
@@ -188,7 +188,7 @@ def import_stream(
         raise PortableError(
             f"{source}: its tokens come from encoders {manifest.encoders}, this store encodes with {encoders}"
         )
-    if store.checkpoints(name) or _stream_exists(store, name):
+    if _stream_exists(store, name):
         raise PortableError(f"stream {name} exists already; import under another name with --stream NAME")
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=store.data_dir))
     try:

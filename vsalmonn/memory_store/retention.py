@@ -88,15 +88,26 @@ def _row_kind(kind: str) -> _RowKind:
     raise ValueError(f"not a row kind: {kind}")
 
 
+def plugin_paths(data_dir: Path, name: str) -> tuple[Path, Path | None]:
+    """Where the built-in plugins keep stream `name`'s files: its thumbnail folder and live transcript.
+
+    The one definition of that layout, for the plugins that write there and for retention and deletion. A
+    name whose transcript path would leave the transcripts folder gets none.
+    """
+    thumbs = Path(data_dir) / THUMBS_DIR / path_component(name)
+    transcripts = Path(data_dir) / TRANSCRIPTS_DIR
+    transcript = transcripts / f"{name}.txt"
+    return thumbs, transcript if transcript.parent == transcripts else None
+
+
 def stream_files(data_dir: Path, name: str) -> dict[str, list[Path]]:
     """The files of stream `name` that retention looks after, by kind (absent ones left out)."""
-    thumbs = Path(data_dir) / THUMBS_DIR / path_component(name)
-    transcript = Path(data_dir) / TRANSCRIPTS_DIR / f"{name}.txt"
+    thumbs, transcript = plugin_paths(data_dir, name)
     found: dict[str, list[Path]] = {"thumbnails": [], "transcript_files": []}
     try:
         if thumbs.is_dir():
             found["thumbnails"] = [p for p in thumbs.iterdir() if p.is_file() and not p.name.startswith(".")]
-        if transcript.is_file():
+        if transcript is not None and transcript.is_file():
             found["transcript_files"] = [transcript]
     except OSError as exc:
         log.warning("retention: files of stream %s not listed: %s", name, exc)

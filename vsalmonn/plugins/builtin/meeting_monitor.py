@@ -53,6 +53,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from vsalmonn.memory_store.retention import plugin_paths
 from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.plugins import hookimpl
 from vsalmonn.tools.schemas import StreamName, validation_message
@@ -63,7 +64,6 @@ from .exports import Minutes, load_minutes, save_minutes, transcript_rows
 log = logging.getLogger(__name__)
 
 NAME = "meeting_monitor"
-TRANSCRIPTS_DIR = "transcripts"  # <data>/transcripts/<stream>.txt
 KEYWORD_EVENT = "meeting.keyword"
 MINUTES_EVENT = "meeting.minutes"
 TOOL_NAME = "meeting_minutes"
@@ -350,8 +350,8 @@ class MeetingMonitor:
         if not text:
             return
         log.info("%s [%s] %s", stream, hms(segment.t0), text)
-        if self.settings.live_transcript_file and self.data_dir is not None:
-            path = self.data_dir / TRANSCRIPTS_DIR / f"{stream}.txt"
+        _, path = plugin_paths(self.data_dir, stream) if self.data_dir is not None else (None, None)
+        if self.settings.live_transcript_file and path is not None:
             with self._lock:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with open(path, "a", encoding="utf-8") as f:

@@ -108,12 +108,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from vsalmonn.memory_store.names import path_component
+from vsalmonn.memory_store.retention import plugin_paths
 from vsalmonn.plugins import hookimpl
 
 log = logging.getLogger(__name__)
 
 NAME = "surveillance"
-THUMBS_DIR = "thumbs"  # <data>/thumbs/<stream>/<kind>-<t>.jpg
 MOTION_EVENT = "surveillance.motion"
 PEOPLE_EVENT = "surveillance.people"
 QUERY_EVENT = "surveillance.query"
@@ -746,8 +746,8 @@ class Surveillance:
                 self._thumb_warned = True
                 log.debug("surveillance: no JPEG encoder (OpenCV or Pillow): alerts carry no thumbnails")
             return None
-        relative = Path(THUMBS_DIR) / safe_name(stream) / f"{kind}-{t:010.3f}.jpg"
-        path = self.data_dir / relative
+        path = plugin_paths(self.data_dir, stream)[0] / f"{kind}-{t:010.3f}.jpg"
+        relative = path.relative_to(self.data_dir)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
