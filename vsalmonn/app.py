@@ -30,12 +30,25 @@ BUILTIN_PLUGINS: dict[str, str] = {
 }
 
 
-def open_plugins(settings: Settings, store: MemoryStore | None) -> PluginManager:
-    """The plugins the settings select, loaded, with their encoders registered; close() it when done."""
-    from vsalmonn.perception.encoders import register_encoder
-    from vsalmonn.plugins import PluginManager
+def open_plugins(settings: Settings, store: MemoryStore | None, *, text_encoder: Any = None) -> PluginManager:
+    """The plugins the settings select, loaded, with their encoders registered; close() it when done.
 
-    manager = PluginManager(settings.plugins, store=store, data_dir=settings.data_dir)
+    Their context (`vsalmonn.plugins.context.PluginContext`) carries `store`, `settings` and the one text
+    encoder of the process: `text_encoder` when the caller has it already, else the one the perception
+    settings name, made when first asked for (by a plugin's `configure`, or by the daemon's pipeline, which
+    takes it from there).
+    """
+    from vsalmonn.perception.encoders import create_encoder, register_encoder
+    from vsalmonn.plugins.context import Shared
+    from vsalmonn.plugins.manager import PluginManager
+
+    perception = settings.perception
+    shared = Shared(value=text_encoder) if text_encoder is not None else Shared(
+        lambda: create_encoder("text", perception.text_encoder, perception, settings.data_dir)
+    )  # fmt: skip
+    manager = PluginManager(
+        settings.plugins, store=store, data_dir=settings.data_dir, settings=settings, text_encoder=shared
+    )
     wanted = set(settings.plugins.enabled)
     manager.load(extra={name: target for name, target in BUILTIN_PLUGINS.items() if name in wanted})
     manager.call("register_encoders", register=register_encoder)

@@ -77,7 +77,7 @@ def run_demo(
         out.write(f"sample: {meta['seconds']} s of street footage with spoken prompts, {what}\n")
         demo = DemoResult(ingest_seconds=ingest_seconds)
         toolkit = VideoMemoryToolkit(store=store, text_encoder=encoders.text, perception=settings.perception)
-        plugins = open_plugins(settings, store)
+        plugins = open_plugins(settings, store, text_encoder=encoders.text)
         agent = make_agent(settings, toolkit, plugins=plugins)
         for item in meta["questions"]:
             out.write(f"\nQ: {item['question']}\nA: ")

@@ -477,8 +477,9 @@ class Daemon:
 
     @property
     def encoders(self) -> Encoders:
-        if self._encoders is None:
-            self._encoders = Encoders.from_config(self.perception, self._data_dir)
+        if self._encoders is None:  # the text encoder the plugins share, when the composition root gave one
+            shared = self.plugins.context.text_encoder if self.plugins is not None else None
+            self._encoders = Encoders.from_config(self.perception, self._data_dir, text=shared)
         return self._encoders
 
     def start(self) -> None:

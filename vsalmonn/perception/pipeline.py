@@ -64,8 +64,12 @@ class Encoders:
     speech: SpeechEncoder | None
 
     @classmethod
-    def from_config(cls, config: PerceptionConfig, data_dir: Any) -> Encoders:
-        text = create_encoder("text", config.text_encoder, config, data_dir)
+    def from_config(
+        cls, config: PerceptionConfig, data_dir: Any, *, text: TextEncoder | None = None
+    ) -> Encoders:
+        """The encoders the settings name; `text`: a text encoder made already (the plugins' shared one)."""
+        if text is None:
+            text = create_encoder("text", config.text_encoder, config, data_dir)
         vision = create_encoder("vision", config.vision_encoder, config, data_dir, text_encoder=text)
         speech = None
         if config.speech_encoder != "none":

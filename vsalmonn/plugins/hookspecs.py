@@ -16,11 +16,12 @@ group `vsalmonn.plugins` of its distribution, or named in the settings (``[plugi
         if any(name == "person" and p > 0.5 for name, p in labels):
             ...
 
-How hooks are called (`PluginManager`): each plugin's implementation on its own, in pluggy's order (tryfirst
-ones first, then the most recently registered first), every call guarded. An exception is logged with the
-plugin's name and counted, and the other plugins are still called; a plugin whose calls of one hook fail
-`max_failures` times in a row is disabled (event ``plugin.disabled``). Time is measured after each call
-(Python cannot interrupt a function running in its own thread): an ingestion hook (`on_frame`,
+How hooks are called (`PluginManager`): through pluggy's own hook calling (so ``pm.trace`` and
+``pm.enable_tracing()`` show every call), in pluggy's order (tryfirst ones first, then the most recently
+registered first), each implementation guarded on its own (`vsalmonn.plugins.isolation`). An exception is
+logged with the plugin's name and counted, and the other plugins are still called; a plugin whose calls of
+one hook fail `max_failures` times in a row is disabled (event ``plugin.disabled``). Time is measured after
+each call (Python cannot interrupt a function running in its own thread): an ingestion hook (`on_frame`,
 `on_transcript`, `on_memory_write`) that keeps overrunning its budget, or overruns it grossly once, is skipped
 from then on for that plugin (event ``plugin.skipped``). Return values are collected; None means "nothing".
 
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     import numpy as np
     from pydantic import BaseModel
 
+    from .context import PluginContext
+
 PROJECT = "vsalmonn"
 ENTRY_POINT_GROUP = "vsalmonn.plugins"
 
@@ -66,15 +69,24 @@ def plugin_settings_model() -> type[BaseModel] | None:
 
 
 @hookspec
-def configure(config: Any, emit: Any, data_dir: Path | None) -> None:
-    """Receive this plugin's settings and its event emitter; called once, right after registration.
+def configure(config: Any, emit: Any, data_dir: Path | None, context: PluginContext) -> None:
+    """Receive this plugin's settings, its event emitter and the program's context; called once, at load.
 
-    Thread: the one that loads plugins (the main thread), before any stream starts.
-    `config`: the plugin's settings table, an instance of its `plugin_settings_model` (or a dict, {} when
-    absent). `emit(kind, message="", *, stream=None, t=None, **payload)` raises an event with this plugin as
-    its source: stored in the catalog, passed to `on_event`, delivered to this plugin's sinks; it never
-    raises and may be called from any thread. `data_dir`: the data directory (None in a bare manager), where
-    a plugin may keep files under a folder of its own name. Return value: ignored.
+    Thread: the one that loads plugins (the main thread), right after registration, before any stream
+    starts. `config`: the plugin's settings table, an instance of its `plugin_settings_model` (or a dict,
+    {} when absent). `emit(kind, message="", *, stream=None, t=None, **payload)` raises an event with this
+    plugin as its source: stored in the catalog, passed to `on_event`, delivered to this plugin's sinks; it
+    never raises and may be called from any thread. `data_dir`: the data directory (None in a bare
+    manager), where a plugin may keep files under a folder of its own name.
+
+    `context` (`vsalmonn.plugins.context.PluginContext`): the program's own objects, for the plugin to keep:
+    ``context.store`` (the `MemoryStore` the daemon writes to, so its catalog is the one ``[store]
+    catalog_url`` names; None where the program has none, as in ``plugins list``), ``context.settings``
+    (the whole `vsalmonn.settings.Settings`, read-only), ``context.text_encoder`` (the pipeline's text
+    encoder, made on first use, so that a plugin embedding text shares the pipeline's model and space; None
+    where the program gives none), ``context.data_dir`` and ``context.emit`` (the same as the arguments).
+    Declare only the arguments you need: a plugin written before `context` existed keeps working.
+    A failure here keeps the plugin from loading, with the reason. Return value: ignored.
     """
 
 
@@ -218,3 +230,6 @@ def on_event(event: Any) -> None:
 
 INGEST_HOOKS = frozenset({"on_frame", "on_transcript", "on_memory_write"})
 """Hooks on the ingestion path: held to `budget_ms`, and skipped for a plugin that keeps overrunning it."""
+
+LIFECYCLE_HOOKS = frozenset({"plugin_settings_model", "configure"})
+"""Hooks the manager calls for one plugin as it registers it: a failure refuses the plugin (not counted)."""

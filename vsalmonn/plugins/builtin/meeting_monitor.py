@@ -32,9 +32,12 @@ decisions and action items are the transcript lines that contain words such as "
 "will", each with its time. They never claim more than the transcript says, but they are only as good as
 those word lists.
 
-Where the transcript is read from: the store given to the plugin (`MeetingMonitor(store=...)`,
-`attach_store`), else that of the agent's view once the agent has asked for tools, else the catalog of the
-data directory (``sqlite:///<data>/catalog.sqlite``, or ``$VSALMONN_CATALOG_URL``).
+Where the transcript is read from and the minutes' events go: the store given to the plugin
+(`MeetingMonitor(store=...)`), else the program's store from the plugin context (`configure`'s
+``context.store``: the store the daemon writes to, so the catalog ``[store] catalog_url`` of the settings
+names, PostgreSQL included), else that of the agent's view once the agent has asked for tools. Without any
+(a bare plugin manager with no store) there are no minutes, with the reason logged; the plugin never opens
+a catalog of its own.
 
 The module itself is a plugin too (its hooks are those of a default instance, `MONITOR`), so that
 ``vsalmonn.plugins.builtin.meeting_monitor`` can be named as a plugin; naming the class
@@ -44,7 +47,6 @@ The module itself is a plugin too (its hooks are those of a default instance, `M
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -56,6 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from vsalmonn.memory_store.retention import plugin_paths
 from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.plugins import hookimpl
+from vsalmonn.plugins.context import PluginContext
 from vsalmonn.tools.schemas import StreamName, validation_message
 from vsalmonn.tools.timefmt import hms
 
@@ -318,7 +321,6 @@ class MeetingMonitor:
         self._model = model
         self._model_failed = False
         self._store = store
-        self._own_store: MemoryStore | None = None
         self._patterns: list[tuple[str, re.Pattern[str]]] = []
         self._last_alert: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()  # alerts, files, the store
@@ -331,9 +333,17 @@ class MeetingMonitor:
         return MeetingSettings
 
     @hookimpl
-    def configure(self, config: Any, emit: Callable[..., Any], data_dir: Path | None) -> None:
+    def configure(
+        self,
+        config: Any,
+        emit: Callable[..., Any],
+        data_dir: Path | None,
+        context: PluginContext | None = None,
+    ) -> None:
         settings = config if isinstance(config, MeetingSettings) else MeetingSettings.model_validate(config)
         with self._lock:
+            if self._store is None and context is not None and isinstance(context.store, MemoryStore):
+                self._store = context.store
             self.settings = settings
             self._emit = emit
             self.data_dir = Path(data_dir) if data_dir is not None else None
@@ -373,15 +383,6 @@ class MeetingMonitor:
                 self._store = store
         register(self.minutes_tool())
 
-    @hookimpl
-    def on_shutdown(self) -> None:
-        with self._lock:
-            own, self._own_store = self._own_store, None
-            if own is not None and self._store is own:
-                self._store = None
-        if own is not None:
-            own.close()
-
     # ----- alerts -----------------------------------------------------------------------------------------
 
     def _alert(self, stream: str, word: str, t: float, text: str) -> None:
@@ -399,22 +400,10 @@ class MeetingMonitor:
 
     # ----- minutes ----------------------------------------------------------------------------------------
 
-    def attach_store(self, store: MemoryStore) -> None:
-        """Read transcripts from `store` from now on."""
-        with self._lock:
-            self._store = store
-
     def _transcript_store(self) -> MemoryStore:
         with self._lock:
-            if self._store is not None:
-                return self._store
-            if self.data_dir is None:
-                raise ValueError("meeting_monitor has no store to read transcripts from (no data directory)")
-            from vsalmonn.memory_store.catalog import Catalog
-            from vsalmonn.settings import CATALOG_ENV
-
-            catalog = Catalog.for_data_dir(self.data_dir, os.environ.get(CATALOG_ENV) or None, create=False)
-            self._store = self._own_store = MemoryStore(self.data_dir, catalog)
+            if self._store is None:
+                raise ValueError("meeting_monitor has no store to read transcripts from (none was given)")
             return self._store
 
     def chat_model(self) -> Any:
@@ -510,5 +499,4 @@ configure = MONITOR.configure
 on_transcript = MONITOR.on_transcript
 on_stream_end = MONITOR.on_stream_end
 register_tools = MONITOR.register_tools
-on_shutdown = MONITOR.on_shutdown
 finish_stream = MONITOR.finish_stream

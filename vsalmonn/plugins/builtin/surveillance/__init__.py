@@ -55,10 +55,12 @@ quarters of it) misses people further away.
 regional), with the query's text embedding (both are unit vectors in the text space), raised as an alert
 once it is at least the query's threshold on `query_min_frames` frames in a row. The text embeddings come
 from the text encoder given to the plugin (`Surveillance(text_encoder=...)`, or the `text_encoder`
-attribute, which the daemon may set to its own), else one made in `configure` from `text_encoder` /
-`text_model` (these must name the encoder the pipeline uses: the tokens live in its space; one that cannot
-be made keeps the plugin from loading, with the reason). Tokens of another dimension than the embeddings
-are not scored (a warning per stream).
+attribute), else the pipeline's shared one from the plugin context (``context.text_encoder`` of
+`configure`: the program's one text model, so nothing is loaded twice), else, for a plugin used standalone
+(a plugin manager that has no text encoder to give), one made in `configure` from the `text_encoder` /
+`text_model` settings (these must name the encoder the pipeline uses: the tokens live in its space; one
+that cannot be made keeps the plugin from loading, with the reason). Tokens of another dimension than the
+embeddings are not scored (a warning per stream).
 
 The default threshold, 0.30, was calibrated with the default encoders (EfficientNet-Lite0 grounded in
 MiniLM) on the frames of the three shared clips (vtest.avi street, anim-1.mov teapot, alea.mpg dice; 90
@@ -83,6 +85,9 @@ Threads: `on_frame` runs on each stream's thread; the state of a stream is its o
 the people queue are shared under a lock. `flush()` waits for the queued people detections (`on_stream_end`
 does so for its stream, `on_shutdown` for all, then stops the thread).
 
+Modules: `settings` (the table), `motion`, `people` (the detector and its thread), `thumbnails`; this one
+holds the plugin: its hooks, the queries and the alerts.
+
 The module itself is a plugin too (its hooks are those of a default instance, `SURVEILLANCE`), so that
 ``vsalmonn.plugins.builtin.surveillance`` can be named as a plugin; naming the class
 (``vsalmonn.plugins.builtin.surveillance:Surveillance``) gives each plugin manager its own instance.
@@ -91,148 +96,55 @@ The module itself is a plugin too (its hooks are those of a default instance, `S
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
-import os
 import re
 import threading
 import time
-import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel
 
 from vsalmonn.memory_store.names import path_component
-from vsalmonn.memory_store.retention import plugin_paths
 from vsalmonn.plugins import hookimpl
+from vsalmonn.plugins.context import PluginContext
+
+from .motion import MotionResult, grey_small, largest_region, motion_between
+from .people import PeopleQueue, detect_people, hog_detector
+from .settings import (
+    DEFAULT_QUERY_THRESHOLD,
+    MotionSettings,
+    PeopleSettings,
+    QuerySettings,
+    SurveillanceSettings,
+)
+from .thumbnails import cv2_module, encode_jpeg, pil_image, write_thumbnail
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_QUERY_THRESHOLD",
+    "Alert",
+    "MotionResult",
+    "MotionSettings",
+    "PeopleSettings",
+    "QuerySettings",
+    "Surveillance",
+    "SurveillanceSettings",
+    "encode_jpeg",
+    "grey_small",
+    "largest_region",
+    "motion_between",
+    "safe_name",
+]
 
 NAME = "surveillance"
 MOTION_EVENT = "surveillance.motion"
 PEOPLE_EVENT = "surveillance.people"
 QUERY_EVENT = "surveillance.query"
-DEFAULT_QUERY_THRESHOLD = 0.30  # calibrated: module docstring
-CELL = 4  # motion regions are measured on cells of CELL x CELL analysis pixels
-CELL_FILL = 4  # changed pixels (of CELL * CELL) that make a cell part of a region
-JPEG_QUALITY = 85
-
-
-# --- settings -----------------------------------------------------------------------------------------------
-
-
-class MotionSettings(BaseModel):
-    """``[plugins.settings.surveillance.motion]``: frame differencing (module docstring)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    enabled: bool = True
-    threshold: float = Field(0.01, gt=0, le=1, description="fraction of the frame that must change")
-    min_area: float = Field(
-        0.002, ge=0, le=1, description="fraction of the frame the largest changed region must cover"
-    )
-    pixel_threshold: int = Field(25, ge=1, le=255, description="grey levels a pixel must change by")
-    width: int = Field(160, ge=16, le=1920, description="width of the grey image compared (px)")
-    max_gap_s: float = Field(5.0, gt=0, description="a longer gap between frames resets the reference")
-    cooldown_s: float | None = Field(None, ge=0, description="overrides cooldown_s for motion alerts")
-
-
-class PeopleSettings(BaseModel):
-    """``[plugins.settings.surveillance.people]``: OpenCV's HOG people detector (module docstring)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    enabled: bool = Field(True, description="needs opencv-python-headless (vsalmonn[people]); off without")
-    every_n_frames: int = Field(2, ge=1, description="detect on every n-th sampled frame of a stream")
-    min_confidence: float = Field(0.5, description="detections with a lower SVM margin are ignored")
-    min_count: int = Field(1, ge=1, description="people in view that raise an alert")
-    short_side: int = Field(
-        540, ge=128, le=2160, description="frames are rescaled to this short side before detection (px)"
-    )
-    win_stride: int = Field(8, ge=1, le=64, description="HOG window stride (px): larger is faster")
-    scale: float = Field(1.05, gt=1.0, le=2.0, description="HOG pyramid scale step: larger is faster")
-    max_pending: int = Field(8, ge=1, description="frames per stream waiting for detection; oldest dropped")
-    drain_s: float = Field(30.0, ge=0, description="at stream end or shutdown, wait this long for the queue")
-    cooldown_s: float | None = Field(None, ge=0, description="overrides cooldown_s for people alerts")
-
-
-class QuerySettings(BaseModel):
-    """One standing query; a plain string in the settings is a query with the default threshold."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    text: str = Field(min_length=1, max_length=500)
-    threshold: float | None = Field(None, ge=-1, le=1, description="None: query_threshold")
-    cooldown_s: float | None = Field(None, ge=0, description="None: cooldown_s")
-
-    @field_validator("text")
-    @classmethod
-    def _strip(cls, value: str) -> str:
-        value = " ".join(value.split())
-        if not value:
-            raise ValueError("a query must not be blank")
-        return value
-
-
-class SurveillanceSettings(BaseModel):
-    """The ``[plugins.settings.surveillance]`` table."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    motion: MotionSettings = Field(default_factory=MotionSettings)
-    people: PeopleSettings = Field(default_factory=PeopleSettings)
-    queries: list[QuerySettings] = Field(
-        default_factory=list, description='standing queries: "text" or {text, threshold, cooldown_s}'
-    )
-    query_threshold: float = Field(
-        DEFAULT_QUERY_THRESHOLD, ge=-1, le=1, description="default query threshold (cosine; calibrated)"
-    )
-    query_min_frames: int = Field(2, ge=1, description="frames in a row at the threshold that raise an alert")
-    cooldown_s: float = Field(30.0, ge=0, description="stream seconds between two alerts of one kind")
-    thumbs: bool = Field(True, description="write a JPEG thumbnail per alert under <data>/thumbs")
-    thumb_size: int = Field(320, ge=32, le=4096, description="long side of a thumbnail (px)")
-    text_encoder: str = Field("minilm", description="text encoder of the queries: the pipeline's")
-    text_model: Path | None = Field(None, description="its model folder (perception.text_model)")
-
-    @field_validator("queries", mode="before")
-    @classmethod
-    def _plain_strings(cls, value: Any) -> Any:
-        if isinstance(value, list | tuple):
-            return [{"text": v} if isinstance(v, str) else v for v in value]
-        return value
-
-    @model_validator(mode="after")
-    def _unique_queries(self) -> SurveillanceSettings:
-        seen: set[str] = set()
-        for query in self.queries:
-            if query.text.lower() in seen:
-                raise ValueError(f"query {query.text!r} is given twice")
-            seen.add(query.text.lower())
-        return self
-
-
-# --- helpers ------------------------------------------------------------------------------------------------
-
-
-def _cv2() -> Any:
-    """OpenCV's module, or None when it is not installed (imported on each call: tests can hide it)."""
-    try:
-        return importlib.import_module("cv2")
-    except ImportError:
-        return None
-
-
-def _pil_image() -> Any:
-    try:
-        return importlib.import_module("PIL.Image")
-    except ImportError:
-        return None
-
 
 safe_name = path_component  # the store's retention and `status` find the thumbnails by the same rule
 
@@ -240,70 +152,6 @@ safe_name = path_component  # the store's retention and `status` find the thumbn
 def _slug(text: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40].strip("-")
     return f"{slug or 'q'}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
-
-
-def grey_small(frame: np.ndarray, width: int) -> np.ndarray:
-    """(h, w) float32 grey image about `width` px wide: means of `step` x `step` blocks over all channels.
-
-    Two contiguous integer reductions (each row's blocks, then each block's rows): about 3 ms for a 360p
-    frame, where one float mean over both block axes takes 8.
-    """
-    height_in, width_in = frame.shape[:2]
-    channels = frame.shape[2] if frame.ndim == 3 else 1
-    step = max(1, width_in // width)
-    h, w = height_in // step, width_in // step
-    rows = frame[: h * step, : w * step].reshape(h * step, w, step * channels)
-    sums = rows.sum(axis=-1, dtype=np.uint32).reshape(h, step, w).sum(axis=1, dtype=np.uint32)
-    return sums.astype(np.float32) * np.float32(1.0 / (step * step * channels))
-
-
-def largest_region(active: np.ndarray) -> tuple[int, tuple[int, int, int, int] | None]:
-    """Cells in the largest 4-connected region of the bool grid `active`, and its box (r0, c0, r1, c1)."""
-    rows, cols = active.shape
-    seen = np.zeros_like(active, dtype=bool)
-    best, box = 0, None
-    for r0, c0 in zip(*np.nonzero(active), strict=True):
-        if seen[r0, c0]:
-            continue
-        seen[r0, c0] = True
-        stack = [(int(r0), int(c0))]
-        size, top, left, bottom, right = 0, int(r0), int(c0), int(r0), int(c0)
-        while stack:
-            r, c = stack.pop()
-            size += 1
-            top, bottom, left, right = min(top, r), max(bottom, r), min(left, c), max(right, c)
-            for rr, cc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
-                if 0 <= rr < rows and 0 <= cc < cols and active[rr, cc] and not seen[rr, cc]:
-                    seen[rr, cc] = True
-                    stack.append((rr, cc))
-        if size > best:
-            best, box = size, (top, left, bottom + 1, right + 1)
-    return best, box
-
-
-@dataclass(frozen=True)
-class MotionResult:
-    score: float  # fraction of the analysis image that changed
-    region: float  # fraction the largest changed region covers
-    box: tuple[float, float, float, float] | None  # that region: x0, y0, x1, y1 as fractions of the frame
-
-
-def motion_between(previous: np.ndarray, current: np.ndarray, pixel_threshold: float) -> MotionResult:
-    """How much changed between two grey images of `grey_small` (module docstring)."""
-    diff = current - previous
-    diff -= np.median(diff)  # a global change of light is not motion
-    changed = np.abs(diff) > pixel_threshold
-    score = float(changed.mean())
-    h, w = (changed.shape[0] // CELL) * CELL, (changed.shape[1] // CELL) * CELL
-    if score == 0.0 or h == 0 or w == 0:
-        return MotionResult(score, 0.0, None)
-    cells = changed[:h, :w].reshape(h // CELL, CELL, w // CELL, CELL).sum(axis=(1, 3)) >= CELL_FILL
-    size, box = largest_region(cells)
-    if box is None:
-        return MotionResult(score, 0.0, None)
-    rows, cols = cells.shape
-    r0, c0, r1, c1 = box
-    return MotionResult(score, size / cells.size, (c0 / cols, r0 / rows, c1 / cols, r1 / rows))
 
 
 @dataclass
@@ -343,102 +191,13 @@ class _StreamState:
     warned_dim: bool = False
 
 
-class _PeopleQueue:
-    """Frames waiting for the people detector, per stream, served in turn by one thread (module docstring)."""
-
-    def __init__(self, detect: Callable[[str, float, np.ndarray], None], max_pending: int) -> None:
-        self.detect = detect
-        self.max_pending = max_pending
-        self.dropped: dict[str, int] = {}
-        self.done: dict[str, int] = {}
-        self.errors = 0
-        self._pending: dict[str, deque[tuple[float, np.ndarray]]] = {}
-        self._busy: set[str] = set()
-        self._cond = threading.Condition()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-
-    def submit(self, stream: str, t: float, frame: np.ndarray) -> None:
-        with self._cond:
-            if self._stopping:
-                return
-            pending = self._pending.setdefault(stream, deque())
-            if len(pending) >= self.max_pending:
-                pending.popleft()
-                self.dropped[stream] = self.dropped.get(stream, 0) + 1
-            pending.append((t, frame))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="vsalmonn-surveillance", daemon=True)
-                self._thread.start()
-            self._cond.notify_all()
-
-    def _next(self) -> tuple[str, float, np.ndarray] | None:
-        """The oldest frame of the next stream in turn (the caller holds the lock); None when none waits."""
-        for stream in list(self._pending):
-            pending = self._pending[stream]
-            if pending:
-                self._pending[stream] = self._pending.pop(stream)  # to the end: the others come first
-                t, frame = pending.popleft()
-                return stream, t, frame
-        return None
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                item = self._next()
-                while item is None and not self._stopping:
-                    self._cond.wait()
-                    item = self._next()
-                if item is None:
-                    return
-                self._busy.add(item[0])
-            stream, t, frame = item
-            try:
-                self.detect(stream, t, frame)
-            except Exception as exc:  # the thread must outlive a bad frame
-                self.errors += 1
-                log.error("surveillance: people detection failed on %s at %.1f s: %s", stream, t, exc)
-            finally:
-                with self._cond:
-                    self._busy.discard(stream)
-                    self.done[stream] = self.done.get(stream, 0) + 1
-                    self._cond.notify_all()
-
-    def counts(self) -> dict[str, tuple[int, int]]:
-        """Per stream: (frames detected, frames dropped)."""
-        with self._cond:
-            streams = set(self.done) | set(self.dropped)
-            return {s: (self.done.get(s, 0), self.dropped.get(s, 0)) for s in streams}
-
-    def flush(self, stream: str | None = None, timeout: float | None = None) -> bool:
-        """Wait until no frame (of `stream`, or of any) waits or is being detected; False on timeout."""
-
-        def idle() -> bool:
-            if stream is None:
-                return not self._busy and not any(self._pending.values())
-            return stream not in self._busy and not self._pending.get(stream)
-
-        with self._cond:
-            return self._cond.wait_for(idle, timeout)
-
-    def close(self, timeout: float | None) -> None:
-        """Detect what waits (up to `timeout` seconds), then stop the thread."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-            if thread.is_alive():
-                log.warning("surveillance: people detection still running at shutdown")
-
-
 # --- the plugin ---------------------------------------------------------------------------------------------
 
 
 class Surveillance:
     """The surveillance plugin; see the module docstring. `text_encoder`: embeds the standing queries (a
-    `vsalmonn.perception.encoders.TextEncoder`); without one, `configure` makes one when there are queries."""
+    `vsalmonn.perception.encoders.TextEncoder`); without one, `configure` takes the context's shared one,
+    and makes its own only when the context has none to give (and there are queries)."""
 
     def __init__(self, *, text_encoder: Any = None) -> None:
         self.settings = SurveillanceSettings()
@@ -449,7 +208,7 @@ class Surveillance:
         self._queries: list[QuerySettings] = []
         self._query_vectors: np.ndarray | None = None  # (q, d) unit rows
         self._hog: Any = None
-        self._people: _PeopleQueue | None = None
+        self._people: PeopleQueue | None = None
         self._streams: dict[str, _StreamState] = {}
         self._alerts: dict[tuple[str, str], Alert] = {}
         self._counts: dict[str, dict[str, int]] = {}
@@ -463,25 +222,30 @@ class Surveillance:
         return SurveillanceSettings
 
     @hookimpl
-    def configure(self, config: Any, emit: Callable[..., Any], data_dir: Path | None) -> None:
+    def configure(
+        self,
+        config: Any,
+        emit: Callable[..., Any],
+        data_dir: Path | None,
+        context: PluginContext | None = None,
+    ) -> None:
         settings = config
         if not isinstance(settings, SurveillanceSettings):
             settings = SurveillanceSettings.model_validate(config)
         self._close_people(timeout=0)
-        if settings.thumbs and _cv2() is None:  # imported here, not on a stream's first alert (~0.1 s)
-            _pil_image()
+        if settings.thumbs and cv2_module() is None:  # imported here, not on a stream's first alert (~0.1 s)
+            pil_image()
         hog, people = None, None
         if settings.people.enabled:
-            cv2 = _cv2()
+            cv2 = cv2_module()
             if cv2 is None:
                 log.warning(
                     "surveillance: people detection is off: OpenCV is not installed "
                     "(pip install 'vsalmonn[people]')"
                 )
             else:
-                hog = cv2.HOGDescriptor()
-                hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
-                people = _PeopleQueue(self._detect_people, settings.people.max_pending)
+                hog = hog_detector()
+                people = PeopleQueue(self._detect_people, settings.people.max_pending)
         with self._lock:
             self.settings = settings
             self._emit = emit
@@ -494,6 +258,8 @@ class Surveillance:
             self._alerts.clear()
             self._counts.clear()
         if self._queries:
+            if self._text_encoder is None and context is not None:
+                self._text_encoder = context.text_encoder  # the pipeline's (None: none to share)
             self._embed_queries()
 
     @hookimpl
@@ -596,7 +362,7 @@ class Surveillance:
 
     def _embed_queries(self) -> None:
         encoder = self._text_encoder
-        if encoder is None:
+        if encoder is None:  # standalone: no encoder given, and no context that shares the pipeline's
             from vsalmonn.perception.config import PerceptionConfig
             from vsalmonn.perception.encoders import create_encoder
 
@@ -606,7 +372,7 @@ class Surveillance:
             started = time.perf_counter()
             encoder = create_encoder("text", config.text_encoder, config, self.data_dir or Path("."))
             self._text_encoder = encoder
-            log.info("surveillance: text encoder %s loaded in %.1f s", config.text_encoder,
+            log.info("surveillance: own text encoder %s loaded in %.1f s (none shared)", config.text_encoder,
                      time.perf_counter() - started)  # fmt: skip
         vectors = np.asarray(encoder.encode([q.text for q in self._queries]), dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -653,39 +419,24 @@ class Surveillance:
             )  # fmt: skip
 
     def _detect_people(self, stream: str, t: float, frame: np.ndarray) -> None:
-        """On the people thread: HOG on the rescaled grey frame, then maybe an alert."""
-        cv2, hog, settings = _cv2(), self._hog, self.settings.people
-        if cv2 is None or hog is None:
+        """On the people thread: the detector on the frame, then maybe an alert."""
+        found = detect_people(self._hog, frame, self.settings.people)
+        if found is None:
             return
-        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        factor = settings.short_side / min(grey.shape[:2])
-        if abs(factor - 1.0) > 1e-3:
-            interpolation = cv2.INTER_LINEAR if factor > 1 else cv2.INTER_AREA
-            grey = cv2.resize(grey, None, fx=factor, fy=factor, interpolation=interpolation)
-        stride = (settings.win_stride, settings.win_stride)
-        rects, weights = hog.detectMultiScale(grey, winStride=stride, padding=(8, 8), scale=settings.scale)
-        weights = np.ravel(weights) if len(rects) else np.zeros(0)
-        keep = [i for i, w in enumerate(weights) if w >= settings.min_confidence]
         with self._lock:
             counts = self._counts.setdefault(stream, {})
-            counts["people_frames"] = counts.get("people_frames", 0) + (1 if keep else 0)
-        if len(keep) < settings.min_count:
+            counts["people_frames"] = counts.get("people_frames", 0) + (1 if found.boxes else 0)
+        count = len(found.boxes)
+        if count < self.settings.people.min_count:
             return
-        height, width = frame.shape[:2]
-        boxes = []
-        for i in keep:
-            x, y, w, h = (float(v) / factor for v in rects[i])
-            boxes.append(
-                [max(0, round(x)), max(0, round(y)), min(width, round(x + w)), min(height, round(y + h))]
-            )
-        confidences = [round(float(weights[i]), 3) for i in keep]
+        boxes, confidences = found.boxes, found.confidences
         best = max(confidences)
         self._raise(
             stream, "people", "people", t, best, frame,
-            cooldown=settings.cooldown_s,
-            message=f"{len(keep)} {'person' if len(keep) == 1 else 'people'} in {stream} "
+            cooldown=self.settings.people.cooldown_s,
+            message=f"{count} {'person' if count == 1 else 'people'} in {stream} "
             f"(best confidence {best:.2f})",
-            payload={"count": len(keep), "score": best, "boxes": boxes, "confidences": confidences},
+            payload={"count": count, "score": best, "boxes": boxes, "confidences": confidences},
             boxes=boxes,
         )  # fmt: skip
 
@@ -746,19 +497,7 @@ class Surveillance:
                 self._thumb_warned = True
                 log.debug("surveillance: no JPEG encoder (OpenCV or Pillow): alerts carry no thumbnails")
             return None
-        path = plugin_paths(self.data_dir, stream)[0] / f"{kind}-{t:010.3f}.jpg"
-        relative = path.relative_to(self.data_dir)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)  # a reader sees the whole file or none
-        except OSError as exc:
-            log.warning("surveillance: thumbnail %s not written: %s", path, exc)
-            tmp.unlink(missing_ok=True)
-            return None
-        return relative.as_posix()
+        return write_thumbnail(self.data_dir, stream, f"{kind}-{t:010.3f}.jpg", data)
 
     def _close_people(self, timeout: float | None) -> None:
         with self._lock:
@@ -772,38 +511,6 @@ class Surveillance:
                 counts = self._counts.setdefault(stream, {})
                 counts["people_detected"] = counts.get("people_detected", 0) + done
                 counts["people_dropped"] = counts.get("people_dropped", 0) + dropped
-
-
-def encode_jpeg(frame: np.ndarray, size: int, boxes: list[list[int]] | None = None) -> bytes | None:
-    """`frame` (RGB) as JPEG bytes, long side at most `size`, `boxes` drawn in; None without an encoder."""
-    height, width = frame.shape[:2]
-    factor = min(1.0, size / max(height, width))
-    cv2 = _cv2()
-    if cv2 is not None:
-        image = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR)
-        for x0, y0, x1, y1 in boxes or ():
-            cv2.rectangle(image, (int(x0), int(y0)), (int(x1), int(y1)), (0, 255, 0), 2)
-        if factor < 1.0:
-            new_size = (max(1, round(width * factor)), max(1, round(height * factor)))
-            image = cv2.resize(image, new_size, interpolation=cv2.INTER_AREA)
-        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        return bytes(data) if ok else None
-    pil = _pil_image()
-    if pil is not None:
-        import io
-
-        image = pil.fromarray(np.ascontiguousarray(frame[..., :3]))
-        if boxes:
-            from PIL import ImageDraw
-
-            draw = ImageDraw.Draw(image)
-            for box in boxes:
-                draw.rectangle([int(v) for v in box], outline=(0, 255, 0), width=2)
-        image.thumbnail((size, size))
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
-        return buffer.getvalue()
-    return None
 
 
 # The module as a plugin: the hooks of one default instance (see the module docstring).
