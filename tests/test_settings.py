@@ -437,3 +437,23 @@ def test_describe_settings_encoders_set_is_not_derived(tmp_path: Path) -> None:
 def test_describe_settings_fails_as_load_settings_does(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="did you mean"):
         describe_settings(environ={"VSALMONN_MEMORY__VISUL_SLOTS": "1"})
+
+
+def test_bad_flag_value_names_the_flag(tmp_path: Path) -> None:
+    config = write_toml(tmp_path, "")
+    afile = tmp_path / "a-file"
+    afile.write_text("x", encoding="utf-8")
+    with pytest.raises(SettingsError, match="exists and is not a directory"):
+        load_settings(config=config, data_dir=afile, environ={})
+    env_dir = tmp_path / "env dir"  # a space and "env " in the file's path do not confuse the blame
+    env_dir.mkdir()
+    bad = write_toml(env_dir, "[memory]\nheads = 0\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings(config=bad, environ={})
+    assert str(info.value).startswith(f"{bad}: memory.heads: Input should be greater than 0")
+
+
+def test_two_variables_behind_one_table_error_are_both_named() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ={"VSALMONN_MEMORY__DIM": "100", "VSALMONN_MEMORY__HEADS": "8"})
+    assert str(info.value).startswith("VSALMONN_MEMORY__DIM, VSALMONN_MEMORY__HEADS: memory: Value error")

@@ -246,7 +246,11 @@ def _blame(layers: list[Layer], loc: tuple[str | int, ...]) -> str:
     for layer in reversed(layers):
         if layer.reach(loc) != "none":
             source = layer.source_of(loc)
-            return "" if source == "default" else source.replace("file ", "", 1).replace("env ", "")
+            if source.startswith("file "):
+                return source.removeprefix("file ")
+            if source.startswith("flag "):
+                return source.removeprefix("flag ")
+            return "" if source == "default" else source.replace("env ", "")  # "env A, env B": names only
     return ""
 
 
