@@ -457,3 +457,24 @@ def test_two_variables_behind_one_table_error_are_both_named() -> None:
     with pytest.raises(SettingsError) as info:
         load_settings(environ={"VSALMONN_MEMORY__DIM": "100", "VSALMONN_MEMORY__HEADS": "8"})
     assert str(info.value).startswith("VSALMONN_MEMORY__DIM, VSALMONN_MEMORY__HEADS: memory: Value error")
+
+
+def test_webhook_sinks_that_differ_only_in_secrets_stay_two_sinks() -> None:
+    """Secrets dump masked, so they must still count when equal sink settings share one sink."""
+    from vsalmonn.plugins.events import EventBus
+
+    hook = {"type": "webhook", "url": "http://127.0.0.1:9/hook"}
+    sinks = {
+        "a": [{**hook, "secret": "one", "headers": {"Authorization": "Bearer A"}}],
+        "b": [{**hook, "secret": "two", "headers": {"Authorization": "Bearer A"}}],
+        "c": [{**hook, "secret": "one", "headers": {"Authorization": "Bearer C"}}],
+        "d": [{**hook, "secret": "one", "headers": {"Authorization": "Bearer A"}}],
+    }
+    bus = EventBus(sinks=sinks)
+    try:
+        made = {name: bus._sinks_for(name)[0] for name in sinks}
+        assert made["a"] is made["d"]  # the same settings: one sink
+        assert len({id(made[name]) for name in "abc"}) == 3
+        assert (made["b"].secret, made["c"].headers["Authorization"]) == ("two", "Bearer C")  # type: ignore[attr-defined]
+    finally:
+        bus.close()
