@@ -71,7 +71,15 @@ def test_gradient_matches_autograd_in_float64() -> None:
 
 
 def small_layer(optimizer: str, *, dtype: torch.dtype = torch.float64, lag: int = 6) -> TTTLayer:
-    cfg = TTTConfig(dim=32, heads=4, mlp_ratio=2, mini_batch=16, lag=lag, optimizer=optimizer, seed=3)  # type: ignore[arg-type]
+    cfg = TTTConfig(
+        dim=32,
+        heads=4,
+        mlp_ratio=2,
+        mini_batch=16,
+        long_span_lag=lag,
+        optimizer=optimizer,
+        seed=3,  # type: ignore[arg-type]
+    )
     return TTTLayer(cfg).to(dtype)
 
 

@@ -256,3 +256,25 @@ def test_reads_between_writes_see_the_newest_pending_tokens() -> None:
     mem.write(x[50:], torch.arange(50.0, 80.0), torch.arange(50.0, 80.0) + 1)
     top = mem.read(x[66], k=1)[0]
     assert top.t0 <= 66 <= top.t1
+
+
+def test_ttt_config_is_the_memory_configs_ttt_fields() -> None:
+    """TTTConfig's fields, defaults and bounds are MemoryConfig's own: one definition, no copy to drift."""
+    from pydantic import ValidationError
+
+    from vsalmonn.memory_store.memory import ttt_config
+    from vsalmonn.memory_store.ttt import TTTConfig
+
+    assert issubclass(MemoryConfig, TTTConfig)
+    assert ttt_config(MemoryConfig()) == TTTConfig()
+    memory = MemoryConfig(dim=64, heads=4, long_span_lag=0, optimizer="gd", cg_max_iter=2, seed=7)
+    derived = ttt_config(memory)
+    assert type(derived) is TTTConfig
+    assert derived.model_dump() == memory.model_dump(include=set(TTTConfig.model_fields))
+    assert derived.head_dim == 16 and derived.hidden == 16 * memory.mlp_ratio
+    with pytest.raises(ValidationError, match="not divisible by heads"):
+        TTTConfig(dim=30, heads=4)
+    with pytest.raises(ValidationError, match="cg_stop_fraction"):
+        TTTConfig(cg_stop_fraction=2.0)
+    with pytest.raises(ValidationError, match="visual_slots"):
+        TTTConfig(visual_slots=8)  # type: ignore[call-arg]  # a bank setting, not the layer's

@@ -1,10 +1,15 @@
 """One settings object for the whole program, composed from each component's own pydantic config.
 
-Values come from four places; a later one wins:
+Values come from four places; a later one wins, key by key:
 
 1. the defaults of the models below,
-2. a TOML file (``--config FILE``),
-3. environment variables (``VSALMONN_DATA``, ``VSALMONN_CATALOG_URL``),
+2. a TOML file (``--config FILE``, else the file ``VSALMONN_CONFIG`` names),
+3. environment variables: every setting as ``VSALMONN_<TABLE>__<KEY>`` (tables nest with ``__``:
+   ``VSALMONN_MEMORY__VISUAL_SLOTS=4096``, ``VSALMONN_STORE__DATA_RETENTION__LABELS__MAX_AGE_S=86400``,
+   top-level ``VSALMONN_DATA_DIR``; a table or a list as JSON:
+   ``VSALMONN_PLUGINS__ENABLED='["surveillance"]'``),
+   and the older names ``VSALMONN_DATA`` (= ``VSALMONN_DATA_DIR``) and ``VSALMONN_CATALOG_URL``
+   (= ``VSALMONN_STORE__CATALOG_URL``), which lose to the new ones when both are set,
 4. command-line flags (``--data DIR``).
 
 The TOML file mirrors the model: top-level keys are the fields of :class:`Settings`, one table per component::
@@ -29,39 +34,76 @@ The TOML file mirrors the model: top-level keys are the fields of :class:`Settin
     name = "gate"
     source = "rtsp://10.0.0.7/stream1"
 
-Unknown keys are errors rather than warnings: a misspelt key that is silently ignored is a setting that
-silently does not apply. This module sits at the top layer (DESIGN §1): it may import every component, and no
-component imports it.
+Unknown keys are errors rather than warnings, in the file and in ``VSALMONN_*`` variables alike, with the
+closest key as a suggestion: a misspelt key that is silently ignored is a setting that silently does not
+apply. Secrets (a webhook's signing key and headers) are ``SecretStr``: shown as ``**********`` in reprs,
+logs and `describe_settings`. This module sits at the top layer (DESIGN §1): it may import every component,
+and no component imports it; `vsalmonn.settings_sources` reads the sources.
 """
 
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from vsalmonn.agent.config import AgentConfig
 from vsalmonn.memory_store.config import MemoryConfig, StoreConfig
+from vsalmonn.memory_store.redact import redact
 from vsalmonn.perception.config import DaemonConfig, PerceptionConfig, StreamSpec
 from vsalmonn.plugins.manager import PluginConfig
+from vsalmonn.settings_sources import (
+    CATALOG_ENV,
+    CONFIG_ENV,
+    DATA_ENV,
+    ENV_DELIMITER,
+    ENV_PREFIX,
+    KeyPath,
+    Layer,
+    SettingsError,
+    env_layer,
+    fields_at,
+    file_layer,
+    flag_layer,
+    merge,
+    suggestion,
+)
 
-DATA_ENV = "VSALMONN_DATA"
-CATALOG_ENV = "VSALMONN_CATALOG_URL"
+__all__ = [
+    "CATALOG_ENV",
+    "CONFIG_ENV",
+    "DATA_ENV",
+    "DEFAULT_DATA_DIR",
+    "SettingValue",
+    "Settings",
+    "SettingsError",
+    "describe_settings",
+    "describe_validation_error",
+    "load_settings",
+]
+
 DEFAULT_DATA_DIR = Path("vsalmonn-data")
+DERIVED_KEYS: frozenset[KeyPath] = frozenset({("memory", "encoders")})  # see _memory_follows_encoders
 
 
-class SettingsError(ValueError):
-    """A settings source is unreadable or invalid; the message is one line, fit for a CLI's stderr."""
+class Settings(BaseSettings):
+    """Everything the program can be configured with; one field per component.
 
+    ``Settings(...)`` is a plain value built from its arguments, like any model: only `load_settings` reads
+    the file and the environment, so that composing settings in code never picks up a stray variable.
+    """
 
-class Settings(BaseModel):
-    """Everything the program can be configured with; one field per component."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        env_ignore_empty=True,
+    )
 
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="checkpoints, catalog, model caches")
     memory: MemoryConfig = Field(default_factory=MemoryConfig, description="each stream's TTT memory")
@@ -78,6 +120,17 @@ class Settings(BaseModel):
         default_factory=list, description="what `vsalmonn daemon` runs: one [[streams]] table per stream"
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # the sources are layered by load_settings, which can blame each value
+
     @model_validator(mode="after")
     def _memory_follows_encoders(self) -> Settings:
         """Unless ``memory.encoders`` is set, it names the perception encoders: the memory then holds their
@@ -91,6 +144,18 @@ class Settings(BaseModel):
         return self
 
 
+class SettingValue(BaseModel):
+    """One effective setting, for `vsalmonn config show`: where it is, what it is and who said so."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str = Field(description="dotted, as in the TOML file: memory.visual_slots, streams[0].source")
+    value: JsonValue = Field(description="as JSON; secrets are **********, URL credentials ***")
+    source: str = Field(
+        description="default, derived (from other settings), file PATH, env VSALMONN_..., or flag --data"
+    )
+
+
 def load_settings(
     config: Path | None = None,
     data_dir: Path | None = None,
@@ -98,61 +163,122 @@ def load_settings(
 ) -> Settings:
     """Compose the settings: defaults < TOML file ``config`` < environment < the ``data_dir`` flag.
 
-    ``environ`` defaults to ``os.environ``; tests pass their own mapping instead of patching the process.
-    Raises :class:`SettingsError` with a one-line reason for a missing or malformed file or a bad value.
+    ``environ`` defaults to ``os.environ``; tests pass their own mapping instead of patching the process,
+    and then the process environment is not read at all. Without ``config``, ``VSALMONN_CONFIG`` names the
+    file. Raises :class:`SettingsError` with a one-line reason, naming the file or the variable at fault,
+    for a missing or malformed file, an unknown key, or a bad value.
     """
-    env = os.environ if environ is None else environ
-    values: dict[str, Any] = _read_toml(config) if config is not None else {}
-    if env.get(DATA_ENV):
-        values["data_dir"] = Path(env[DATA_ENV])
-    if env.get(CATALOG_ENV) and isinstance(values.get("store", {}), dict):
-        values["store"] = {**values.get("store", {}), "catalog_url": env[CATALOG_ENV]}
-    if data_dir is not None:
-        values["data_dir"] = data_dir
-    try:
-        settings = Settings.model_validate(values)
-    except ValidationError as exc:
-        source = f"{config}: " if config is not None else ""
-        raise SettingsError(source + describe_validation_error(exc)) from None
-    if settings.data_dir.exists() and not settings.data_dir.is_dir():
-        # every command would fail later on mkdir or open with a traceback; say it once, here
-        raise SettingsError(f"data directory {settings.data_dir} exists and is not a directory")
-    return settings
+    return _load(_layers(config, data_dir, environ))[0]
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    """Parse ``path``, resolving a relative ``data_dir`` against the file's folder, as ruff and others do."""
-    try:
-        with path.open("rb") as fh:
-            values = tomllib.load(fh)
-    except FileNotFoundError:
-        raise SettingsError(f"config file not found: {path}") from None
-    except OSError as exc:
-        raise SettingsError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"{path}: invalid TOML: {exc}") from None
-    except UnicodeDecodeError as exc:  # TOML is UTF-8 text; a binary file fails while being decoded
-        raise SettingsError(
-            f"{path}: not a TOML file (byte {exc.start} is not UTF-8 text; is it a binary file?)"
-        ) from None
-    data = values.get("data_dir")
-    if isinstance(data, str) and not Path(data).expanduser().is_absolute():
-        values["data_dir"] = path.parent / data
-    elif isinstance(data, str):
-        values["data_dir"] = Path(data).expanduser()
-    return values
+def describe_settings(
+    config: Path | None = None,
+    data_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[SettingValue]:
+    """Every leaf of the effective settings (as `load_settings` composes them), in model order, with the
+    source of its value; a list of tables (``[[streams]]``, sinks) is described table by table."""
+    settings, layers = _load(_layers(config, data_dir, environ))
+    out: list[SettingValue] = []
+    for path, value in _leaves(settings.model_dump(mode="json"), ()):
+        out.append(SettingValue(key=format_key(path), value=_shown(value), source=_source(layers, path)))
+    return out
 
 
 def describe_validation_error(exc: ValidationError) -> str:
     """The first problem of a pydantic error as one line (``memory.dim: Input should be ...``).
 
-    pydantic's own text spans several lines per problem; a CLI wants one line that names the key.
+    pydantic's own text spans several lines per problem; a CLI wants one line that names the key, and for
+    an unknown key the closest one it may have meant.
     """
     errors = exc.errors(include_url=False)
     first = errors[0]
     where = ".".join(str(part) for part in first["loc"]) or "settings"
     message = first["msg"]
     if first["type"] == "extra_forbidden":
-        message = "unknown key"
+        loc = first["loc"]
+        message = "unknown key" + suggestion(str(loc[-1]), fields_at(Settings, loc[:-1]))
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
     return f"{where}: {message}{more}"
+
+
+def format_key(path: KeyPath) -> str:
+    """A key path as TOML writes it: ``plugins.sinks."*"[0].url``, ``streams[1].name``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            bare = part and all(c.isascii() and (c.isalnum() or c in "_-") for c in part)
+            out += ("." if out else "") + (part if bare else '"' + part.replace('"', '\\"') + '"')
+    return out
+
+
+# --- composition --------------------------------------------------------------------------------------------
+
+
+def _layers(config: Path | None, data_dir: Path | None, environ: Mapping[str, str] | None) -> list[Layer]:
+    env = os.environ if environ is None else environ
+    layers = [file_layer(config)] if config is not None else []
+    if config is None and env.get(CONFIG_ENV):
+        try:
+            layers = [file_layer(Path(env[CONFIG_ENV]).expanduser())]
+        except SettingsError as exc:  # say where the path came from: no --config was given
+            raise SettingsError(f"{CONFIG_ENV}: {exc}") from None
+    return [*layers, env_layer(Settings, env), flag_layer(data_dir)]
+
+
+def _load(layers: list[Layer]) -> tuple[Settings, list[Layer]]:
+    try:
+        settings = Settings.model_validate(merge(layers))  # validation only: no source is read again
+    except ValidationError as exc:
+        blamed = _blame(layers, exc.errors(include_url=False)[0]["loc"])
+        prefix = f"{blamed}: " if blamed else ""
+        raise SettingsError(prefix + describe_validation_error(exc)) from None
+    if settings.data_dir.exists() and not settings.data_dir.is_dir():
+        # every command would fail later on mkdir or open with a traceback; say it once, here
+        raise SettingsError(f"data directory {settings.data_dir} exists and is not a directory")
+    return settings, layers
+
+
+def _blame(layers: list[Layer], loc: tuple[str | int, ...]) -> str:
+    """The file, variable(s) or flag that gave the value at `loc`, as an error's prefix; "" for a default."""
+    for layer in reversed(layers):
+        if layer.reach(loc) != "none":
+            source = layer.source_of(loc)
+            if source.startswith("file "):
+                return source.removeprefix("file ")
+            if source.startswith("flag "):
+                return source.removeprefix("flag ")
+            return "" if source == "default" else source.replace("env ", "")  # "env A, env B": names only
+    return ""
+
+
+def _source(layers: list[Layer], path: KeyPath) -> str:
+    for layer in reversed(layers):
+        reach = layer.reach(path)
+        if reach == "has":
+            return layer.source_of(path)
+        if reach == "shadows":  # a list given whole, without this key: the key has its default
+            break
+    return "derived" if path in DERIVED_KEYS else "default"
+
+
+def _leaves(value: Any, path: KeyPath) -> list[tuple[KeyPath, Any]]:
+    """Leaf values of a dumped model; an empty table or list, or a list of plain values, is one leaf."""
+    if isinstance(value, dict) and value:
+        return [leaf for key, item in value.items() for leaf in _leaves(item, (*path, key))]
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        return [leaf for i, item in enumerate(value) for leaf in _leaves(item, (*path, i))]
+    return [(path, value)]
+
+
+def _shown(value: Any) -> Any:
+    """`value` as it may be shown: credentials in URLs masked (SecretStr dumps as ********** already)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [_shown(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _shown(item) for key, item in value.items()}
+    return value

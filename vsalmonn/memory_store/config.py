@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -18,12 +18,11 @@ MAX_SLOTS = 1 << 20
 MAX_READER_SLOTS = 4096
 
 
-class MemoryConfig(BaseModel):
-    """Everything that shapes one stream's memory.
+class TTTConfig(BaseModel):
+    """What shapes the TTT layer (`memory_store.ttt`): the part of :class:`MemoryConfig` it reads.
 
-    Defaults follow the paper where it names a value (16,384 visual and 4,096 audio slots, mini-batches
-    of 1,024 tokens, η_base 0.1, λ 0.1) and DESIGN §3 elsewhere. The config is frozen because a checkpoint
-    is only meaningful together with the config that produced it.
+    MemoryConfig extends this model, so each field, its default and its bounds are written once; the layer
+    takes this narrower view so that it can be built (in tests, benchmarks, training) without bank settings.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -33,18 +32,13 @@ class MemoryConfig(BaseModel):
     mlp_ratio: int = Field(
         4, gt=0, le=64, description="hidden width of each head's fast MLP, as a multiple of p"
     )
-    visual_slots: int = Field(16384, gt=0, le=MAX_SLOTS, description="budget M of the visual bank")
-    audio_slots: int = Field(4096, gt=0, le=MAX_SLOTS, description="budget M_a of the audio bank")
-    policy: Policy = Field("merge", description="how the visual bank reduces when it would overflow")
-    audio_policy: Policy = Field("merge", description="how the audio bank reduces (the paper: merge)")
-    ttt: bool = Field(True, description="rewrite visual tokens with the TTT layer before they enter the bank")
-    optimizer: Optimizer = Field("hf_cg", description="inner optimiser of the fast weights")
     mini_batch: int = Field(1024, gt=0, le=MAX_SLOTS, description="tokens per TTT update")
     eta_base: float = Field(0.1, gt=0, description="base inner learning rate η_base")
     long_span_lag: int = Field(
         1024, ge=0, description="lag Δ of the long-span term in tokens; 0 turns it off"
     )
     long_span_weight: float = Field(0.1, ge=0, description="weight λ of the long-span term")
+    optimizer: Optimizer = Field("hf_cg", description="inner optimiser of the fast weights")
     cg_max_iter: int = Field(4, gt=0, description="conjugate-gradient iterations at most per update")
     cg_tol: float = Field(
         1e-3,
@@ -55,6 +49,40 @@ class MemoryConfig(BaseModel):
         0.75, gt=0, le=1, description="the whole CG stops once this fraction of heads have stopped"
     )
     gate_init: float = Field(0.1, description="initial value of the read-out gate α (per channel)")
+    seed: int = Field(0, description="seed of the slow weights' initialisation")
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> Self:
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    @property
+    def hidden(self) -> int:
+        """Hidden width m of each head's fast MLP."""
+        return self.head_dim * self.mlp_ratio
+
+
+class MemoryConfig(TTTConfig):
+    """Everything that shapes one stream's memory.
+
+    Defaults follow the paper where it names a value (16,384 visual and 4,096 audio slots, mini-batches
+    of 1,024 tokens, η_base 0.1, λ 0.1) and DESIGN §3 elsewhere. The config is frozen because a checkpoint
+    is only meaningful together with the config that produced it. The TTT layer's fields come from
+    :class:`TTTConfig`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    visual_slots: int = Field(16384, gt=0, le=MAX_SLOTS, description="budget M of the visual bank")
+    audio_slots: int = Field(4096, gt=0, le=MAX_SLOTS, description="budget M_a of the audio bank")
+    policy: Policy = Field("merge", description="how the visual bank reduces when it would overflow")
+    audio_policy: Policy = Field("merge", description="how the audio bank reduces (the paper: merge)")
+    ttt: bool = Field(True, description="rewrite visual tokens with the TTT layer before they enter the bank")
     reader_visual_slots: int = Field(
         32, gt=0, le=MAX_READER_SLOTS, description="visual slots B the reader keeps per prompt"
     )
@@ -71,7 +99,6 @@ class MemoryConfig(BaseModel):
     reader_join_gap_s: float = Field(
         2.0, ge=0, description="adjacent selected slots further apart in time than this are separate moments"
     )
-    seed: int = Field(0, description="seed of the slow weights' initialisation")
     slow_weights: str = Field(
         "default",
         description="the slow weights θ a fresh memory starts from: 'default' (the shipped trained θ when it "
@@ -84,16 +111,6 @@ class MemoryConfig(BaseModel):
     )
     device: str = Field("cpu", description="torch device of the TTT layer and the banks")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="dtype of tokens and fast weights")
-
-    @model_validator(mode="after")
-    def _heads_divide_dim(self) -> MemoryConfig:
-        if self.dim % self.heads:
-            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
-        return self
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.heads
 
 
 class RetentionPolicy(BaseModel):

@@ -32,22 +32,8 @@ ArrayLike = Tensor | np.ndarray | Sequence[float] | Sequence[Sequence[float]]
 
 
 def ttt_config(config: MemoryConfig) -> TTTConfig:
-    """The TTT layer's view of the memory settings."""
-    return TTTConfig(
-        dim=config.dim,
-        heads=config.heads,
-        mlp_ratio=config.mlp_ratio,
-        mini_batch=config.mini_batch,
-        eta_base=config.eta_base,
-        lag=config.long_span_lag,
-        lag_weight=config.long_span_weight,
-        optimizer=config.optimizer,
-        cg_max_iter=config.cg_max_iter,
-        cg_tol=config.cg_tol,
-        cg_stop_fraction=config.cg_stop_fraction,
-        gate_init=config.gate_init,
-        seed=config.seed,
-    )
+    """The TTT layer's view of the memory settings: the fields MemoryConfig inherits from TTTConfig."""
+    return TTTConfig.model_validate(config.model_dump(include=set(TTTConfig.model_fields)))
 
 
 class StreamMemory:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import TTTConfig
 from .inner import (
     LN_EPS,
     CGInfo,
@@ -27,31 +27,6 @@ from .inner import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TTTConfig:
-    dim: int = 384
-    heads: int = 8
-    mlp_ratio: int = 4
-    mini_batch: int = 1024
-    eta_base: float = 0.1
-    lag: int = 1024  # Δ of the long-span term, in tokens; 0 turns the term off
-    lag_weight: float = 0.1  # λ
-    optimizer: Literal["gd", "hf_cg"] = "hf_cg"
-    cg_max_iter: int = 4
-    cg_tol: float = 1e-3
-    cg_stop_fraction: float = 0.75
-    gate_init: float = 0.1
-    seed: int = 0
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.heads
-
-    @property
-    def hidden(self) -> int:
-        return self.head_dim * self.mlp_ratio
 
 
 @dataclass
@@ -164,7 +139,7 @@ class TTTLayer(nn.Module):
             return t.unsqueeze(0).expand(batch, *t.shape).clone()  # (B, H, ...)
 
         fast = FastWeights(rep(self.w1_init), rep(self.b1_init), rep(self.w2_init), rep(self.b2_init))
-        carry = self.qkv.new_zeros(batch, cfg.heads, cfg.lag, cfg.head_dim)  # (B, H, lag, p)
+        carry = self.qkv.new_zeros(batch, cfg.heads, cfg.long_span_lag, cfg.head_dim)  # (B, H, lag, p)
         return TTTState(fast=fast, carry=carry, seen=0)
 
     # ----- one mini-batch ----------------------------------------------------------------------------
@@ -179,12 +154,12 @@ class TTTLayer(nn.Module):
         target = layer_norm(v - k) + k  # (B, H, n, p)
         gate = x @ self.lr_weight.t() + self.lr_bias  # (B, n, H)
         eta = (cfg.eta_base / cfg.head_dim) * torch.sigmoid(gate).transpose(1, 2)  # (B, H, n)
-        if cfg.lag > 0:
+        if cfg.long_span_lag > 0:
             history = torch.cat([state.carry, target], dim=2)  # (B, H, lag + n, p)
             lag_target = history[:, :, :n]  # (B, H, n, p) token i ↔ stream position seen + i - lag
-            carry = history[:, :, -cfg.lag :]  # (B, H, lag, p)
+            carry = history[:, :, -cfg.long_span_lag :]  # (B, H, lag, p)
             position = state.seen + torch.arange(n, device=x.device)  # (n,)
-            lag_mask = (position >= cfg.lag).to(x.dtype)  # (n,)
+            lag_mask = (position >= cfg.long_span_lag).to(x.dtype)  # (n,)
         else:
             lag_target = torch.zeros_like(target)
             carry = state.carry
@@ -197,7 +172,7 @@ class TTTLayer(nn.Module):
             lag_mask=lag_mask,
             eta=eta,
             carry=carry,
-            lag_weight=cfg.lag_weight if cfg.lag > 0 else 0.0,
+            lag_weight=cfg.long_span_weight if cfg.long_span_lag > 0 else 0.0,
         )
 
     def update(self, problem: InnerProblem, fast: FastWeights) -> tuple[FastWeights, CGInfo | None]:

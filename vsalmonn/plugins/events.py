@@ -109,7 +109,9 @@ class WebhookSinkConfig(BaseModel):
     retries: int = Field(3, ge=0, le=20, description="further attempts after a failed one")
     backoff_s: float = Field(0.5, ge=0, description="wait before the first retry; doubles with each")
     queue_size: int = Field(1000, ge=1, description="events waiting for delivery; beyond, new ones drop")
-    headers: dict[str, str] = Field(default_factory=dict, description="added to every request")
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="added to every request (Authorization: secret, so never shown)"
+    )
 
     @field_validator("secret")
     @classmethod
@@ -401,6 +403,14 @@ class WebhookSink:
         )
 
 
+def _sink_key(config: LogSinkConfig | JsonlSinkConfig | WebhookSinkConfig) -> str:
+    """Equal configs share one sink; their secrets count, though model_dump_json shows them masked."""
+    if not isinstance(config, WebhookSinkConfig):
+        return config.model_dump_json()
+    secrets = [config.secret, *config.headers.values()]
+    return config.model_dump_json() + json.dumps([s.get_secret_value() if s else None for s in secrets])
+
+
 def make_sink(
     config: LogSinkConfig | JsonlSinkConfig | WebhookSinkConfig, base_dir: Path | None = None
 ) -> Sink:
@@ -417,7 +427,7 @@ def make_sink(
         retries=config.retries,
         backoff_s=config.backoff_s,
         queue_size=config.queue_size,
-        headers=config.headers,
+        headers={name: value.get_secret_value() for name, value in config.headers.items()},
     )
 
 
@@ -554,7 +564,7 @@ class EventBus:
     def _sinks_for(self, source: str | None) -> list[Sink]:
         sinks = []
         for config in self.sink_configs(source):
-            key = config.model_dump_json()
+            key = _sink_key(config)
             with self._lock:
                 if self._closed:
                     return []
