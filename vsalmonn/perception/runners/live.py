@@ -21,7 +21,7 @@ from abc import abstractmethod
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..decode import is_url
+from ..container import is_url
 from ..pipeline import StreamSink
 from ..sources import Closed, LatestQueue, LiveSource
 from .base import KindRunner, RunContext
