@@ -6,11 +6,12 @@ Why it is built this way:
   everything it raises ends there: logged with its reason, recorded as an event, shown in the stream's status
   (failed, or skipped for a source with nothing decodable); the other streams carry on. The encoders are
   shared (loaded once) and serialised by one lock (see `pipeline`).
-- **Resume by kind.** A file seeks to the offset of its last checkpoint. A watched folder continues the file
-  its last checkpoint names, at that file's offset, then takes the folder's next files; the catalog's
-  `ingest_files` rows record each file's state, and where a row and the checkpoint disagree (a kill between
-  the two writes) the checkpoint wins. A live source (URL, capture device) resumes at *now*: its stream time
-  is wall-clock time since its first start (the epoch, kept in each checkpoint), so the gap shows as a gap.
+- **Resume by kind**, each kind a runner of `runners/` found in one registry (plugins' kinds included). A file
+  seeks to the offset of its last checkpoint. A watched folder continues the file its last checkpoint names,
+  at that file's offset, then takes the folder's next files; the catalog's `ingest_files` rows record each
+  file's state, and where a row and the checkpoint disagree (a kill between the two writes) the checkpoint
+  wins. A live source (URL, capture device) resumes at *now*: its stream time is wall-clock time since its
+  first start (the epoch, kept in each checkpoint), so the gap shows as a gap.
 - **A stop request is served within seconds.** SIGTERM/SIGINT set one event; a file or folder abandons the
   window in progress and commits what is whole, a live source writes what it has received and commits. The
   worst case is one window being encoded when the signal comes.
