@@ -156,3 +156,19 @@ def test_a_plugins_source_kind_runs_through_the_daemon_and_its_close_fault_is_lo
         )
     faults = [r.getMessage() for r in caplog.records if "failed to close" in r.getMessage()]
     assert faults == ["stream cam: the plugin's source failed to close: RuntimeError: broker went away"]
+
+
+def test_a_kind_checks_its_source_before_any_encoder_loads(tmp_path: Path) -> None:
+    from vsalmonn.perception.media import DecodeError
+
+    file, folder = SOURCE_KINDS.get("file"), SOURCE_KINDS.get("folder")
+    with pytest.raises(DecodeError, match="a character device, not a media file"):
+        file.check("/dev/zero")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("".join(f"line {i}: these are notes, not a video\n" for i in range(400)))
+    with pytest.raises(DecodeError, match="a text file, not a media file"):
+        file.check(str(notes))
+    folder.check(str(tmp_path))  # nothing to check before a folder's files arrive
+    with MemoryStore(tmp_path / "data") as store:
+        assert file.check_resume(store, "new", str(notes)) is None, "nothing committed yet"
+        assert folder.check_resume(store, "new", str(tmp_path)) is None
