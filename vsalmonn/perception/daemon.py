@@ -6,11 +6,12 @@ Why it is built this way:
   everything it raises ends there: logged with its reason, recorded as an event, shown in the stream's status
   (failed, or skipped for a source with nothing decodable); the other streams carry on. The encoders are
   shared (loaded once) and serialised by one lock (see `pipeline`).
-- **Resume by kind.** A file seeks to the offset of its last checkpoint. A watched folder continues the file
-  its last checkpoint names, at that file's offset, then takes the folder's next files; the catalog's
-  `ingest_files` rows record each file's state, and where a row and the checkpoint disagree (a kill between
-  the two writes) the checkpoint wins. A live source (URL, capture device) resumes at *now*: its stream time
-  is wall-clock time since its first start (the epoch, kept in each checkpoint), so the gap shows as a gap.
+- **Resume by kind**, each kind a runner of `runners/` found in one registry (plugins' kinds included). A file
+  seeks to the offset of its last checkpoint. A watched folder continues the file its last checkpoint names,
+  at that file's offset, then takes the folder's next files; the catalog's `ingest_files` rows record each
+  file's state, and where a row and the checkpoint disagree (a kill between the two writes) the checkpoint
+  wins. A live source (URL, capture device) resumes at *now*: its stream time is wall-clock time since its
+  first start (the epoch, kept in each checkpoint), so the gap shows as a gap.
 - **A stop request is served within seconds.** SIGTERM/SIGINT set one event; a file or folder abandons the
   window in progress and commits what is whole, a live source writes what it has received and commits. The
   worst case is one window being encoded when the signal comes.
@@ -21,14 +22,12 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from vsalmonn.memory_store import MemoryConfig
-from vsalmonn.memory_store.models import IngestFile, StreamStatus
+from vsalmonn.memory_store.models import StreamStatus
 from vsalmonn.memory_store.names import validate_stream_name
 from vsalmonn.memory_store.redact import redact
 from vsalmonn.memory_store.store import MemoryStore, StreamBusyError
@@ -44,13 +43,12 @@ from vsalmonn.plugins.events import EventBus
 
 from . import allocator
 from .config import DaemonConfig, PerceptionConfig, StreamSpec
-from .decode import decode
-from .folder import FolderError, FolderWatcher
-from .identity import FileIdentity, relation
-from .ingest import IngestResult, ingest_file, prefetch
+from .folder import FolderError
+from .ingest import IngestResult
 from .media import DecodeError, NothingToDecode, one_line
-from .pipeline import Encoders, StreamSink, StreamStats, forget_from
-from .sources import Closed, LatestQueue, LiveSource, classify
+from .pipeline import Encoders, StreamStats
+from .runners.base import KindRunner, RunContext
+from .runners.registry import SOURCE_KINDS, KindRegistry, builtin_kinds
 
 if TYPE_CHECKING:
     from vsalmonn.plugins import PluginManager
@@ -63,7 +61,11 @@ ENDED = frozenset({"done", "stopped", "failed", "skipped"})
 
 
 class StreamRunner(threading.Thread):
-    """Runs one stream from its source into its memory until the source ends, fails, or `stop` is set."""
+    """Runs one stream from its source into its memory until the source ends, fails, or `stop` is set.
+
+    What differs by kind of source (how it runs, resumes and reads as progress) is its `source_kind`, found
+    in `kinds` (the daemon's registry, plugins' kinds included; default: the built-in ones).
+    """
 
     def __init__(
         self,
@@ -77,16 +79,14 @@ class StreamRunner(threading.Thread):
         stop: threading.Event,
         once: bool = False,
         plugins: PluginManager | None = None,
-        plugin_sources: dict[str, Callable[..., Iterable[Any]]] | None = None,
+        kinds: KindRegistry | None = None,
     ) -> None:
         super().__init__(name=f"stream-{spec.name}", daemon=True)
         self.plugins = plugins
         self.events = plugins.events if plugins is not None else EventBus(store)
-        self.plugin_sources = plugin_sources or {}
         self.spec = spec
-        scheme = spec.source.partition("://")[0] if "://" in spec.source else None
-        self.plugin_source = self.plugin_sources.get(scheme) if scheme else None
-        self.kind = "url" if self.plugin_source else (spec.kind or classify(spec.source))
+        self.source_kind: KindRunner = (kinds or SOURCE_KINDS).resolve(spec)
+        self.kind = self.source_kind.catalog_kind
         self.store = store
         self.encoders = encoders
         self.perception = perception
@@ -98,11 +98,6 @@ class StreamRunner(threading.Thread):
         self.stats.detail["kind"] = self.kind
         self.stream_id: str | None = None
         self.result: IngestResult | None = None
-        # Watched folders: finished files found grown (path -> seconds already read) or replaced since.
-        self._grown: dict[str, float] = {}
-        self._replaced: set[str] = set()
-
-    # ----- the thread -------------------------------------------------------------------------------------
 
     def run(self) -> None:
         name = self.spec.name
@@ -111,12 +106,7 @@ class StreamRunner(threading.Thread):
             self.stream_id = self.store.catalog.ensure_stream(
                 name, source=self.spec.source, kind=self.kind, config=self.memory_config.model_dump()
             ).id
-            if self.kind == "file":
-                self._run_file()
-            elif self.kind == "folder":
-                self._run_folder()
-            else:
-                self._run_live()
+            self.result = self.source_kind.run(self._context(self.stream_id))
             if self.stats.state not in ENDED:
                 self.stats.state = "stopped" if self.stop.is_set() else "done"
         except NothingToDecode as exc:
@@ -136,6 +126,13 @@ class StreamRunner(threading.Thread):
             if self.plugins is not None and self.stream_id is not None:
                 self.plugins.call("on_stream_end", stream=name, state=self.stats.state)
 
+    def _context(self, stream_id: str) -> RunContext:
+        return RunContext(
+            spec=self.spec, stream_id=stream_id, store=self.store, encoders=self.encoders,
+            perception=self.perception, memory=self.memory_config, daemon=self.config, stop=self.stop,
+            stats=self.stats, event=self._event, once=self.once, plugins=self.plugins,
+        )  # fmt: skip
+
     def _event(self, kind: str, message: str, **payload: Any) -> None:
         """Store and deliver an event (through the plugins' bus when there is one: it runs their sinks)."""
         self.events.event(kind, message, source="daemon", stream=self.spec.name, **payload)
@@ -145,298 +142,6 @@ class StreamRunner(threading.Thread):
         log.error("stream %s %s: %s", self.spec.name, state, reason)
         self.stats.fail(reason, state)
         self._event(f"stream.{state}", reason)
-
-    # ----- a file -----------------------------------------------------------------------------------------
-
-    def _run_file(self) -> None:
-        source = Path(self.spec.source.removeprefix("file://"))
-        self.result = ingest_file(
-            source,
-            self.spec.name,
-            store=self.store,
-            encoders=self.encoders,
-            perception=self.perception,
-            memory_config=self.memory_config,
-            window_s=self.config.window_s,
-            checkpoint_every_s=self.config.checkpoint_every_s,
-            stop=self.stop,
-            stats=self.stats,
-            queue_items=self.config.queue_items,
-            plugins=self.plugins,
-        )
-
-    # ----- a watched folder -------------------------------------------------------------------------------
-
-    def _run_folder(self) -> None:
-        folder = Path(self.spec.source)
-        store, stats = self.store, self.stats
-        with store.writer(self.spec.name, config=self.memory_config, source=str(folder), kind="folder") as w:
-            memory, last = store.open_memory(self.spec.name, self.memory_config)
-            state = dict(last.source_state or {}) if last else {}
-            offset = float(last.source_offset or 0.0) if last else 0.0
-            forget_from(store, w.stream_id, offset)
-            done_rows = self._reconcile_files(w.stream_id, state)
-            finished = set(done_rows)
-            sink = StreamSink(
-                store=store, writer=w, memory=memory, encoders=self.encoders, perception=self.perception,
-                window_s=self.config.window_s, stats=stats, start=offset, plugins=self.plugins,
-            )  # fmt: skip
-            stats.advance(offset)
-            stats.state = "running"
-            stream_end = float(state.get("stream_end", offset))
-            if state.get("file") and not state.get("file_done"):
-                path = Path(state["file"])
-                stream_end = self._folder_file(
-                    sink, path, float(state["stream_offset"]), float(state["file_offset"])
-                )
-                finished.add(str(path))
-            with FolderWatcher(
-                folder,
-                settle_s=self.config.settle_s,
-                poll_s=self.config.poll_s,
-                skip=lambda p: str(p) in finished and self._unchanged(done_rows.get(str(p)), p),
-            ) as watcher:
-                while not self.stop.is_set():
-                    files = watcher.ready(timeout=min(0.5, self.config.poll_s))
-                    for path in files:
-                        if self.stop.is_set():
-                            break
-                        file_offset = self._grown.pop(str(path), 0.0)
-                        if str(path) in self._replaced:
-                            self._replaced.discard(str(path))
-                            message = f"{path.name} was replaced by a different file; ingesting it anew"
-                            log.warning("stream %s: %s", self.spec.name, message)
-                            self._event("file.replaced", message, file=str(path))
-                        # A file that grew goes on at the stream's end from where it was left.
-                        stream_end = self._folder_file(sink, path, stream_end - file_offset, file_offset)
-                        finished.add(str(path))
-                    stats.detail["pending"] = len(watcher.pending)
-                    if self.once and not files and not watcher.pending:
-                        break
-
-    def _folder_file(self, sink: StreamSink, path: Path, stream_offset: float, file_offset: float) -> float:
-        """Ingest one file of the folder from `file_offset`; returns the stream time where the next begins.
-
-        A file that cannot be read is marked failed (or skipped) in its row and costs no stream time; a file
-        that breaks midway keeps what was decoded before the break and is marked failed with the reason.
-        """
-        stats = self.stats
-        key = str(path)
-        self._file_row(key, status="ingesting", stream_offset=stream_offset, offset=file_offset, path=path)
-        sink.time_offset = stream_offset
-        sink.committed = max(sink.committed, stream_offset + file_offset)
-        stats.detail["file"] = path.name
-        last_checkpoint = sink.committed
-        try:
-            with decode(
-                path, self.perception, start=file_offset, audio=self.encoders.speech is not None
-            ) as decoder:
-                stats.duration = decoder.duration
-                try:
-                    for item in prefetch(decoder, self.config.queue_items, self.stop):
-                        if (
-                            sink.add(item)
-                            and sink.committed - last_checkpoint >= self.config.checkpoint_every_s
-                        ):
-                            sink.checkpoint(self._file_state(key, sink, stream_offset))
-                            last_checkpoint = sink.committed
-                        if self.stop.is_set():
-                            break
-                except DecodeError as exc:
-                    sink.finish()
-                    end = sink.committed
-                    sink.checkpoint({"file": key, "file_done": True, "stream_end": end}, wait=True)
-                    self._file_failed(key, str(exc), "failed", offset=end - stream_offset)
-                    return end
-                if self.stop.is_set():
-                    if sink.committed > last_checkpoint:
-                        sink.checkpoint(self._file_state(key, sink, stream_offset), wait=True)
-                    self._file_row(key, offset=sink.committed - stream_offset)
-                    return sink.committed
-                sink.finish(decoder.position)
-        except NothingToDecode as exc:
-            self._file_failed(key, str(exc), "skipped")
-            return stream_offset
-        except DecodeError as exc:
-            self._file_failed(key, str(exc), "failed")
-            return stream_offset
-        end = sink.committed
-        sink.checkpoint({"file": key, "file_done": True, "stream_end": end}, wait=True)
-        self._file_row(key, status="done", offset=end - stream_offset, error=None)
-        stats.detail["files_done"] = stats.detail.get("files_done", 0) + 1
-        log.info(
-            "stream %s: %s ingested (stream time %.1f-%.1f s)", self.spec.name, path.name, stream_offset, end
-        )
-        return end
-
-    def _unchanged(self, row: IngestFile | None, path: Path) -> bool:
-        """Whether a finished file is still the one its row describes; if not, noted as grown or replaced."""
-        if row is None:
-            return True
-        try:
-            size = path.stat().st_size
-            if row.head_sha256 is None or row.head_bytes is None:  # a row from before revision 0004
-                old = row.size
-                how = "same" if old == size else "grew" if old is not None and size > old else "different"
-            else:
-                stored = FileIdentity(
-                    path=row.path, size=row.size or 0, mtime=row.mtime or 0.0, head_sha256=row.head_sha256,
-                    head_bytes=row.head_bytes,
-                )  # fmt: skip
-                how = relation(stored, path, size)
-        except OSError:
-            return True  # gone or unreadable: nothing new to read from it
-        if how == "grew":
-            self._grown[row.path] = float(row.offset or 0.0)
-            log.info("stream %s: %s grew since it was read; reading on", self.spec.name, path.name)
-        elif how == "different":
-            self._replaced.add(row.path)
-        return how == "same"
-
-    @staticmethod
-    def _file_state(key: str, sink: StreamSink, stream_offset: float) -> dict[str, Any]:
-        return {"file": key, "stream_offset": stream_offset, "file_offset": sink.committed - stream_offset}
-
-    def _file_failed(self, key: str, reason: str, status: str, offset: float | None = None) -> None:
-        reason = one_line(reason)
-        log.error("stream %s: file %s %s: %s", self.spec.name, key, status, reason)
-        self.stats.fail(reason)
-        self.stats.detail[f"files_{status}"] = self.stats.detail.get(f"files_{status}", 0) + 1
-        fields: dict[str, Any] = {"status": status, "error": reason}
-        if offset is not None:
-            fields["offset"] = offset
-        self._file_row(key, **fields)
-        self._event(f"file.{status}", reason, file=key)
-
-    def _file_row(self, key: str, path: Path | None = None, **fields: Any) -> None:
-        """Create or update the `ingest_files` row of one file."""
-        assert self.stream_id is not None
-        with self.store.catalog.transaction() as session:
-            row = session.scalars(
-                select(IngestFile).where(IngestFile.stream_id == self.stream_id, IngestFile.path == key)
-            ).one_or_none()
-            if row is None:
-                row = IngestFile(stream_id=self.stream_id, path=key)
-                session.add(row)
-            if path is not None:
-                try:  # what the file is as it starts being read: tells later whether it grew or was replaced
-                    identity = FileIdentity.of(path)
-                    row.size, row.mtime = identity.size, identity.mtime
-                    row.head_sha256, row.head_bytes = identity.head_sha256, identity.head_bytes
-                except OSError:
-                    pass
-            for name, value in fields.items():
-                setattr(row, name, value)
-
-    def _reconcile_files(self, stream_id: str, state: dict[str, Any]) -> dict[str, IngestFile]:
-        """The files already finished, with rows brought in line with the last checkpoint (which wins)."""
-        current = state.get("file")
-        with self.store.catalog.transaction() as session:
-            rows = session.scalars(select(IngestFile).where(IngestFile.stream_id == stream_id)).all()
-            for row in rows:
-                if row.path == current and state.get("file_done") and row.status == "ingesting":
-                    row.status = "done"  # killed between the file's last checkpoint and its row update
-                elif row.status == "ingesting" and row.path != current:
-                    row.status, row.offset = "pending", 0.0  # started, but no checkpoint holds any of it
-            return {row.path: row for row in rows if row.status in ("done", "failed", "skipped")}
-
-    # ----- a live source ----------------------------------------------------------------------------------
-
-    def _run_live(self) -> None:
-        spec, stats, store = self.spec, self.stats, self.store
-        url, container_format = spec.source, None
-        if self.kind == "device":
-            url, container_format = spec.source.removeprefix("v4l2:"), "v4l2"
-        with store.writer(spec.name, config=self.memory_config, source=spec.source, kind=self.kind) as w:
-            memory, last = store.open_memory(spec.name, self.memory_config)
-            epoch = (last.source_state or {}).get("epoch") if last else None
-            source: Any
-            if self.plugin_source is not None:
-                source = _PluginSource(self.plugin_source(spec.source, self.perception, self.store.data_dir))
-            else:
-                source = LiveSource(
-                    url,
-                    self.perception,
-                    options=dict(spec.options),
-                    container_format=container_format,
-                    decoder_kwargs={"audio": self.encoders.speech is not None},
-                    epoch=epoch,
-                )
-            sink = StreamSink(
-                store=store, writer=w, memory=memory, encoders=self.encoders, perception=self.perception,
-                window_s=self.config.live_window_s, exact=False, stats=stats,
-                start=float(last.source_offset or 0.0) if last else 0.0, plugins=self.plugins,
-            )  # fmt: skip
-            items: LatestQueue[Any] = LatestQueue(self.perception.live_queue)
-            failure: list[BaseException] = []
-
-            def receive() -> None:
-                try:
-                    for item in source:
-                        items.put(item)
-                except BaseException as exc:
-                    failure.append(exc)
-                finally:
-                    items.close()
-
-            receiver = threading.Thread(target=receive, name=f"receive-{spec.name}", daemon=True)
-            receiver.start()
-            stats.state = "reconnecting"
-            last_checkpoint = time.monotonic()
-            try:
-                while not self.stop.is_set():
-                    try:
-                        item = items.get(timeout=0.25)
-                    except queue.Empty:
-                        sink.idle()
-                    except Closed:
-                        break
-                    else:
-                        sink.add(item)
-                        if not len(items):
-                            sink.idle()
-                    stats.drops = items.drops
-                    stats.state = "running" if source.connected else "reconnecting"
-                    stats.detail.update(reconnects=source.reconnects, attempts=source.attempts)
-                    if source.last_error:
-                        stats.last_error = source.last_error
-                    if time.monotonic() - last_checkpoint >= self.config.live_checkpoint_every_s:
-                        sink.checkpoint({"epoch": source.epoch})
-                        last_checkpoint = time.monotonic()
-            finally:
-                source.close()
-                receiver.join(timeout=2.0)
-                stats.drops = items.drops
-                sink.finish()
-                if source.epoch is not None or self.plugin_source is not None:
-                    sink.checkpoint({"epoch": source.epoch}, wait=True)
-            if failure:  # LiveSource gave up (SourceGaveUp), or a plugin's source broke
-                raise failure[0]
-
-
-class _PluginSource:
-    """A plugin's source (hook `register_sources`) seen through the attributes the live loop reads."""
-
-    def __init__(self, items: Iterable[Any]) -> None:
-        self._items = iter(items)
-        self.connected, self.reconnects, self.attempts = True, 0, 1
-        self.last_error: str | None = None
-        self.epoch: float | None = None
-        self._closed = threading.Event()
-
-    def __iter__(self) -> Iterator[Any]:
-        for item in self._items:
-            if self._closed.is_set():
-                return
-            yield item
-        self.connected = False
-
-    def close(self) -> None:
-        self._closed.set()
-        close = getattr(self._items, "close", None)
-        if callable(close):
-            with contextlib.suppress(Exception):
-                close()
 
 
 class Daemon:
@@ -466,9 +171,10 @@ class Daemon:
         self.config = config
         self.once = once
         self.plugins = plugins
-        self.plugin_sources: dict[str, Callable[..., Iterable[Any]]] = {}
+        # One registry for the built-in kinds and the plugins' (hook `register_sources`, same lookup).
+        self.kinds: KindRegistry = builtin_kinds()
         if plugins is not None:
-            plugins.call("register_sources", register=self.plugin_sources.__setitem__)
+            plugins.call("register_sources", register=self.kinds.register)
         self.stop = threading.Event()
         self._encoders = encoders
         self._data_dir = data_dir or store.data_dir
@@ -490,7 +196,7 @@ class Daemon:
             runner = StreamRunner(
                 spec, store=self.store, encoders=encoders, perception=self.perception, memory=self.memory,
                 daemon=self.config, stop=self.stop, once=self.once, plugins=self.plugins,
-                plugin_sources=self.plugin_sources,
+                kinds=self.kinds,
             )  # fmt: skip
             self.runners.append(runner)
             runner.start()

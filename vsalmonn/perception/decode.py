@@ -25,8 +25,9 @@ Why it is built this way:
 - **One error type.** Every failure reaches the caller as `DecodeError` with a one-line reason naming the
   source; a file that breaks mid-way first yields everything that could be decoded, then raises.
 
-From the package only `vsalmonn.perception.config` and this module's own types (`vsalmonn.perception.media`)
-are imported: decoding sits at the bottom of perception.
+From the package only `vsalmonn.perception.config`, the types (`media`) and decoding's own parts are imported:
+opening and describing containers (`container`), audio on its grid (`audio_grid`) and where a resume's seek
+landed (`seek`). Decoding sits at the bottom of perception.
 """
 
 from __future__ import annotations
@@ -46,11 +47,22 @@ import av
 import av.error
 import numpy as np
 from av.container import InputContainer
-from av.stream import Disposition
 
-from vsalmonn.memory_store.redact import redact
+from vsalmonn.perception.audio_grid import AudioAssembler
 from vsalmonn.perception.config import PerceptionConfig
+from vsalmonn.perception.container import (
+    av_reason,
+    container_origin,
+    is_url,
+    media_info,
+    open_container,
+    pick_stream,
+    probe,
+    source_message,
+    stream_rate,
+)
 from vsalmonn.perception.media import AudioChunk, DecodeError, Frame, MediaInfo, NothingToDecode
+from vsalmonn.perception.seek import TIME_EPS, read_ahead
 
 __all__ = [
     "AudioChunk",
@@ -66,174 +78,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TIME_EPS = 1e-3
-"""Seconds by which a frame may fall short of a sampling instant and still count as reaching it: containers
-with a 1 ms clock round 30 fps frame times down to e.g. 0.999 s, and that frame is the one shown at 1 s."""
 
-_AVFMT_NOTIMESTAMPS = 0x80  # raw elementary streams: FFmpeg only guesses their duration from the bit rate
 _DEFAULT_RATE = 25.0  # frame period for missing pts when a stream declares no rate at all
 _MAX_PENDING = 32  # reorder buffer bound (items); a 360p frame is about 0.5 MB
-# After a resume's seek: how far past `start` a non-key video packet may be before the seek counts as landed
-# mid-GOP (B-frame reordering puts a few packets slightly past it), and how far packets are read ahead.
-_LANDING_SLACK_S = 1.0
-_LANDING_HORIZON_S = 30.0
 _MAX_BAD_PACKETS = (
     50  # consecutive undecodable packets before a live source is declared broken (it reconnects)
 )
-_GAP_TOLERANCE_S = 0.05  # audio timestamp jitter that is not treated as a gap
-
-
-def is_url(source: str) -> bool:
-    """True for network sources (rtsp://, http(s)://, udp://, srt://, …): they are not checked as paths."""
-    return "://" in source
-
-
-def _one_line(source: str, reason: str) -> str:
-    # Every message naming a source passes here: a URL's credentials (and FFmpeg's echo of them) stop here.
-    return redact(f"{source}: {' '.join(str(reason).split())}")
-
-
-def _reason(exc: BaseException, timeout_s: float | None = None) -> str:
-    """A short, human reason for a PyAV/OS error, without PyAV's errno prefix or repeated file name."""
-    if isinstance(exc, FileNotFoundError):
-        return "no such file"
-    if isinstance(exc, IsADirectoryError):
-        return "is a directory"
-    if isinstance(exc, PermissionError) and not isinstance(exc, av.error.FFmpegError):
-        return "permission denied"
-    if isinstance(exc, av.error.InvalidDataError):
-        return "not a readable media file (invalid data: corrupt, truncated or not media)"
-    if isinstance(exc, av.error.DecoderNotFoundError):
-        return "unsupported codec (no decoder in this FFmpeg build)"
-    if isinstance(exc, av.error.ExitError | TimeoutError) and timeout_s is not None:
-        return f"timed out after {timeout_s:g} s"
-    strerror = getattr(exc, "strerror", None)
-    return str(strerror or exc or type(exc).__name__)
-
-
-def open_container(
-    source: str | Path,
-    *,
-    timeout_s: float | None = 10.0,
-    format: str | None = None,
-    options: dict[str, str] | None = None,
-) -> InputContainer:
-    """Open a file, URL or capture device for reading, or raise DecodeError.
-
-    Kept apart from decoding so that URL sources (reconnects, protocol options such as `rtsp_transport`) and
-    capture devices (`format="v4l2"`) reuse it. `timeout_s` bounds both opening and each later read (PyAV's
-    interrupt callback), so a dead network source fails instead of hanging the daemon; for files it is
-    harmless.
-    """
-    src = str(source)
-    if not is_url(src) and format is None:
-        path = Path(src)
-        if not path.exists():
-            raise DecodeError(_one_line(src, "no such file"))
-        if path.is_dir():
-            raise DecodeError(_one_line(src, "is a directory"))
-        if path.stat().st_size == 0:
-            raise DecodeError(_one_line(src, "empty file"))
-    try:
-        container = av.open(
-            src,
-            mode="r",
-            format=format,
-            options=dict(options or {}),
-            timeout=timeout_s,
-            metadata_errors="ignore",
-        )
-    except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise DecodeError(_one_line(src, _reason(exc, timeout_s))) from exc
-    if not isinstance(container, InputContainer):  # pragma: no cover - mode="r" always gives one
-        container.close()
-        raise DecodeError(_one_line(src, "not an input container"))
-    return container
-
-
-def _pick_stream(container: InputContainer, kind: str) -> Any | None:
-    """The stream of `kind` to decode: FFmpeg's best one, skipping cover art and preferring decodable ones."""
-    streams = container.streams.video if kind == "video" else container.streams.audio
-    candidates = [s for s in streams if not (s.disposition & Disposition.attached_pic)]
-    if not candidates:
-        return None
-    decodable = [s for s in candidates if s.codec_context is not None]
-    try:
-        best = container.streams.best(kind)
-    except (av.error.FFmpegError, ValueError):
-        best = None
-    if best is not None and best in decodable:
-        return best
-    return decodable[0] if decodable else candidates[0]
-
-
-def _stream_rate(stream: Any) -> float | None:
-    """Frames per second of a video stream as FFmpeg best guesses it, or None."""
-    for rate in (stream.guessed_rate, stream.average_rate, stream.base_rate):
-        if rate:
-            value = float(rate)
-            if math.isfinite(value) and value > 0:
-                return value
-    return None
-
-
-def _origin(container: InputContainer) -> float:
-    """Seconds of the container's start time: stream time 0 (so the first frame is at about 0)."""
-    if container.start_time is not None:
-        return container.start_time / av.time_base
-    starts = [
-        float(s.start_time * s.time_base)
-        for s in container.streams
-        if s.start_time is not None and s.time_base is not None
-    ]
-    return min(starts) if starts else 0.0
-
-
-def _trusted_duration(container: InputContainer) -> float | None:
-    """The container's duration in seconds, or None where it is only a bit-rate guess or absent."""
-    if container.format.flags & _AVFMT_NOTIMESTAMPS:  # even the streams' durations are bit-rate guesses
-        return None
-    stream_durations = [
-        float(s.duration * s.time_base) for s in container.streams if s.duration and s.time_base is not None
-    ]
-    if container.duration is not None and container.duration > 0:
-        return container.duration / av.time_base
-    return max(stream_durations) if stream_durations else None
-
-
-def _info(source: str, container: InputContainer) -> MediaInfo:
-    video = _pick_stream(container, "video")
-    audio = _pick_stream(container, "audio")
-    vctx = video.codec_context if video is not None else None
-    actx = audio.codec_context if audio is not None else None
-    return MediaInfo(
-        source=source,
-        format=container.format.name,
-        duration=_trusted_duration(container),
-        start_time=_origin(container),
-        has_video=vctx is not None,
-        has_audio=actx is not None,
-        width=vctx.width if vctx is not None else None,
-        height=vctx.height if vctx is not None else None,
-        fps=_stream_rate(video) if vctx is not None else None,
-        video_codec=vctx.name if vctx is not None else None,
-        audio_codec=actx.name if actx is not None else None,
-        sample_rate=actx.sample_rate if actx is not None else None,
-        channels=actx.channels if actx is not None else None,
-    )
-
-
-def probe(source: str | Path, *, timeout_s: float | None = 10.0) -> MediaInfo:
-    """Describe a source from its headers (no decoding). `has_video`/`has_audio` count decodable streams only.
-
-    Raises DecodeError where the container itself cannot be read; a readable file with nothing decodable is
-    described (both flags False), and it is `MediaDecoder` that refuses it.
-    """
-    container = open_container(source, timeout_s=timeout_s)
-    try:
-        return _info(str(source), container)
-    finally:
-        container.close()
 
 
 def target_size(
@@ -250,157 +100,6 @@ def target_size(
     if scale > 1.0 and not upscale:
         scale = 1.0
     return max(1, round(display_w * scale)), max(1, round(height * scale))
-
-
-class _AudioAssembler:
-    """Turns decoded audio frames into mono chunks at the target rate on a fixed grid of stream time.
-
-    Positions are integer sample indices at the target rate (position p is time p / rate), so chunk borders
-    are exact and do not drift. The input timestamps are followed: a gap of up to `gap_fill_s` becomes
-    silence (chunks stay contiguous), a longer gap or a jump backwards starts a new run at the new time.
-    """
-
-    def __init__(self, rate: int, chunk_s: float, start: float, gap_fill_s: float) -> None:
-        self.rate = rate
-        self.chunk_n = max(1, round(chunk_s * rate))
-        self.start_pos = round(start * rate)
-        self.gap_fill_s = gap_fill_s
-        self.resampler: av.AudioResampler | None = None  # None between runs of input
-        self._in_key: tuple[str, str, int] | None = None
-        self.pos: int | None = None  # position of the next resampled sample; None before the first run
-        self.in_t: float | None = None  # expected time of the next input frame
-        self.buf: list[np.ndarray] = []
-        self.buf_len = 0
-        self.buf_pos = 0  # position of the first buffered sample
-        self.end_pos: int | None = None  # position after the last sample taken in, for the truncation check
-        self.dropped_flushes = 0  # resampler flushes that failed (a corrupt frame upset it)
-
-    @property
-    def frontier(self) -> float:
-        """Stream time before which this assembler will emit nothing more."""
-        if self.pos is None:
-            return -math.inf
-        return (self.buf_pos if self.buf_len else self.pos) / self.rate
-
-    def push(self, frame: av.AudioFrame, t_in: float | None) -> list[tuple[int, np.ndarray]]:
-        out: list[tuple[int, np.ndarray]] = []
-        if t_in is None:
-            t_in = self.in_t if self.in_t is not None else 0.0
-        key = (frame.format.name, frame.layout.name, frame.sample_rate)
-        if self.pos is not None and self.in_t is not None:
-            gap = t_in - self.in_t
-            if gap > self.gap_fill_s or gap < -1.0:
-                log.info("audio timestamps jump by %.3f s at %.3f s; starting a new run", gap, t_in)
-                self._drain_resampler()
-                out.extend(self.take(final=True))
-                self.pos = None
-            elif gap > _GAP_TOLERANCE_S or key != self._in_key:
-                self._drain_resampler()  # a new input run: the samples before the gap come out first
-        self.in_t = t_in + frame.samples / frame.sample_rate
-        if self.resampler is None:
-            aligned = self._align(frame, t_in)
-            if aligned is None:
-                return out  # the whole frame lies before the first grid-aligned input sample
-            frame, first = aligned
-            if self.pos is None:
-                self.pos = self.buf_pos = first
-            elif first > self.pos:
-                self._append(np.zeros(first - self.pos, np.float32))  # a gap becomes silence
-            self._in_key = key
-            self.resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
-        try:
-            resampled_frames = self.resampler.resample(frame)
-        except (av.error.FFmpegError, ValueError):
-            self.resampler = None  # a frame it cannot take may leave it unusable: the next frame starts a run
-            raise
-        for resampled in resampled_frames:
-            self._append(resampled.to_ndarray().reshape(-1))
-        out.extend(self.take())
-        return out
-
-    def finish(self) -> list[tuple[int, np.ndarray]]:
-        self._drain_resampler()
-        return self.take(final=True)
-
-    def _align(self, frame: av.AudioFrame, t_in: float) -> tuple[av.AudioFrame, int] | None:
-        """The frame without the input samples before the output grid, and the output position it starts at.
-
-        A run of input is resampled from an input sample that falls exactly on an output sample (every third
-        sample of 48 kHz, every 441st of 44.1 kHz for 16 kHz output: at most 20 ms are dropped). Without this,
-        output sample k would lie up to a fraction of a sample off the time k / rate it is labelled with, and
-        a resumed decode would start at a different phase and produce slightly different samples.
-        """
-        in_rate = frame.sample_rate
-        period = in_rate // math.gcd(in_rate, self.rate)
-        index = round(t_in * in_rate)
-        skip = (-index) % period
-        first = (index + skip) * self.rate // in_rate
-        if skip == 0:
-            return frame, first
-        if skip >= frame.samples:
-            return None
-        data = frame.to_ndarray()
-        data = data[:, skip:] if frame.format.is_planar else data[:, skip * frame.layout.nb_channels :]
-        cut = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(data), format=frame.format.name, layout=frame.layout
-        )
-        cut.sample_rate = in_rate
-        cut.time_base = frame.time_base
-        if frame.pts is not None:
-            cut.pts = frame.pts + round(skip / in_rate / frame.time_base) if frame.time_base else None
-        return cut, first
-
-    def _drain_resampler(self) -> None:
-        """Flush the resampler's last samples; a flush that fails (after a corrupt frame) costs only those."""
-        resampler, self.resampler = self.resampler, None
-        if resampler is None:
-            return
-        try:
-            for resampled in resampler.resample(None):
-                self._append(resampled.to_ndarray().reshape(-1))
-        except (av.error.FFmpegError, ValueError) as exc:
-            self.dropped_flushes += 1
-            log.debug("audio resampler flush failed (%s); its last few ms are lost", exc)
-        self._in_key = None
-
-    def _append(self, samples: np.ndarray) -> None:
-        assert self.pos is not None
-        if self.pos < self.start_pos:  # before the resume point: drop
-            cut = min(len(samples), self.start_pos - self.pos)
-            samples = samples[cut:]
-            self.pos += cut
-        if not len(samples):
-            return
-        if not self.buf_len:
-            self.buf_pos = self.pos
-        self.buf.append(samples)
-        self.buf_len += len(samples)
-        self.pos += len(samples)
-        self.end_pos = self.pos
-
-    def take(self, final: bool = False) -> list[tuple[int, np.ndarray]]:
-        """Complete chunks (and, if final, the partial last one) as (position, samples)."""
-        if not self.buf_len:
-            return []
-        boundary = (self.buf_pos // self.chunk_n + 1) * self.chunk_n
-        if self.buf_pos + self.buf_len < boundary and not final:
-            return []
-        data = np.concatenate(self.buf).astype(np.float32, copy=False)
-        chunks: list[tuple[int, np.ndarray]] = []
-        offset = 0
-        while self.buf_pos + self.buf_len >= boundary:
-            n = boundary - self.buf_pos
-            chunks.append((self.buf_pos, data[offset : offset + n]))
-            offset += n
-            self.buf_pos = boundary
-            self.buf_len -= n
-            boundary += self.chunk_n
-        if final and self.buf_len:
-            chunks.append((self.buf_pos, data[offset:]))
-            self.buf_pos += self.buf_len
-            self.buf_len = 0
-        self.buf = [data[offset:]] if self.buf_len else []
-        return chunks
 
 
 class MediaDecoder:
@@ -476,7 +175,7 @@ class MediaDecoder:
     # -- setup ---------------------------------------------------------------------------------------------
 
     def _msg(self, reason: str) -> str:
-        return _one_line(self.source, reason)
+        return source_message(self.source, reason)
 
     def _open(self) -> None:
         """Open the container, choose the streams (again after a failed seek, which can leave it unusable)."""
@@ -486,7 +185,7 @@ class MediaDecoder:
             self.source, timeout_s=self.timeout_s, format=container_format, options=options
         )
         try:
-            self.info = _info(self.source, self._container)
+            self.info = media_info(self.source, self._container)
             self._vstream = self._select("video", video, threads)
             self._astream = self._select("audio", audio, threads)
             if self._vstream is None and self._astream is None:
@@ -496,7 +195,7 @@ class MediaDecoder:
                     wanted = "video or audio" if video and audio else "video" if video else "audio"
                     reason = f"no {wanted} stream"
                 raise NothingToDecode(self._msg(reason))
-            self._origin = _origin(self._container)
+            self._origin = container_origin(self._container)
             self._setup_time()
         except BaseException:
             self._container.close()
@@ -505,7 +204,7 @@ class MediaDecoder:
     def _select(self, kind: str, wanted: bool, threads: int) -> Any | None:
         if not wanted:
             return None
-        stream = _pick_stream(self._container, kind)
+        stream = pick_stream(self._container, kind)
         if stream is None:
             return None
         if stream.codec_context is None:  # FFmpeg knows no decoder for it (e.g. an unknown fourcc)
@@ -518,7 +217,7 @@ class MediaDecoder:
 
     def _setup_time(self) -> None:
         vs = self._vstream
-        self._period = 1.0 / (_stream_rate(vs) or _DEFAULT_RATE) if vs is not None else 0.0
+        self._period = 1.0 / (stream_rate(vs) or _DEFAULT_RATE) if vs is not None else 0.0
         self._sar: Fraction | None = None
         if vs is not None:
             sar = vs.sample_aspect_ratio or vs.codec_context.sample_aspect_ratio
@@ -571,12 +270,9 @@ class MediaDecoder:
     def _seek(self, streams: list[Any]) -> Iterator[av.Packet]:
         """The packets to decode: from the keyframe before `start`, checked, else from the beginning.
 
-        A seek is only a request: MP4 and Matroska land on the keyframe before the target, but MPEG-TS seeks
-        by byte position and can land after it, mid-GOP, where the decoder drops every frame up to the next
-        keyframe (seconds of the resumed stream lost without a word). So the packets after the seek are read
-        ahead until each stream shows where decoding will really start (video: its first keyframe; audio:
-        its first packet) and, if that is after `start`, the seek is retried from further back (1, 2, 4 ... s)
-        and finally replaced by decoding from the beginning. The packets read ahead are decoded, not dropped.
+        A seek is only a request (see `seek`): where `read_ahead` finds it landed after `start`, the seek is
+        retried from further back (1, 2, 4 ... s) and finally replaced by decoding from the beginning. The
+        packets read ahead are decoded, not dropped.
         """
         if self.start <= 0:
             return self._container.demux(streams)
@@ -586,12 +282,12 @@ class MediaDecoder:
             try:
                 self._container.seek(int(target * av.time_base), backward=True, any_frame=False)
             except (av.error.FFmpegError, OSError) as exc:
-                reason = f"cannot seek ({_reason(exc)}); decoding from the start up to {self.start:g} s"
+                reason = f"cannot seek ({av_reason(exc)}); decoding from the start up to {self.start:g} s"
                 log.info("%s", self._msg(reason))
                 break
             self._seeked = True
             packets = self._container.demux(streams)
-            ahead, landed = self._read_ahead(packets, streams)
+            ahead, landed = read_ahead(packets, streams, self._vstream, self.start, self._origin)
             if landed:
                 return itertools.chain(ahead, packets)
             log.debug("%s", self._msg(f"seek to {self.start - back:g} s landed after {self.start:g} s"))
@@ -604,51 +300,6 @@ class MediaDecoder:
         self._open()
         return self._container.demux([s for s in (self._vstream, self._astream) if s is not None])
 
-    def _read_ahead(self, packets: Iterator[av.Packet], streams: list[Any]) -> tuple[list[av.Packet], bool]:
-        """Packets read after a seek, and whether decoding them starts at or before `start` in every stream.
-
-        Video starts at its first keyframe (the decoder drops what comes before one); audio at its first
-        packet. A video packet more than `_LANDING_SLACK_S` past `start` before any keyframe, or a keyframe or
-        first audio packet past `start`, means the seek landed too late. A stream with no packet within the
-        horizon (it ended before `start`) has nothing to lose.
-        """
-        ahead: list[av.Packet] = []
-        pending = {id(s) for s in streams}
-        limit = self.start + TIME_EPS
-        while pending:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                break
-            except (av.error.FFmpegError, OSError):
-                break  # the decode loop meets the error again and reports it
-            ahead.append(packet)
-            t = self._packet_time(packet)
-            key = id(packet.stream)
-            if key not in pending or t is None:
-                if t is not None and t > self.start + _LANDING_HORIZON_S:
-                    break
-                continue
-            if packet.stream is self._vstream:
-                if packet.is_keyframe:
-                    if t > limit:
-                        return ahead, False
-                    pending.discard(key)
-                elif t > self.start + _LANDING_SLACK_S:
-                    return ahead, False
-            else:
-                if t > limit:
-                    return ahead, False
-                pending.discard(key)
-        return ahead, True
-
-    def _packet_time(self, packet: av.Packet) -> float | None:
-        stamp = packet.pts if packet.pts is not None else packet.dts
-        tb = packet.time_base or packet.stream.time_base
-        if stamp is None or tb is None:
-            return None
-        return float(stamp * tb) - self._origin
-
     def _run(self) -> Generator[Frame | AudioChunk, None, None]:
         """The decode loop: demux, decode, sample, order; errors become DecodeError after what was decoded."""
         fps = self.config.fps
@@ -656,7 +307,7 @@ class MediaDecoder:
         v_last: float | None = None  # time of the last decoded video frame
         v_done = self._vstream is None
         assembler = (
-            _AudioAssembler(self.config.sample_rate, self.chunk_s, self.start, self.gap_fill_s)
+            AudioAssembler(self.config.sample_rate, self.chunk_s, self.start, self.gap_fill_s)
             if self._astream is not None
             else None
         )
@@ -698,7 +349,7 @@ class MediaDecoder:
             except StopIteration:
                 break
             except (av.error.FFmpegError, OSError) as exc:
-                failure = f"read error after {self.position:.1f} s: {_reason(exc, self.timeout_s)}"
+                failure = f"read error after {self.position:.1f} s: {av_reason(exc, self.timeout_s)}"
                 break
             try:
                 frames = packet.decode()
@@ -706,7 +357,7 @@ class MediaDecoder:
             except av.error.FFmpegError as exc:
                 self.bad_packets += 1
                 bad_run += 1
-                log.debug("%s", self._msg(f"undecodable packet skipped: {_reason(exc)}"))
+                log.debug("%s", self._msg(f"undecodable packet skipped: {av_reason(exc)}"))
                 if self.live and bad_run >= _MAX_BAD_PACKETS:  # a file is read to its end, past any damage
                     failure = f"{bad_run} undecodable packets in a row at {self.position:.1f} s"
                     break
@@ -728,14 +379,14 @@ class MediaDecoder:
                         self.position = max(self.position, assembler.frontier)
                 except (av.error.FFmpegError, ValueError) as exc:  # a frame PyAV cannot convert: skip it
                     self.bad_packets += 1
-                    log.debug("%s", self._msg(f"unconvertible frame skipped: {_reason(exc)}"))
+                    log.debug("%s", self._msg(f"unconvertible frame skipped: {av_reason(exc)}"))
             yield from ready()
         v_done = True
         if assembler is not None:
             try:
                 chunk_items(assembler.finish())
             except (av.error.FFmpegError, ValueError) as exc:  # pragma: no cover - flushing a resampler
-                failure = failure or f"audio resampling failed: {_reason(exc)}"
+                failure = failure or f"audio resampling failed: {av_reason(exc)}"
         yield from ready(final=True)
 
         if failure is None and not self.live:
@@ -785,7 +436,7 @@ class MediaDecoder:
             image = np.ascontiguousarray(np.rot90(image, k=rotation // 90))
         return image
 
-    def _truncation(self, v_last: float | None, assembler: _AudioAssembler | None) -> str | None:
+    def _truncation(self, v_last: float | None, assembler: AudioAssembler | None) -> str | None:
         """A reason if the decoded streams ended well before the headers say they should, else None.
 
         Expected ends, most specific first: a stream's own duration; for video, its frame count from the

@@ -35,18 +35,16 @@ import logging
 import math
 import queue
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from vsalmonn.memory_store.redact import redact, redact_url
 
 from .config import PerceptionConfig
-from .decode import MediaDecoder, is_url
+from .decode import MediaDecoder
 from .media import AudioChunk, DecodeError, Frame, one_line
 
 __all__ = [
@@ -67,27 +65,21 @@ SourceKind = Literal["file", "url", "folder", "device"]
 Item = Frame | AudioChunk
 T = TypeVar("T")
 
-_DEVICE = re.compile(r"^/dev/video\d+$")
 _MIN_STEP_S = 1e-3  # how far after the previous frame a frame that would go backwards in time is put
 
 
 def classify(source: str) -> SourceKind:
-    """What kind of stream a source string names, so the daemon can pick the reader for it.
+    """What kind of stream a source string names: the name of the built-in kind that takes it.
 
-    A capture device is `/dev/videoN` or a `v4l2:` prefix (checked first: it is neither a URL nor a regular
-    file); anything with a scheme (`rtsp://`, `http(s)://`, `udp://`, `srt://`, an HLS playlist URL) is a URL,
-    except `file://`, which is a file; an existing directory is a watched folder; everything else is a file
-    (whether it exists is the decoder's to say, with its own clear error).
+    The rule lives on the kinds (`vsalmonn.perception.runners`): a capture device is `/dev/videoN` or a
+    `v4l2:` prefix (checked first: it is neither a URL nor a regular file); anything with a scheme (`rtsp://`,
+    `http(s)://`, `udp://`, `srt://`, an HLS playlist URL) is a URL, except `file://`, which is a file; an
+    existing directory is a watched folder; everything else is a file (whether it exists is the decoder's to
+    say, with its own clear error).
     """
-    if source.startswith("v4l2:") or _DEVICE.match(source):
-        return "device"
-    if source.startswith("file://"):
-        return "file"
-    if is_url(source):
-        return "url"
-    if Path(source).is_dir():
-        return "folder"
-    return "file"
+    from .runners.registry import SOURCE_KINDS  # the runners import this module
+
+    return SOURCE_KINDS.classify(source).name  # type: ignore[return-value]
 
 
 # FFmpeg formats that read any bytes as something to show: "tty" renders a text file as one video frame of
