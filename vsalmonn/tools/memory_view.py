@@ -7,7 +7,9 @@ beside the daemon. Each stream's loaded memory is cached under the newest checkp
 small catalog query per call notices a newer checkpoint and loads it instead.
 
 Nothing here writes: not the catalog, not a checkpoint, not the data directory. No LangChain either: the CLI
-and plain Python use `MemoryView` directly; `toolkit` wraps it as tools.
+and plain Python use `MemoryView` directly; `toolkit` wraps it as tools. Its answers are the models of
+`results`, its argument checks are in `checks`, a moment's evidence is put into words by `evidence`, and
+the catalog is asked through the named queries of `vsalmonn.memory_store.rows`.
 """
 
 from __future__ import annotations
@@ -75,9 +77,9 @@ class MemoryView:
     """Read-only answers over a MemoryStore: search, transcript, describe, streams, events.
 
     `text_encoder` embeds search prompts; or `text_encoder_factory` makes it on the first search, so that
-    listing streams never loads a model (`vsalmonn.app.make_toolkit` passes the one the settings name). A
-    view with neither answers everything but search. Safe to call from
-    several threads (LangGraph runs tool calls in parallel).
+    listing streams never loads a model (`vsalmonn.app.make_view` passes the one the settings name). A view
+    with neither answers everything but search. Safe to call from several threads (LangGraph runs tool
+    calls in parallel).
     """
 
     def __init__(
