@@ -100,7 +100,7 @@ def run(quick: bool) -> dict[str, Any]:
     loads = []
     with MemoryStore.open(folder / STORE_DIR) as store:
         ingests = [_ingest(store, encoders, perception, memory_config, p, files) for p in plans]
-        toolkit = VideoMemoryToolkit(store=store, text_encoder=encoders.text, perception=perception)
+        toolkit = VideoMemoryToolkit(store=store, text_encoder=encoders.text)
         loaded_at = time.perf_counter()
         model = chat_model(agent_config, data_dir)
         assert isinstance(model, LocalChatModel), "AgentConfig() names the embedded model"

@@ -44,7 +44,7 @@ def store_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
 @pytest.fixture
 def toolkit(store_dir: tuple[Path, dict[str, float], Encoders]) -> Iterator[VideoMemoryToolkit]:
     data, _, encoders = store_dir
-    with VideoMemoryToolkit.from_data_dir(data, PERCEPTION, text_encoder=encoders.text) as kit:
+    with VideoMemoryToolkit.from_data_dir(data, text_encoder=encoders.text) as kit:
         yield kit
 
 

@@ -12,7 +12,7 @@ work on every frame or segment, so a deployment opts in. Each is loaded by its c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from vsalmonn.settings import Settings
@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from vsalmonn.memory_store.store import MemoryStore
     from vsalmonn.perception.daemon import Daemon
     from vsalmonn.plugins import PluginManager
-    from vsalmonn.tools import VideoMemoryToolkit
+    from vsalmonn.tools import MemoryView, VideoMemoryToolkit
+    from vsalmonn.tools.encoding import TextEncoder
 
 BUILTIN_PLUGINS: dict[str, str] = {
     "meeting_monitor": "vsalmonn.plugins.builtin.meeting_monitor:MeetingMonitor",
@@ -69,6 +70,65 @@ def make_daemon(
         specs, store=store, perception=settings.perception, memory=settings.memory, config=settings.daemon,
         data_dir=settings.data_dir, once=once, plugins=plugins,
     )  # fmt: skip
+
+
+def text_encoder_factory(settings: Settings) -> Callable[[], TextEncoder]:
+    """Makes the text encoder the settings name (``perception.text_encoder``), when it is first called.
+
+    What the tools are given to embed prompts: they never choose an encoder themselves, and a factory keeps
+    a view that only lists streams or reads transcripts from loading a model.
+    """
+
+    def make() -> TextEncoder:
+        from vsalmonn.perception.encoders import create_encoder
+
+        perception = settings.perception
+        return create_encoder("text", perception.text_encoder, perception, settings.data_dir)
+
+    return make
+
+
+def make_view(
+    settings: Settings,
+    store: MemoryStore | None = None,
+    *,
+    read_only: bool = False,
+    text_encoder: TextEncoder | None = None,
+) -> MemoryView:
+    """The read-only view the tools use, over `store`, or over the settings' data directory (closed with it).
+
+    Prompts are embedded by `text_encoder` when given (the one a process has loaded already), else by the
+    encoder the settings name, made on the first search.
+    """
+    from vsalmonn.tools.memory_view import MemoryView
+
+    factory = None if text_encoder is not None else text_encoder_factory(settings)
+    if store is None:
+        return MemoryView.from_data_dir(
+            settings.data_dir, settings.store, text_encoder, text_encoder_factory=factory, read_only=read_only
+        )
+    return MemoryView(store, text_encoder, text_encoder_factory=factory)
+
+
+def make_toolkit(
+    settings: Settings,
+    store: MemoryStore | None = None,
+    *,
+    read_only: bool = False,
+    text_encoder: TextEncoder | None = None,
+) -> VideoMemoryToolkit:
+    """The LangChain toolkit over `store`, or over the settings' data directory (closed by its `close()`).
+
+    The text encoder is chosen as by `make_view`.
+    """
+    from vsalmonn.tools.toolkit import VideoMemoryToolkit
+
+    factory = None if text_encoder is not None else text_encoder_factory(settings)
+    if store is None:
+        return VideoMemoryToolkit.from_data_dir(
+            settings.data_dir, settings.store, text_encoder, text_encoder_factory=factory, read_only=read_only
+        )
+    return VideoMemoryToolkit(store=store, text_encoder=text_encoder, text_encoder_factory=factory)
 
 
 def make_agent(

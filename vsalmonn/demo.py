@@ -18,12 +18,11 @@ from typing import IO
 
 from vsalmonn import sample
 from vsalmonn.agent.loop import Answer
-from vsalmonn.app import make_agent, open_plugins
+from vsalmonn.app import make_agent, make_toolkit, open_plugins
 from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.perception.ingest import ingest_file
 from vsalmonn.perception.pipeline import Encoders
 from vsalmonn.settings import Settings
-from vsalmonn.tools import VideoMemoryToolkit
 from vsalmonn.tools.timefmt import hms
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ def run_demo(
         )
         out.write(f"sample: {meta['seconds']} s of street footage with spoken prompts, {what}\n")
         demo = DemoResult(ingest_seconds=ingest_seconds)
-        toolkit = VideoMemoryToolkit(store=store, text_encoder=encoders.text, perception=settings.perception)
+        toolkit = make_toolkit(settings, store, text_encoder=encoders.text)
         plugins = open_plugins(settings, store, text_encoder=encoders.text)
         agent = make_agent(settings, toolkit, plugins=plugins)
         for item in meta["questions"]:

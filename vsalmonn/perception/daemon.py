@@ -32,12 +32,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from vsalmonn.memory_store import MemoryConfig
-from vsalmonn.memory_store.models import StreamStatus
 from vsalmonn.memory_store.names import validate_stream_name
 from vsalmonn.memory_store.redact import redact
+from vsalmonn.memory_store.rows.status import StatusReport, stream_overviews, upsert_statuses
 from vsalmonn.memory_store.store import MemoryStore, StreamBusyError
 from vsalmonn.plugins.events import EventBus
 
@@ -262,59 +260,52 @@ def write_status(
     """Upsert the `stream_status` rows of the given streams (never raising: status is best effort)."""
     host, pid, now = socket.gethostname(), os.getpid(), datetime.now(UTC)
     try:
-        with store.catalog.transaction() as session:
-            for stream_id, stats in entries:
-                row = session.get(StreamStatus, stream_id) or StreamStatus(stream_id=stream_id)
-                row.state, row.pid, row.host, row.source = stats.state, pid, host, redact(stats.source)
-                row.position, row.duration, row.rate = stats.position, stats.duration, stats.rate
-                row.lag_s, row.frames, row.segments = stats.lag_s, stats.frames, stats.segments
-                row.drops, row.errors, row.last_error = stats.drops, stats.errors, redact(stats.last_error)
-                row.detail = dict(stats.detail)
-                row.started_at, row.updated_at = started_at, now
-                session.add(row)
+        upsert_statuses(
+            store.catalog,
+            [
+                StatusReport(
+                    stream_id=stream_id, state=stats.state, pid=pid, host=host, source=redact(stats.source),
+                    position=stats.position, duration=stats.duration, rate=stats.rate, lag_s=stats.lag_s,
+                    frames=stats.frames, segments=stats.segments, drops=stats.drops, errors=stats.errors,
+                    last_error=redact(stats.last_error), detail=dict(stats.detail), started_at=started_at,
+                    updated_at=now,
+                )
+                for stream_id, stats in entries
+            ],
+        )  # fmt: skip
     except Exception as exc:
         log.warning("could not write stream status: %s", exc)
 
 
 def read_status(store: MemoryStore) -> list[dict[str, Any]]:
     """Every stream with its last reported status and newest checkpoint, as plain dicts (by name)."""
-    from vsalmonn.memory_store.models import Checkpoint, Stream
-
     now = datetime.now(UTC)
     out = []
-    with store.catalog.session() as session:
-        streams = session.scalars(select(Stream).order_by(Stream.name)).all()
-        for stream in streams:
-            status = session.get(StreamStatus, stream.id)
-            checkpoint = session.scalars(
-                select(Checkpoint)
-                .where(Checkpoint.stream_id == stream.id)
-                .order_by(Checkpoint.seq.desc())
-                .limit(1)
-            ).first()
-            # Redacted here too: rows written before redaction existed may still hold a credential.
-            entry: dict[str, Any] = {
-                "stream": stream.name,
-                "kind": stream.kind,
-                "source": redact(stream.source),
+    for overview in stream_overviews(store.catalog):
+        stream, status, checkpoint = overview.stream, overview.status, overview.checkpoint
+        # Redacted here too: rows written before redaction existed may still hold a credential.
+        entry: dict[str, Any] = {
+            "stream": stream.name,
+            "kind": stream.kind,
+            "source": redact(stream.source),
+        }
+        if status is not None:
+            entry.update(
+                state=status.state, position=status.position, duration=status.duration, rate=status.rate,
+                lag_s=status.lag_s, frames=status.frames, segments=status.segments, drops=status.drops,
+                errors=status.errors, last_error=redact(status.last_error), detail=status.detail or {},
+                pid=status.pid, host=status.host, updated_at=status.updated_at.isoformat(),
+                age_s=(now - status.updated_at).total_seconds(),
+            )  # fmt: skip
+        else:
+            entry.update(state="idle" if checkpoint else "new")
+        if checkpoint is not None:
+            entry["checkpoint"] = {
+                "seq": checkpoint.seq,
+                "t_end": checkpoint.t_end,
+                "source_offset": checkpoint.source_offset,
+                "created_at": checkpoint.created_at.isoformat(),
+                "age_s": (now - checkpoint.created_at).total_seconds(),
             }
-            if status is not None:
-                entry.update(
-                    state=status.state, position=status.position, duration=status.duration, rate=status.rate,
-                    lag_s=status.lag_s, frames=status.frames, segments=status.segments, drops=status.drops,
-                    errors=status.errors, last_error=redact(status.last_error), detail=status.detail or {},
-                    pid=status.pid, host=status.host, updated_at=status.updated_at.isoformat(),
-                    age_s=(now - status.updated_at).total_seconds(),
-                )  # fmt: skip
-            else:
-                entry.update(state="idle" if checkpoint else "new")
-            if checkpoint is not None:
-                entry["checkpoint"] = {
-                    "seq": checkpoint.seq,
-                    "t_end": checkpoint.t_end,
-                    "source_offset": checkpoint.source_offset,
-                    "created_at": checkpoint.created_at.isoformat(),
-                    "age_s": (now - checkpoint.created_at).total_seconds(),
-                }
-            out.append(entry)
+        out.append(entry)
     return out

@@ -18,10 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import update
-
 from vsalmonn.memory_store import MemoryConfig
-from vsalmonn.memory_store.models import Stream
+from vsalmonn.memory_store.rows.ingest import remember_source_identity
 from vsalmonn.memory_store.store import MemoryStore
 
 from .config import PerceptionConfig
@@ -143,10 +141,7 @@ def check_source(store: MemoryStore, stream: str, source: Path) -> tuple[Relatio
 
 
 def _remember(store: MemoryStore, stream_id: str, identity: FileIdentity) -> None:
-    with store.catalog.transaction() as session:
-        session.execute(
-            update(Stream).where(Stream.id == stream_id).values(source_identity=identity.model_dump())
-        )
+    remember_source_identity(store.catalog, stream_id, identity.model_dump())
 
 
 def ingest_file(

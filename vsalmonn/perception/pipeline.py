@@ -29,12 +29,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import delete
 
 from vsalmonn.memory_store import StreamMemory
-from vsalmonn.memory_store.models import FrameLabel, TranscriptSegment
 from vsalmonn.memory_store.redact import redact
 from vsalmonn.memory_store.retention import RetentionSchedule
+from vsalmonn.memory_store.rows import resume
+from vsalmonn.memory_store.rows.labels import add_labels
+from vsalmonn.memory_store.rows.transcript import SpokenLine, add_transcript
 from vsalmonn.memory_store.store import MemoryStore, StreamWriter
 
 from . import allocator
@@ -273,15 +274,11 @@ class StreamSink:
                 tokens, t0, t1 = _frame_tokens(batch, encoded, self._period)
                 self.memory.write(tokens, t0, t1, modality="visual")
             self.stats.frames += len(batch)
-            pairs = [(f.t, e.labels) for f, e in zip(batch, encoded, strict=True)]
-            rows = [
-                FrameLabel(stream_id=self.stream_id, t=t, labels={"labels": [list(p) for p in labels]})
-                for t, labels in pairs
-                if labels
-            ]
-            if rows:
-                with self.store.catalog.transaction() as session:
-                    session.add_all(rows)
+            add_labels(
+                self.store.catalog,
+                self.stream_id,
+                [(f.t, e.labels) for f, e in zip(batch, encoded, strict=True)],
+            )
             if self.plugins is not None:
                 for f, e in zip(batch, encoded, strict=True):
                     self.plugins.call(
@@ -317,8 +314,7 @@ class StreamSink:
                 [max(s.t1, s.t0) for s in segments],
                 modality="audio",
             )
-        with self.store.catalog.transaction() as session:
-            session.add_all(_transcript_rows(self.stream_id, segments))
+        add_transcript(self.store.catalog, self.stream_id, _spoken_lines(segments))
         self.stats.segments += len(segments)
         if self.plugins is not None:
             for segment in segments:
@@ -352,23 +348,7 @@ class StreamSink:
 
 def forget_from(store: MemoryStore, stream_id: str, offset: float) -> None:
     """Remove the catalog rows a killed run wrote at or after its last checkpoint: they will come again."""
-    with store.catalog.transaction() as session:
-        gone = session.execute(
-            delete(TranscriptSegment).where(
-                TranscriptSegment.stream_id == stream_id, TranscriptSegment.t0 >= offset
-            )
-        ).rowcount
-        labels = session.execute(
-            delete(FrameLabel).where(FrameLabel.stream_id == stream_id, FrameLabel.t >= offset)
-        ).rowcount
-    if gone or labels:
-        log.info(
-            "stream %s: dropped %d transcript and %d label rows past the resume offset %.1f s",
-            stream_id,
-            gone,
-            labels,
-            offset,
-        )
+    resume.forget_from(store.catalog, stream_id, offset)
 
 
 _SENTENCE_END = (".", "?", "!")
@@ -423,16 +403,9 @@ def _frame_tokens(
     return tokens, t0, [t + period for t in t0]
 
 
-def _transcript_rows(stream_id: str, segments: list[Segment]) -> list[TranscriptSegment]:
+def _spoken_lines(segments: list[Segment]) -> list[SpokenLine]:
     return [
-        TranscriptSegment(
-            stream_id=stream_id,
-            t0=s.t0,
-            t1=s.t1,
-            text=s.text.strip(),
-            language=s.language,
-            words=_words(s),
-        )
+        SpokenLine(t0=s.t0, t1=s.t1, text=s.text.strip(), language=s.language, words=_words(s))
         for s in segments
     ]
 

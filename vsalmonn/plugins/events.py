@@ -517,14 +517,15 @@ class EventBus:
     def _store(self, record: EventRecord) -> EventRecord:
         if self.catalog is None:
             return record
-        from vsalmonn.memory_store.models import Event
+        from vsalmonn.memory_store.rows.events import add_event
 
         try:
             stream_id = self._stream_id(record.stream) if record.stream else None
             payload = dict(record.payload)
             if record.stream and stream_id is None:
                 payload.setdefault("stream", record.stream)  # not (yet) a stream of the catalog
-            row = Event(
+            row_id = add_event(
+                self.catalog,
                 stream_id=stream_id,
                 kind=record.kind,
                 source=record.source,
@@ -533,10 +534,6 @@ class EventBus:
                 payload=payload or None,
                 created_at=record.created_at,
             )
-            with self.catalog.transaction() as session:
-                session.add(row)
-                session.flush()
-                row_id = row.id
             return record.model_copy(update={"id": row_id})
         except Exception as exc:  # the catalog being down must not take the caller with it
             log.warning("could not store event %s (%s): %s", record.kind, record.message, exc)

@@ -1,10 +1,12 @@
 """LangChain tools and toolkit over the reader and the catalog (DESIGN §6, §9).
 
     from vsalmonn.tools import VideoMemoryToolkit
-    tools = VideoMemoryToolkit.from_data_dir("vsalmonn-data").get_tools()
+    tools = VideoMemoryToolkit.from_data_dir("vsalmonn-data", text_encoder=encoder).get_tools()
 
 `MemoryView` is the same reading without LangChain (the CLI's search uses it). Both are imported on first
-use: importing this package loads neither torch nor langchain-core.
+use: importing this package loads neither torch nor langchain-core. The text encoder that embeds search
+prompts is given to them (`encoding.TextEncoder`); `vsalmonn.app.make_toolkit` gives the one the settings
+name.
 """
 
 from typing import TYPE_CHECKING, Any

@@ -22,9 +22,8 @@ from typing import Any
 from langchain_core.tools import BaseTool, BaseToolkit, StructuredTool, ToolException
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
-from vsalmonn.perception.config import PerceptionConfig
-
 from . import render
+from .encoding import TextEncoder, TextEncoderFactory
 from .memory_view import MemoryView, ViewError
 from .schemas import (
     DescribeArgs,
@@ -196,39 +195,40 @@ def build_tools(view: MemoryView) -> list[BaseTool]:
 class VideoMemoryToolkit(BaseToolkit):
     """The video memory's tools for a LangChain agent (DESIGN §9: `VideoMemoryToolkit(...).get_tools()`).
 
-    Give it an open `MemoryStore` (`store=`) and, ideally, the text encoder the streams were ingested with
-    (`text_encoder=`; without one the encoder named in `perception` is made on the first search), or open a
-    data directory with `from_data_dir`. All tools share one `MemoryView`, so its cache of loaded memories is
-    shared too.
+    Give it an open `MemoryStore` (`store=`) and the text encoder the streams were ingested with
+    (`text_encoder=`, or `text_encoder_factory=` to make it on the first search), or open a data directory
+    with `from_data_dir`; `vsalmonn.app.make_toolkit` does either with the encoder the settings name. Without
+    an encoder every tool but search works. All tools share one `MemoryView`, so its cache of loaded memories
+    is shared too.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     store: Any  # vsalmonn.memory_store.store.MemoryStore (not imported here: it would load torch)
-    text_encoder: Any = None  # vsalmonn.perception.encoders.base.TextEncoder
-    perception: PerceptionConfig | None = None
+    text_encoder: Any = None  # an encoding.TextEncoder
+    text_encoder_factory: Any = None  # an encoding.TextEncoderFactory, called on the first search
 
     _view: MemoryView = PrivateAttr()
     _owns_store: bool = PrivateAttr(default=False)
 
     def model_post_init(self, context: Any, /) -> None:
-        self._view = MemoryView(self.store, self.text_encoder, perception=self.perception)
+        self._view = MemoryView(self.store, self.text_encoder, text_encoder_factory=self.text_encoder_factory)
 
     @classmethod
     def from_data_dir(
         cls,
         data_dir: Path | str,
-        perception: PerceptionConfig | None = None,
         store_config: Any = None,
-        text_encoder: Any = None,
+        text_encoder: TextEncoder | None = None,
         *,
+        text_encoder_factory: TextEncoderFactory | None = None,
         read_only: bool = False,
     ) -> VideoMemoryToolkit:
         """The toolkit of the store under `data_dir` (`store_config`: a StoreConfig); `close()` closes it."""
         from vsalmonn.memory_store.store import MemoryStore
 
         store = MemoryStore.open(Path(data_dir), store_config, read_only=read_only)
-        toolkit = cls(store=store, text_encoder=text_encoder, perception=perception)
+        toolkit = cls(store=store, text_encoder=text_encoder, text_encoder_factory=text_encoder_factory)
         toolkit._owns_store = True
         return toolkit
 

@@ -18,9 +18,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from vsalmonn.memory_store.models import IngestFile
+from vsalmonn.memory_store.rows.ingest import reconcile_ingest_files, upsert_ingest_file
 
 from ..decode import MediaDecoder, decode
 from ..folder import FolderWatcher
@@ -229,37 +228,23 @@ class _FolderRun:
         self._file_row(key, **fields)
         self.ctx.event(f"file.{status}", reason, file=key)
 
-    # The two catalog blocks below are moved verbatim from daemon.py's StreamRunner (issue 15 turns them into
-    # memory_store functions).
-
     def _file_row(self, key: str, path: Path | None = None, **fields: Any) -> None:
         """Create or update the `ingest_files` row of one file."""
         assert self.stream_id is not None
-        with self.store.catalog.transaction() as session:
-            row = session.scalars(
-                select(IngestFile).where(IngestFile.stream_id == self.stream_id, IngestFile.path == key)
-            ).one_or_none()
-            if row is None:
-                row = IngestFile(stream_id=self.stream_id, path=key)
-                session.add(row)
-            if path is not None:
-                try:  # what the file is as it starts being read: tells later whether it grew or was replaced
-                    identity = FileIdentity.of(path)
-                    row.size, row.mtime = identity.size, identity.mtime
-                    row.head_sha256, row.head_bytes = identity.head_sha256, identity.head_bytes
-                except OSError:
-                    pass
-            for name, value in fields.items():
-                setattr(row, name, value)
+        if path is not None:
+            try:  # what the file is as it starts being read: tells later whether it grew or was replaced
+                identity = FileIdentity.of(path)
+                fields = {
+                    "size": identity.size, "mtime": identity.mtime, "head_sha256": identity.head_sha256,
+                    "head_bytes": identity.head_bytes,
+                } | fields  # fmt: skip
+            except OSError:
+                pass
+        upsert_ingest_file(self.store.catalog, self.stream_id, key, **fields)
 
     def _reconcile_files(self, stream_id: str, state: dict[str, Any]) -> dict[str, IngestFile]:
         """The files already finished, with rows brought in line with the last checkpoint (which wins)."""
         current = state.get("file")
-        with self.store.catalog.transaction() as session:
-            rows = session.scalars(select(IngestFile).where(IngestFile.stream_id == stream_id)).all()
-            for row in rows:
-                if row.path == current and state.get("file_done") and row.status == "ingesting":
-                    row.status = "done"  # killed between the file's last checkpoint and its row update
-                elif row.status == "ingesting" and row.path != current:
-                    row.status, row.offset = "pending", 0.0  # started, but no checkpoint holds any of it
-            return {row.path: row for row in rows if row.status in ("done", "failed", "skipped")}
+        return reconcile_ingest_files(
+            self.store.catalog, stream_id, current, current_done=bool(state.get("file_done"))
+        )

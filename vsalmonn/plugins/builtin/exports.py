@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from vsalmonn.memory_store.models import TranscriptSegment
+from vsalmonn.memory_store.rows.transcript import stream_transcript
 from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.tools.timefmt import hms
 
@@ -64,13 +64,7 @@ def transcript_rows(store: MemoryStore, stream: str) -> list[TranscriptSegment]:
         names = [s.name for s in store.catalog.streams()]
         known = ", ".join(names[:10]) + (", …" if len(names) > 10 else "")
         raise ValueError(f"no stream named {stream!r}; known: {known or 'none yet'}")
-    with store.catalog.session() as session:
-        query = (
-            select(TranscriptSegment)
-            .where(TranscriptSegment.stream_id == row.id)
-            .order_by(TranscriptSegment.t0, TranscriptSegment.id)
-        )
-        return list(session.scalars(query))
+    return stream_transcript(store.catalog, row.id)
 
 
 # ----- rendering -------------------------------------------------------------------------------------------

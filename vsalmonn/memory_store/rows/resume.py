@@ -1,0 +1,44 @@
+"""Rows a killed writer left past its last checkpoint: a restart decodes from there and writes them again."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from sqlalchemy import delete
+
+from ..models import FrameLabel, TranscriptSegment
+
+if TYPE_CHECKING:
+    from ..catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+
+def forget_from(catalog: Catalog, stream_id: str, offset: float) -> tuple[int, int]:
+    """Delete the stream's transcript and label rows at or after `offset` (stream seconds), atomically.
+
+    Returns (transcript rows, label rows) removed. Without this, a resumed run would store every line and
+    label between the checkpoint and the kill twice.
+    """
+    with catalog.transaction() as session:
+        said = session.execute(
+            delete(TranscriptSegment).where(
+                TranscriptSegment.stream_id == stream_id, TranscriptSegment.t0 >= offset
+            )
+        ).rowcount
+        seen = session.execute(
+            delete(FrameLabel).where(FrameLabel.stream_id == stream_id, FrameLabel.t >= offset)
+        ).rowcount
+    if said or seen:
+        log.info(
+            "stream %s: dropped %d transcript and %d label rows past the resume offset %.1f s",
+            stream_id,
+            said,
+            seen,
+            offset,
+        )
+    return int(said or 0), int(seen or 0)
+
+
+__all__ = ["forget_from"]
