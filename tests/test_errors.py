@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vsalmonn.errors import LIMIT, one_line
+from vsalmonn.errors import LIMIT, closest, did_you_mean, one_line
 
 
 def test_a_multi_line_message_becomes_one_line() -> None:
@@ -23,3 +23,10 @@ def test_text_is_accepted_and_long_reasons_are_cut() -> None:
     cut = one_line("x" * 1000)
     assert len(cut) == LIMIT and cut.endswith("...")
     assert one_line("y" * 50, limit=10) == "yyyyyyy..."
+
+
+def test_did_you_mean_names_the_closest_choice_or_nothing() -> None:
+    assert did_you_mean("serach", ["search", "status", "ask"]) == " (did you mean 'search'?)"
+    assert did_you_mean("VISUL_SLOTS", ["visual_slots", "audio_slots"]) == " (did you mean 'visual_slots'?)"
+    assert did_you_mean("zzz", ["search", "status"]) == ""
+    assert closest("Staus", ["Status", "search"]) == "Status"

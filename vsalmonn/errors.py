@@ -7,6 +7,9 @@ nothing from vsalmonn, so every layer of DESIGN §1 may use it.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 LIMIT = 300  # characters: a reason longer than this is a dump, not a reason
 
 
@@ -21,3 +24,16 @@ def one_line(reason: BaseException | object, *, typed: bool = False, limit: int 
         name = type(reason).__name__
         text = f"{name}: {text}" if typed and text else text or name
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def closest(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The choice `word` was most likely meant to be (case-insensitive), or None when none is close."""
+    by_lower = {choice.lower(): choice for choice in choices}
+    found = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=cutoff)
+    return by_lower[found[0]] if found else None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of `choices`, or "": the tail of an "unknown ..." message."""
+    hint = closest(word, choices)
+    return f" (did you mean {hint!r}?)" if hint else ""

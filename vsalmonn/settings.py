@@ -52,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from vsalmonn.agent.config import AgentConfig
+from vsalmonn.errors import did_you_mean
 from vsalmonn.memory_store.config import MemoryConfig, StoreConfig
 from vsalmonn.memory_store.redact import redact
 from vsalmonn.perception.config import DaemonConfig, PerceptionConfig, StreamSpec
@@ -70,7 +71,6 @@ from vsalmonn.settings_sources import (
     file_layer,
     flag_layer,
     merge,
-    suggestion,
 )
 
 __all__ = [
@@ -197,7 +197,7 @@ def describe_validation_error(exc: ValidationError) -> str:
     message = first["msg"]
     if first["type"] == "extra_forbidden":
         loc = first["loc"]
-        message = "unknown key" + suggestion(str(loc[-1]), fields_at(Settings, loc[:-1]))
+        message = "unknown key" + did_you_mean(str(loc[-1]), fields_at(Settings, loc[:-1]))
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
     return f"{where}: {message}{more}"
 

@@ -13,7 +13,6 @@ which would make a misspelt ``VSALMONN_MEMORY__VISUL_SLOTS`` a setting that sile
 
 from __future__ import annotations
 
-import difflib
 import json
 import tomllib
 import types
@@ -25,6 +24,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings, EnvSettingsSource
 from pydantic_settings import SettingsError as SourceError
+
+from vsalmonn.errors import closest, one_line
 
 ENV_PREFIX = "VSALMONN_"
 ENV_DELIMITER = "__"
@@ -159,7 +160,7 @@ def env_layer(settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> L
     try:
         values = _MappingEnvSource(settings_cls, {name: ours[name] for name in paths})()
     except SourceError as exc:  # setting_path checked the JSON already; this is the library's own refusal
-        raise SettingsError(f"environment: {one_line(str(exc))}") from None
+        raise SettingsError(f"environment: {one_line(exc)}") from None
     origins: dict[KeyPath, str] = {path: f"env {name.upper()}" for name, path in paths.items()}
     for name, value in aliases.items():
         path = ENV_ALIASES[name.upper()]
@@ -175,7 +176,7 @@ def setting_path(settings_cls: type[BaseModel], name: str, value: str) -> KeyPat
     parts = [part.lower() for part in name[len(ENV_PREFIX) :].split(ENV_DELIMITER)]
     top = list(settings_cls.model_fields)
     if len(parts) == 1 and parts[0] not in top:
-        hint = _closest(parts[0], top, cutoff=0.8)
+        hint = closest(parts[0], top, cutoff=0.8)
         if hint is None:
             return None  # another program's variable (VSALMONN_BENCH_*, VSALMONN_PG_BINDIR)
         raise SettingsError(f"{name}: names no setting (did you mean {env_name((hint,))}?)")
@@ -190,7 +191,7 @@ def setting_path(settings_cls: type[BaseModel], name: str, value: str) -> KeyPat
         here = ".".join(parts[: depth + 1])
         if fields is not None:
             if part not in fields:
-                hint = _closest(part, list(fields))
+                hint = closest(part, list(fields))
                 meant = (*parts[:depth], hint, *parts[depth + 1 :])
                 better = f" (did you mean {env_name(meant)}?)" if hint else ""
                 raise SettingsError(f"{name}: {here}: unknown key{better}")
@@ -253,21 +254,6 @@ def fields_at(root: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
             return []
     fields = _model_fields(_unwrap(node))
     return list(fields) if fields else []
-
-
-def suggestion(word: str, choices: Sequence[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest of `choices`, or ""."""
-    hint = _closest(word, choices)
-    return f" (did you mean {hint!r}?)" if hint else ""
-
-
-def one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _closest(word: str, choices: Sequence[str], cutoff: float = 0.6) -> str | None:
-    found = difflib.get_close_matches(word.lower(), list(choices), n=1, cutoff=cutoff)
-    return found[0] if found else None
 
 
 def _step(node: Any, part: str | int) -> Any:
