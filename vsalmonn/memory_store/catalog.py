@@ -39,6 +39,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
+from vsalmonn.errors import one_line
+
 from . import models
 from .names import refuse_confusable, validate_stream_name
 from .redact import redact, redact_url
@@ -88,18 +90,19 @@ def alembic_config() -> Config:
     return config
 
 
-def _one_line(exc: BaseException) -> str:
-    """The first line of an exception's message (DBAPI errors: of the driver's message, without SQL)."""
+def _driver_reason(exc: BaseException) -> str:
+    """The first line of an exception's message (DBAPI errors: of the driver's message, without SQL: the
+    driver's later lines quote the statement and point at a column, which a one-line reason does not need)."""
     inner = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     lines = str(inner).strip().splitlines()
-    return lines[0].strip() if lines else type(inner).__name__
+    return one_line(lines[0]) if lines else type(inner).__name__
 
 
 def _parse_url(url: str | URL) -> URL:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise CatalogError(f"bad catalog URL {redact_url(str(url))!r}: {_one_line(exc)}") from exc
+        raise CatalogError(f"bad catalog URL {redact_url(str(url))!r}: {_driver_reason(exc)}") from exc
     # Plain postgresql:// means psycopg2 to SQLAlchemy; vsalmonn ships psycopg 3 (the `postgres` extra).
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -160,7 +163,7 @@ def _readable(engine: Engine) -> bool:
         with engine.connect() as connection:
             connection.exec_driver_sql("SELECT count(*) FROM sqlite_master").fetchone()
     except DBAPIError as exc:
-        logger.debug("catalog read-only open failed: %s", _one_line(exc))
+        logger.debug("catalog read-only open failed: %s", _driver_reason(exc))
         return False
     return True
 
@@ -183,10 +186,11 @@ def create_catalog_engine(url: str | URL, *, busy_timeout_s: float = 30.0) -> En
                 connect_args["connect_timeout"] = max(1, math.ceil(busy_timeout_s))
             engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     except NoSuchModuleError as exc:
-        raise CatalogError(f"bad catalog URL {redact_url(str(url))!r}: {_one_line(exc)}") from exc
+        raise CatalogError(f"bad catalog URL {redact_url(str(url))!r}: {_driver_reason(exc)}") from exc
     except ImportError as exc:
         hint = " (pip install 'vsalmonn[postgres]')" if parsed.get_backend_name() == "postgresql" else ""
-        raise CatalogError(f"cannot open catalog: database driver missing: {_one_line(exc)}{hint}") from exc
+        reason = _driver_reason(exc)
+        raise CatalogError(f"cannot open catalog: database driver missing: {reason}{hint}") from exc
     return engine
 
 
@@ -272,7 +276,7 @@ class Catalog:
             raise
         except DBAPIError as exc:
             self.engine.dispose()
-            raise CatalogError(f"cannot open catalog {self._display_url}: {_one_line(exc)}") from exc
+            raise CatalogError(f"cannot open catalog {self._display_url}: {_driver_reason(exc)}") from exc
         except BaseException:
             self.engine.dispose()
             raise

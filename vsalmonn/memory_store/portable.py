@@ -32,6 +32,8 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import select
 
+from vsalmonn.errors import one_line
+
 from .catalog import SCHEMA_HEAD
 from .checkpoint import CheckpointError, read_group
 from .config import MemoryConfig
@@ -158,7 +160,7 @@ def read_manifest(source: Path) -> tuple[Manifest, dict[str, bytes]]:
     except FileNotFoundError:
         raise PortableError(f"{source}: no such file") from None
     except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = one_line(exc)
         raise PortableError(f"{source}: not a vsalmonn memory export ({reason})") from None
     if manifest.format != FORMAT:
         raise PortableError(f"{source}: format {manifest.format!r}, this vsalmonn reads {FORMAT!r}")

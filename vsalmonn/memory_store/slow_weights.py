@@ -22,6 +22,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 from torch import Tensor
 
+from vsalmonn.errors import one_line
+
 from .config import MemoryConfig
 
 log = logging.getLogger(__name__)
@@ -116,7 +118,7 @@ def load_slow_weights(path: Path) -> tuple[dict[str, Tensor], SlowWeightsInfo]:
             metadata = fh.metadata() or {}
             state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is no mapping)
     except (SafetensorError, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = one_line(exc)
         raise ValueError(f"slow weights {path}: not a safetensors file ({reason})") from None
     if METADATA_KEY not in metadata:
         raise ValueError(f"slow weights {path}: no {METADATA_KEY} metadata")

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vsalmonn.errors import one_line
 from vsalmonn.memory_store import MemoryConfig
 from vsalmonn.memory_store.names import validate_stream_name
 from vsalmonn.memory_store.redact import redact
@@ -43,7 +44,7 @@ from . import allocator
 from .config import DaemonConfig, PerceptionConfig, StreamSpec
 from .folder import FolderError
 from .ingest import IngestResult
-from .media import DecodeError, NothingToDecode, one_line
+from .media import DecodeError, NothingToDecode
 from .pipeline import Encoders, StreamStats
 from .runners.base import KindRunner, RunContext
 from .runners.registry import SOURCE_KINDS, KindRegistry, builtin_kinds

@@ -70,7 +70,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
-from .media import one_line
+from vsalmonn.errors import one_line
 
 __all__ = [
     "MEDIA_SUFFIXES",

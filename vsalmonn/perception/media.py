@@ -12,11 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def one_line(text: object) -> str:
-    """`text` with every run of whitespace (newlines included) made one space: a reason fit for a log line."""
-    return " ".join(str(text).split())
-
-
 class DecodeError(Exception):
     """A source that cannot be decoded (or stopped being decodable), with a one-line reason naming it.
 

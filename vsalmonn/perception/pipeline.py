@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vsalmonn.errors import one_line
 from vsalmonn.memory_store import StreamMemory
 from vsalmonn.memory_store.redact import redact
 from vsalmonn.memory_store.retention import RetentionSchedule
@@ -41,7 +42,7 @@ from vsalmonn.memory_store.store import MemoryStore, StreamWriter
 from . import allocator
 from .config import PerceptionConfig
 from .encoders import FrameTokens, Segment, SpeechEncoder, TextEncoder, VisionEncoder, Word, create_encoder
-from .media import AudioChunk, Frame, one_line
+from .media import AudioChunk, Frame
 
 if TYPE_CHECKING:
     from vsalmonn.plugins import PluginManager

@@ -41,11 +41,12 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+from vsalmonn.errors import one_line
 from vsalmonn.memory_store.redact import redact, redact_url
 
 from .config import PerceptionConfig
 from .decode import MediaDecoder
-from .media import AudioChunk, DecodeError, Frame, one_line
+from .media import AudioChunk, DecodeError, Frame
 
 __all__ = [
     "Closed",

@@ -27,8 +27,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from vsalmonn.errors import one_line
+
 from .hookspecs import INGEST_HOOKS, LIFECYCLE_HOOKS
-from .records import PluginRecord, one_line
+from .records import PluginRecord
 
 if TYPE_CHECKING:
     from .config import PluginConfig
@@ -127,7 +129,7 @@ class Isolation:
     def _failure(
         self, plugin: PluginRecord, hook: str, exc: Exception, elapsed: float, context: Mapping[str, Any]
     ) -> None:
-        reason = one_line(exc)
+        reason = one_line(exc, typed=True)
         log.error("plugin %s: hook %s failed: %s", plugin.name, hook, reason, exc_info=exc)
         with self._lock:
             stats = plugin.stats_of(hook)

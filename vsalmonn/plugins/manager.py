@@ -54,6 +54,7 @@ from typing import Any
 import pluggy
 from pydantic import BaseModel, ValidationError
 
+from vsalmonn.errors import one_line
 from vsalmonn.memory_store.catalog import Catalog
 
 from . import hookspecs
@@ -63,7 +64,7 @@ from .discovery import Candidate, candidates, discovered, named
 from .events import EventBus, EventRecord
 from .hookspecs import PROJECT
 from .isolation import HookCall, Isolation
-from .records import HookStats, PluginInfo, PluginRecord, State, one_line
+from .records import HookStats, PluginInfo, PluginRecord, State
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class PluginManager:
                 if inspect.isclass(obj):
                     obj = obj()
             except Exception as exc:
-                reason = one_line(exc)
+                reason = one_line(exc, typed=True)
                 if name not in found and isinstance(exc, ImportError):
                     reason = f"not an installed plugin nor an importable module ({reason})"
                 self._failed(name, candidate, f"cannot load: {reason}")
@@ -199,7 +200,7 @@ class PluginManager:
             try:
                 self.pm.register(obj, name=name)
             except Exception as exc:  # pluggy's PluginValidationError, or ValueError for a duplicate
-                raise PluginError(f"plugin {name}: {one_line(exc)}") from exc
+                raise PluginError(f"plugin {name}: {one_line(exc, typed=True)}") from exc
             try:
                 hooks = self._checked_hooks(obj, name)
             except PluginError:
@@ -260,7 +261,7 @@ class PluginManager:
         try:
             results = caller(**kwargs)
         except Exception as exc:
-            raise PluginError(f"plugin {plugin.name}: {hook} failed: {one_line(exc)}") from exc
+            raise PluginError(f"plugin {plugin.name}: {hook} failed: {one_line(exc, typed=True)}") from exc
         return results[0] if results else None
 
     def _plugin_settings(self, plugin: PluginRecord) -> Any:

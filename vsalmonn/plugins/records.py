@@ -8,12 +8,6 @@ from typing import Any, Literal
 State = Literal["active", "loading", "disabled", "failed", "off"]
 
 
-def one_line(exc: BaseException) -> str:
-    """``Type: message`` on one line (the message's whitespace collapsed)."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 @dataclass
 class HookStats:
     """One plugin's record for one hook."""

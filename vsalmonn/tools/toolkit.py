@@ -22,6 +22,8 @@ from typing import Any
 from langchain_core.tools import BaseTool, BaseToolkit, StructuredTool, ToolException
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
+from vsalmonn.errors import one_line
+
 from . import render
 from .encoding import TextEncoder, TextEncoderFactory
 from .memory_view import MemoryView, ViewError
@@ -64,12 +66,6 @@ EVENTS_DESCRIPTION = (
 )
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    text = lines[0].strip() if lines else ""
-    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
-
-
 def _guarded(name: str, fn: Callable[..., Result]) -> Callable[..., Result]:
     """`fn` with every failure turned into a one-line ToolException: the model sees a message, not a trace."""
 
@@ -84,7 +80,7 @@ def _guarded(name: str, fn: Callable[..., Result]) -> Callable[..., Result]:
         except Exception as exc:
             log.exception("tool %s failed", name)
             raise ToolException(
-                f"{name} failed: {_one_line(exc)}; try again or with other arguments"
+                f"{name} failed: {one_line(exc, typed=True)}; try again or with other arguments"
             ) from exc
 
     return run

@@ -47,6 +47,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vsalmonn.errors import one_line
+
 from ..config import PerceptionConfig
 from . import EncoderError
 from .base import FrameTokens, TextEncoder, encode_texts
@@ -60,11 +62,6 @@ BATCH = 64  # texts per forward pass
 _DEFAULT_MEAN = {"clip": (0.48145466, 0.4578275, 0.40821073), "siglip": (0.5, 0.5, 0.5)}
 _DEFAULT_STD = {"clip": (0.26862954, 0.26130258, 0.27577711), "siglip": (0.5, 0.5, 0.5)}
 _RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL's filter numbers, as stored in preprocessor_config.json
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _pooled(out: Any) -> torch.Tensor:
@@ -96,7 +93,9 @@ class ClipModel:
         try:
             config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
         except Exception as exc:  # transformers raises many kinds (OSError, ValueError, KeyError)
-            raise EncoderError(f"cannot read the model config in {model_dir}: {_one_line(exc)}") from exc
+            raise EncoderError(
+                f"cannot read the model config in {model_dir}: {one_line(exc, typed=True)}"
+            ) from exc
         model_type = str(getattr(config, "model_type", ""))
         classes: dict[str, Any] = {"clip": CLIPModel, "siglip": SiglipModel}
         if model_type not in classes:
@@ -107,7 +106,7 @@ class ClipModel:
             model = classes[model_type].from_pretrained(str(model_dir), local_files_only=True)
         except Exception as exc:
             raise EncoderError(
-                f"cannot load the {model_type} model in {model_dir}: {_one_line(exc)}"
+                f"cannot load the {model_type} model in {model_dir}: {one_line(exc, typed=True)}"
             ) from exc
         model = model.float().eval()
         if model_type == "clip":
@@ -154,7 +153,9 @@ class ClipTextEncoder:
         try:
             self.tokenizer: Any = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         except Exception as exc:  # a missing file, or a missing library (SigLIP's needs sentencepiece)
-            raise EncoderError(f"cannot load the tokenizer in {model_dir}: {_one_line(exc)}") from exc
+            raise EncoderError(
+                f"cannot load the tokenizer in {model_dir}: {one_line(exc, typed=True)}"
+            ) from exc
         self.model: Any = self.backbone.model
         self.model_dir = model_dir
         self.dim: int = self.backbone.dim
@@ -311,14 +312,14 @@ def _pixel_settings(model_dir: Path, model_type: str) -> tuple[list[float], list
         log.warning("%s has no preprocessor_config.json; using %s's defaults", model_dir, model_type)
         raw = {}
     except (OSError, ValueError) as exc:
-        raise EncoderError(f"cannot read {path}: {_one_line(exc)}") from exc
+        raise EncoderError(f"cannot read {path}: {one_line(exc, typed=True)}") from exc
     try:
         mean = [float(v) for v in raw.get("image_mean", _DEFAULT_MEAN[model_type])]
         std = [float(v) for v in raw.get("image_std", _DEFAULT_STD[model_type])]
         rescale = float(raw.get("rescale_factor", 1 / 255)) if raw.get("do_rescale", True) else 1.0
         resample = _RESAMPLE.get(int(raw.get("resample", 3)), "bicubic")
     except (TypeError, ValueError, AttributeError) as exc:
-        raise EncoderError(f"{path} has malformed pixel settings: {_one_line(exc)}") from exc
+        raise EncoderError(f"{path} has malformed pixel settings: {one_line(exc, typed=True)}") from exc
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise EncoderError(f"{path}: image_mean and image_std must hold 3 values, std > 0")
     if not raw.get("do_normalize", True):

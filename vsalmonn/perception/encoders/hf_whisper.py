@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vsalmonn.errors import one_line
+
 from ..config import PerceptionConfig
 from . import EncoderError
 from .base import Segment
@@ -52,11 +54,6 @@ TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # greedy first, sampling only whe
 COMPRESSION_RATIO_THRESHOLD = 1.35  # transformers' value (its ratio is over tokens, not characters)
 LOGPROB_THRESHOLD = -1.0
 NO_SPEECH_THRESHOLD = 0.6
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 class HFWhisperEncoder:
@@ -95,7 +92,7 @@ class HFWhisperEncoder:
             self.processor: Any = WhisperProcessor.from_pretrained(str(model_dir), local_files_only=True)
             model = WhisperForConditionalGeneration.from_pretrained(str(model_dir), local_files_only=True)
         except Exception as exc:  # transformers raises many kinds (OSError, ValueError, safetensors errors)
-            raise EncoderError(f"cannot load the Whisper model in {model_dir}: {_one_line(exc)}") from exc
+            raise EncoderError(f"cannot load the Whisper model in {model_dir}: {one_line(exc)}") from exc
         self.model: Any = model.float().eval()
         generation = self.model.generation_config
         if getattr(generation, "no_timestamps_token_id", None) is None:

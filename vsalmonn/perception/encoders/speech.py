@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vsalmonn.errors import one_line
+
 from ..config import PerceptionConfig
 from ..models import ModelFilesError, whisper_base_dir
 from . import EncoderError
@@ -85,7 +87,7 @@ class WhisperEncoder:
             )
             get_vad_model()  # load Silero now, so that a broken install fails here and not mid-stream
         except Exception as exc:
-            raise EncoderError(f"cannot load the Whisper model in {model_dir}: {_one_line(exc)}") from None
+            raise EncoderError(f"cannot load the Whisper model in {model_dir}: {one_line(exc)}") from None
         log.info("loaded Whisper from %s in %.2f s", model_dir, time.perf_counter() - started)
         self.model_dir = model_dir
         self.sample_rate = int(sample_rate)
@@ -105,7 +107,7 @@ class WhisperEncoder:
             try:
                 model_dir = whisper_base_dir(Path(data_dir))
             except (ModelFilesError, OSError) as exc:
-                raise EncoderError(f"cannot prepare the shipped Whisper-base: {_one_line(exc)}") from None
+                raise EncoderError(f"cannot prepare the shipped Whisper-base: {one_line(exc)}") from None
         return cls(
             model_dir,
             sample_rate=config.sample_rate,
@@ -206,8 +208,3 @@ def _resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
     resampler = av.AudioResampler(format="flt", layout="mono", rate=target)
     out = [f.to_ndarray().reshape(-1) for f in (*resampler.resample(frame), *resampler.resample(None))]
     return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros(0, np.float32)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vsalmonn.errors import one_line
+
 from ..config import PerceptionConfig
 from ..models import installed_file
 from . import EncoderError
@@ -48,11 +50,6 @@ def default_model_dir() -> Path:
     return path
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
 class MiniLMEncoder:
     """Sentence embeddings as float32 unit rows: mean of the token states over the attention mask, L2-normed.
 
@@ -73,7 +70,9 @@ class MiniLMEncoder:
             self.tokenizer: Any = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
             model = AutoModel.from_pretrained(str(model_dir), local_files_only=True)
         except Exception as exc:  # transformers raises many kinds (OSError, ValueError, safetensors errors)
-            raise EncoderError(f"cannot load text model from {model_dir}: {_one_line(exc)}") from exc
+            raise EncoderError(
+                f"cannot load text model from {model_dir}: {one_line(exc, typed=True)}"
+            ) from exc
         self.model: Any = model.float().eval()
         self.model_dir = model_dir
         self.dim: int = int(self.model.config.hidden_size)

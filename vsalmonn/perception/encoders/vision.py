@@ -65,6 +65,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vsalmonn.errors import one_line
+
 from ..config import PerceptionConfig
 from ..models import installed_file
 from . import EncoderError
@@ -112,11 +114,6 @@ def label_name(lemmas: str) -> str:
     return ", ".join(part.strip() for part in lemmas.split(",")[:LABEL_NAME_LEMMAS])
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint as a state dict, refusing anything else (weights_only: no code runs on load)."""
     path = Path(path).expanduser()
@@ -125,7 +122,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, zip errors, refused globals: all mean "not a state dict"
-        raise EncoderError(f"cannot read vision weights {path}: {_one_line(exc)}") from exc
+        raise EncoderError(f"cannot read vision weights {path}: {one_line(exc, typed=True)}") from exc
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]  # the usual training-checkpoint wrapper
     if (
@@ -150,7 +147,7 @@ def build_network(state: Mapping[str, torch.Tensor], source: Path | str = "state
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise EncoderError(
-            f"vision weights {source} do not fit EfficientNet-Lite0: {_one_line(exc)}"
+            f"vision weights {source} do not fit EfficientNet-Lite0: {one_line(exc, typed=True)}"
         ) from exc
     # channels_last: oneDNN's convolutions (most of all the depthwise ones) run about 1.5× faster on CPU in
     # that layout; the inputs are made channels_last too (`encode`), so no layout conversion runs per layer.
@@ -195,7 +192,7 @@ def label_matrix(text_encoder: TextEncoder, texts: Sequence[str], cache_dir: Pat
                 "ignoring %s: shape %s, expected %s", path, cached.shape, (len(texts), text_encoder.dim)
             )
         except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable %s: %s", path, _one_line(exc))
+            log.warning("ignoring unreadable %s: %s", path, one_line(exc, typed=True))
     matrix = np.ascontiguousarray(text_encoder.encode(list(texts)), dtype=np.float32)  # (n, dim)
     if path is not None:
         try:
@@ -207,7 +204,7 @@ def label_matrix(text_encoder: TextEncoder, texts: Sequence[str], cache_dir: Pat
             os.replace(tmp, path)
             log.info("label embeddings cached in %s", path)
         except OSError as exc:  # a read-only data directory costs a recomputation next start, nothing more
-            log.warning("could not cache label embeddings in %s: %s", path, _one_line(exc))
+            log.warning("could not cache label embeddings in %s: %s", path, one_line(exc, typed=True))
     return matrix
 
 

@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vsalmonn.errors import one_line
 from vsalmonn.memory_store.models import IngestFile
 from vsalmonn.memory_store.rows.ingest import reconcile_ingest_files, upsert_ingest_file
 
@@ -25,7 +26,7 @@ from ..decode import MediaDecoder, decode
 from ..folder import FolderWatcher
 from ..identity import FileIdentity, relation
 from ..ingest import prefetch
-from ..media import DecodeError, NothingToDecode, one_line
+from ..media import DecodeError, NothingToDecode
 from ..pipeline import StreamSink, forget_from
 from .base import KindRunner, RunContext, stem_name
 

@@ -13,7 +13,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ..media import one_line
+from vsalmonn.errors import one_line
+
 from .base import RunContext
 from .live import LiveFeed, LiveKind
 

@@ -78,7 +78,7 @@ def _clock(ms: int, sep: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{seconds:02d}{sep}{ms:03d}"
 
 
-def _one_line(text: str) -> str:
+def _cue_text(text: str) -> str:
     """A segment's text on one line (a blank line would end a cue early)."""
     return " ".join(text.split())
 
@@ -89,7 +89,7 @@ def cues(rows: Iterable[TranscriptSegment]) -> list[tuple[int, int, str]]:
     out: list[tuple[int, int, str]] = []
     last_end = 0
     for row in rows:
-        text = _one_line(row.text or "")
+        text = _cue_text(row.text or "")
         if not text:
             continue
         start = max(round(1000 * row.t0), last_end, 0)
@@ -127,7 +127,7 @@ def to_markdown(
     rows: Sequence[TranscriptSegment], minutes: Minutes | None = None, *, title: str = "Transcript"
 ) -> str:
     """A Markdown document: `title`, one ``- [HH:MM:SS] text`` line per segment, then the minutes if given."""
-    lines = [f"- [{hms(row.t0)}] {_one_line(row.text)}" for row in rows if _one_line(row.text or "")]
+    lines = [f"- [{hms(row.t0)}] {_cue_text(row.text)}" for row in rows if _cue_text(row.text or "")]
     parts = [f"# {title}", "\n".join(lines) or "_nothing was said_"]
     if minutes is not None:
         parts.append(minutes.to_markdown(level=2).rstrip("\n"))
