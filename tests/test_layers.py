@@ -148,8 +148,8 @@ def write(root: Path, relative: str, text: str) -> None:
         ),
         ("tools/a.py", "from vsalmonn.perception import config\n", "across layer 3, tools -> perception"),
         ("perception/a.py", "from ..tools.render import y\n", "across layer 3, perception -> tools"),
-        ("plugins/manager.py", "from .builtin.exports import export\n", "upward, plugins"),
-        ("cli/export.py", "from vsalmonn.plugins.builtin.exports import export\n", "across layer 5, root"),
+        ("plugins/manager.py", "from .builtin.surveillance import S\n", "upward, plugins"),
+        ("cli/export.py", "from vsalmonn.plugins.builtin.meeting_monitor import M\n", "across layer 5, root"),
         ("plugins/builtin/a.py", "from vsalmonn.settings import Settings\n", "across layer 5, builtin"),
     ],
 )

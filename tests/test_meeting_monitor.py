@@ -24,8 +24,6 @@ from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.perception.encoders.base import Segment, Word
 from vsalmonn.perception.ingest import Encoders, ingest_file
 from vsalmonn.plugins import PluginConfig, PluginManager
-from vsalmonn.plugins.builtin import exports
-from vsalmonn.plugins.builtin.exports import Minutes, export, to_markdown, to_srt, to_vtt, transcript_rows
 from vsalmonn.plugins.builtin.meeting_monitor import (
     KEYWORD_EVENT,
     MINUTES_EVENT,
@@ -34,6 +32,8 @@ from vsalmonn.plugins.builtin.meeting_monitor import (
     parse_minutes,
     write_minutes,
 )
+from vsalmonn.tools import exports
+from vsalmonn.tools.exports import Minutes, export, to_markdown, to_srt, to_vtt, transcript_rows
 from vsalmonn.tools.timefmt import hms
 
 from .test_ingest import MEMORY, PERCEPTION, SHARED, speech_clip, words_at

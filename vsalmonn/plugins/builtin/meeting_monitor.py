@@ -20,8 +20,8 @@ What it does:
   announced by an event ``meeting.minutes``: when a stream ends (hook `on_stream_end`; `finish_stream` does
   the same for a caller of its own), and on demand through the agent's tool ``meeting_minutes``. Saved
   minutes that cover the whole transcript are reused rather than written again.
-- **Exports**: ``vsalmonn export STREAM --format vtt|srt|md`` (`exports`); the Markdown export carries the
-  saved minutes.
+- **Exports**: ``vsalmonn export STREAM --format vtt|srt|md`` (`vsalmonn.tools.exports`); the Markdown export
+  carries the saved minutes.
 
 About the minutes: the model is asked for a fixed format (``SUMMARY:`` / ``DECISIONS:`` / ``ACTIONS:``
 with ``-`` items), one call per chunk of about `chunk_chars` characters of transcript, and the replies are
@@ -59,10 +59,9 @@ from vsalmonn.memory_store.retention import plugin_paths
 from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.plugins import hookimpl
 from vsalmonn.plugins.context import PluginContext
+from vsalmonn.tools.exports import Minutes, load_minutes, save_minutes, transcript_rows
 from vsalmonn.tools.schemas import StreamName, validation_message
 from vsalmonn.tools.timefmt import hms
-
-from .exports import Minutes, load_minutes, save_minutes, transcript_rows
 
 log = logging.getLogger(__name__)
 
