@@ -338,6 +338,22 @@ def test_secrets_never_show_in_reprs_dumps_or_logs(tmp_path: Path, caplog: pytes
         made.close()
 
 
+def test_catalog_password_from_the_environment_joins_the_files_url_and_stays_secret(tmp_path: Path) -> None:
+    config = write_toml(tmp_path, '[store]\ncatalog_url = "postgresql+psycopg://vs@db.internal:5432/vs"\n')
+    settings = load_settings(config=config, environ={"VSALMONN_STORE__CATALOG_PASSWORD": "pg-S3CRET"})
+    assert settings.store.catalog_target() == "postgresql+psycopg://vs:pg-S3CRET@db.internal:5432/vs"
+    assert "pg-S3CRET" not in repr(settings) and "pg-S3CRET" not in settings.model_dump_json()
+    described = {row.key: row for row in describe_settings(config=config, environ={
+        "VSALMONN_STORE__CATALOG_PASSWORD": "pg-S3CRET"})}  # fmt: skip
+    assert described["store.catalog_password"].value == "**********"
+    assert described["store.catalog_password"].source == "env VSALMONN_STORE__CATALOG_PASSWORD"
+    # without a separate password the URL is used as written, and without a URL the default catalog
+    assert load_settings(config=config, environ={}).store.catalog_target() == (
+        "postgresql+psycopg://vs@db.internal:5432/vs"
+    )
+    assert load_settings(environ={"VSALMONN_STORE__CATALOG_PASSWORD": "x"}).store.catalog_target() is None
+
+
 def test_webhook_secret_from_the_environment_is_a_secret_too() -> None:
     env = {
         "VSALMONN_PLUGINS__SINKS": '{"*": [{"type": "webhook", "url": "http://x/h", "secret": "ENVSECRET"}]}'

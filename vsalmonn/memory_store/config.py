@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from sqlalchemy.engine import make_url
 
 Policy = Literal["merge", "discard", "fifo", "uniform"]
 Modality = Literal["visual", "audio"]
@@ -177,8 +178,23 @@ class StoreConfig(BaseModel):
     catalog_url: str | None = Field(
         None, description="SQLAlchemy URL of the catalog; default sqlite:///<data>/catalog.sqlite"
     )
+    catalog_password: SecretStr | None = Field(
+        None,
+        description="the catalog database's password, kept out of catalog_url (and so out of the TOML file): "
+        "set it as VSALMONN_STORE__CATALOG_PASSWORD",
+    )
     busy_timeout_s: float = Field(30.0, gt=0, description="how long SQLite waits for a lock before failing")
     retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
     data_retention: DataRetention = Field(
         default_factory=DataRetention, description="labels, transcripts, events and files: age and bytes"
     )
+
+    def catalog_target(self) -> str | None:
+        """`catalog_url` with `catalog_password` put in, as the database driver needs it; None: the default.
+
+        A password in the URL itself still works; a separate one wins over it, so a deployment can keep the
+        URL in its settings file and the password in the service's environment."""
+        if self.catalog_url is None or self.catalog_password is None:
+            return self.catalog_url
+        url = make_url(self.catalog_url).set(password=self.catalog_password.get_secret_value())
+        return url.render_as_string(hide_password=False)

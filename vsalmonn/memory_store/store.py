@@ -110,7 +110,7 @@ class MemoryStore:
         if not read_only and config.catalog_url is None:
             refuse_lost_catalog(data_dir, data_dir / CATALOG_FILE)
         catalog = Catalog.for_data_dir(
-            data_dir, config.catalog_url, busy_timeout_s=config.busy_timeout_s, read_only=read_only
+            data_dir, config.catalog_target(), busy_timeout_s=config.busy_timeout_s, read_only=read_only
         )
         if not read_only:
             try:
