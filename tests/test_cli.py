@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from vsalmonn.cli import UsageError, available_benchmarks, build_parser, format_table, load_benchmark, main
+from vsalmonn.cli import UsageError, build_parser, main
+from vsalmonn.cli.bench import available_benchmarks, load_benchmark
+from vsalmonn.cli.output import format_table
 from vsalmonn.memory_store import MemoryConfig
 from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.settings import DATA_ENV
