@@ -21,7 +21,7 @@ import av
 import numpy as np
 import torch
 
-from vsalmonn.cli import UsageError, format_table
+from vsalmonn.cli.output import UsageError, format_table
 from vsalmonn.perception.decode import probe
 from vsalmonn.settings import SettingsError, load_settings
 

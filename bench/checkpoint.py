@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from vsalmonn.cli import format_table
+from vsalmonn.cli.output import format_table
 from vsalmonn.memory_store import MemoryConfig, StreamMemory
 from vsalmonn.memory_store.checkpoint import write_group
 from vsalmonn.memory_store.store import MemoryStore

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from sqlalchemy import func, select
 
-from vsalmonn.cli import UsageError, format_table
+from vsalmonn.cli.output import UsageError, format_table
 from vsalmonn.memory_store import StreamMemory
 from vsalmonn.memory_store.models import Checkpoint
 from vsalmonn.memory_store.store import GROUP_SUFFIX, MEMORY_DIR, TMP_PREFIX, CheckpointInfo, MemoryStore

@@ -41,7 +41,7 @@ from typing import Any
 import av
 import numpy as np
 
-from vsalmonn.cli import _quiet_model_loading, format_table
+from vsalmonn.cli.output import format_table, quiet_model_loading
 from vsalmonn.memory_store import MemoryConfig
 from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.perception.config import DaemonConfig, PerceptionConfig, StreamSpec
@@ -91,7 +91,7 @@ def run(quick: bool) -> dict[str, Any]:
     clip = _clip(shared, data_dir / "bench", WARMUP_S + period + MARGIN_S)
 
     perception, memory_config, daemon_config = PerceptionConfig(), MemoryConfig(), DaemonConfig()
-    _quiet_model_loading(perception.threads)
+    quiet_model_loading(perception.threads)
     load_started = time.perf_counter()
     encoders = Encoders.from_config(perception, data_dir)
     load_s = time.perf_counter() - load_started

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from vsalmonn.cli import UsageError, format_table
+from vsalmonn.cli.output import UsageError, format_table
 from vsalmonn.memory_store import MemoryConfig
 from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.perception.config import PerceptionConfig

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vsalmonn.cli import UsageError, _quiet_model_loading, format_table
+from vsalmonn.cli.output import UsageError, format_table, quiet_model_loading
 from vsalmonn.memory_store import MemoryConfig, StreamMemory, resolve_slow_weights
 from vsalmonn.memory_store.config import MAX_SLOTS
 from vsalmonn.memory_store.memory import ttt_config
@@ -139,7 +139,7 @@ def run(quick: bool) -> dict[str, Any]:
     folder = data_dir / "bench"
     lengths, count = _lengths(quick), _streams()
     perception = PerceptionConfig()
-    _quiet_model_loading(perception.threads)
+    quiet_model_loading(perception.threads)
     loaded: list[Encoders] = []
 
     def encoders() -> Encoders:

@@ -52,7 +52,7 @@ from vsalmonn.agent.config import AgentConfig
 from vsalmonn.agent.local_model import LocalChatModel
 from vsalmonn.agent.loop import VideoAgent
 from vsalmonn.agent.models import chat_model
-from vsalmonn.cli import _quiet_model_loading, format_table
+from vsalmonn.cli.output import format_table, quiet_model_loading
 from vsalmonn.memory_store import MemoryConfig
 from vsalmonn.memory_store.models import Stream, TranscriptSegment
 from vsalmonn.memory_store.store import MemoryStore
@@ -89,7 +89,7 @@ def run(quick: bool) -> dict[str, Any]:
     data_dir = bench_data_dir().resolve()
     folder = data_dir / "bench"
     perception, memory_config, agent_config = PerceptionConfig(), MemoryConfig(), AgentConfig()
-    _quiet_model_loading(perception.threads)
+    quiet_model_loading(perception.threads)
     recipes = qs.STREAMS[:1] if quick else qs.STREAMS
     plans = [qs.plan(shared, recipe) for recipe in recipes]
     files = {p.recipe.name: qs.stream_file(shared, folder, p) for p in plans}

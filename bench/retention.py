@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from vsalmonn.cli import format_table
+from vsalmonn.cli.output import format_table
 from vsalmonn.memory_store.catalog import Catalog
 from vsalmonn.memory_store.config import DataRetention, KindRetention
 from vsalmonn.memory_store.models import Event, FrameLabel, TranscriptSegment

@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vsalmonn.cli import _quiet_model_loading, format_table
+from vsalmonn.cli.output import format_table, quiet_model_loading
 from vsalmonn.memory_store import MemoryConfig, StreamMemory
 from vsalmonn.memory_store.models import FrameLabel, TranscriptSegment
 from vsalmonn.memory_store.store import MemoryStore
@@ -134,7 +134,7 @@ def run(quick: bool) -> dict[str, Any]:
     data_dir = bench_data_dir().resolve()
     folder = data_dir / "bench"
     perception = PerceptionConfig()
-    _quiet_model_loading(perception.threads)
+    quiet_model_loading(perception.threads)
     encoders = Encoders.from_config(perception, data_dir)
     transcripts = qs.prompt_transcripts(shared, encoders.speech, folder)
     store_dir = folder / f"search-store-{SECONDS:.0f}s-v{BUILD_VERSION}"

@@ -42,7 +42,7 @@ from typing import Any
 import av
 import numpy as np
 
-from vsalmonn.cli import _quiet_model_loading, format_table
+from vsalmonn.cli.output import format_table, quiet_model_loading
 from vsalmonn.memory_store import MemoryConfig, StreamMemory
 from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.perception.config import PerceptionConfig
@@ -108,7 +108,7 @@ def run(quick: bool) -> dict[str, Any]:
     media = {"street": street, "speech": clip}
     durations = {name: duration(path) for name, path in media.items()}
 
-    _quiet_model_loading(perception.threads)
+    quiet_model_loading(perception.threads)
     loading = _load_encoders(perception, data_dir)
     encoders: Encoders = loading.pop("encoders")
     rss_after_load = _peak_rss_mb()

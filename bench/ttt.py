@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from vsalmonn.cli import format_table
+from vsalmonn.cli.output import format_table
 from vsalmonn.memory_store.bank import Bank
 from vsalmonn.memory_store.reader import Candidates, read
 from vsalmonn.memory_store.ttt import TTTConfig, TTTLayer

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from vsalmonn.cli import load_benchmark
+from vsalmonn.cli.bench import load_benchmark
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

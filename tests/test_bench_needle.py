@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from vsalmonn.cli import load_benchmark
+from vsalmonn.cli.bench import load_benchmark
 from vsalmonn.memory_store import MemoryConfig, StreamMemory
 
 from .media import SHARED_MEDIA

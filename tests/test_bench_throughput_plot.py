@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vsalmonn.cli import load_benchmark
+from vsalmonn.cli.bench import load_benchmark
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from vsalmonn.cli import UsageError, available_benchmarks, build_parser, format_table, load_benchmark, main
+from vsalmonn.cli import UsageError, build_parser, main
+from vsalmonn.cli.bench import available_benchmarks, load_benchmark
+from vsalmonn.cli.output import format_table
 from vsalmonn.memory_store import MemoryConfig
 from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.settings import DATA_ENV
@@ -310,3 +312,62 @@ def test_built_in_plugins_run_inside_ingest_when_enabled(
     srt = in_process(capsys, "--data", str(data), "export", "street-talk", "--format", "srt")
     assert srt.returncode == 0 and "-->" in srt.stdout, srt
     assert "goodbye" in words(srt.stdout), srt.stdout  # the model's punctuation differs between CPUs
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["serach", "x"], "vsalmonn: error: unknown command 'serach' (did you mean 'search'?)"),
+        (["stor", "check"], "vsalmonn: error: unknown command 'stor' (did you mean 'store'?)"),
+        (["store", "chek"], "vsalmonn store: error: unknown action 'chek' (did you mean 'check'?)"),
+        (["streams", "delet"], "vsalmonn streams: error: unknown action 'delet' (did you mean 'delete'?)"),
+        (["memory", "exprt", "x"], "vsalmonn memory: error: unknown action 'exprt' (did you mean 'export'?)"),
+        (["plugins", "lst"], "vsalmonn plugins: error: unknown action 'lst' (did you mean 'list'?)"),
+    ],
+)
+def test_a_misspelt_command_or_action_names_the_closest(
+    capsys: pytest.CaptureFixture[str], argv: list[str], line: str
+) -> None:
+    result = in_process(capsys, *argv)
+    assert_one_line_error(result)
+    assert result.stderr.strip() == line
+
+
+def test_an_unknown_action_with_no_close_match_lists_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    result = in_process(capsys, "store", "nosuch")
+    assert_one_line_error(result, "invalid choice", "'check'", "'rebuild'")
+    assert "did you mean" not in result.stderr
+
+
+def test_progress_off_a_terminal_is_a_line_per_quarter() -> None:
+    import io
+
+    from vsalmonn.cli.output import progress_bar
+
+    stream = io.StringIO()
+    with progress_bar("writing", unit="tokens", stream=stream) as progress:
+        for done in range(0, 1001, 10):
+            progress(done, 1000)
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue()
+    assert [re.match(r"writing: +(\d+)%", line).group(1) for line in lines] == ["0", "25", "50", "75", "100"]
+    assert lines[-1].endswith("1,000/1,000 tokens [00:00<00:00]")
+
+
+def test_progress_on_a_terminal_redraws_one_line_and_ends_it() -> None:
+    import io
+
+    from vsalmonn.cli.output import progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    with progress_bar("ingesting the sample", unit="s", stream=stream) as progress:
+        progress(0, 30)
+        progress(30, 30)
+        progress(30, 30)  # after the total: the bar has ended, nothing more is drawn
+    text = stream.getvalue()
+    assert text.startswith("\ringesting the sample:") and text.endswith("30/30 s [00:00<00:00]\n")
+    assert text.count("\n") == 1

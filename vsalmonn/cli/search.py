@@ -1,0 +1,90 @@
+"""``vsalmonn search PROMPT``: the reader's moments for a prompt, from the newest committed checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from vsalmonn.cli.checks import require_catalog
+from vsalmonn.cli.output import UsageError, format_table, quiet_model_loading
+from vsalmonn.settings import Settings
+
+SEARCH_PROMPT_LIMIT = 1000
+"""As the agent's search tool (tools.schemas.QUERY_LIMIT): the encoder reads ~64 words."""
+
+
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    search = commands.add_parser(
+        "search",
+        parents=[common],
+        help="the reader's moments for a prompt, from the newest committed checkpoint",
+        description="Search the memory of one stream or of all with a text prompt; times in stream seconds.",
+    )
+    search.add_argument("prompt", metavar="PROMPT", help="what to look for, in words")
+    search.add_argument("--stream", metavar="NAME", help="one stream (default: every stream)")
+    search.add_argument("-k", type=int, default=5, metavar="N", help="moments to return (default 5)")
+    search.add_argument("--json", action="store_true", help="print one JSON object")
+    search.set_defaults(handler=run_search)
+
+
+def run_search(args: argparse.Namespace, settings: Settings) -> int:
+    from vsalmonn.tools import MemoryView, ViewError
+
+    prompt = args.prompt.strip()
+    if not prompt:
+        raise UsageError("the prompt is empty")
+    if len(prompt) > SEARCH_PROMPT_LIMIT:
+        raise UsageError(
+            f"the prompt is {len(prompt):,} characters long; the limit is {SEARCH_PROMPT_LIMIT:,}"
+        )
+    if not 1 <= args.k <= 1000:
+        raise UsageError(f"-k must be between 1 and 1000, got {args.k}")
+    require_catalog(settings)
+    quiet_model_loading(settings.perception.threads)
+    with MemoryView.from_data_dir(
+        settings.data_dir, settings.perception, settings.store, read_only=True
+    ) as view:
+        known = [s.name for s in view.store.catalog.streams()]
+        if args.stream and args.stream not in known:
+            raise UsageError(f"no stream named {args.stream!r} in {settings.data_dir}")
+        try:
+            hits = view.search(prompt, stream=args.stream, k=args.k)
+        except ViewError as exc:
+            raise UsageError(str(exc)) from None
+        if not hits:
+            _refuse_all_damaged(view.store, [args.stream] if args.stream else known)
+    moments = [
+        {"stream": h.stream, "t0": h.t0, "t1": h.t1, "score": h.score, "modality": h.modality,
+         "evidence": h.evidence}
+        for h in hits
+    ]  # fmt: skip
+    if args.json:
+        print(json.dumps({"moments": moments}))
+        return 0
+    if not moments:
+        print("no moments: the memory holds no committed checkpoint yet")
+        return 0
+    rows = [
+        [m["stream"], f"{m['t0']:.1f}", f"{m['t1']:.1f}", f"{m['score']:.3f}", m["modality"],
+         "; ".join(m["evidence"])[:70] or "-"]
+        for m in moments
+    ]  # fmt: skip
+    print(format_table(["stream", "t0 (s)", "t1 (s)", "score", "modality", "evidence"], rows))
+    return 0
+
+
+def _refuse_all_damaged(store: Any, names: Sequence[str]) -> None:
+    """UsageError when streams have checkpoints but every one of them failed its checksum when read."""
+    damaged = []
+    for name in names:
+        infos = store.checkpoints(name)
+        failed = store.failed.get(infos[0].stream_id, set()) if infos else set()
+        if infos and all(i.seq in failed for i in infos):
+            damaged.append(name)
+    if damaged:
+        raise UsageError(
+            f"every checkpoint of stream {', '.join(map(repr, damaged))} fails its checksum; "
+            "see 'vsalmonn store check'"
+        )
