@@ -371,3 +371,46 @@ def test_progress_on_a_terminal_redraws_one_line_and_ends_it() -> None:
     text = stream.getvalue()
     assert text.startswith("\ringesting the sample:") and text.endswith("30/30 s [00:00<00:00]\n")
     assert text.count("\n") == 1
+
+
+# ----- config show ------------------------------------------------------------------------------------------
+
+
+def test_config_show_says_where_each_value_came_from(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "vs.toml"
+    config.write_text(
+        '[memory]\nvisual_slots = 2048\n[store]\ncatalog_url = "postgresql+psycopg://vs:filepw@db/vs"\n'
+    )
+    monkeypatch.setenv("VSALMONN_DAEMON__CHECKPOINT_EVERY_S", "60")
+    monkeypatch.setenv("VSALMONN_STORE__CATALOG_PASSWORD", "envpw-S3CRET")
+    data = tmp_path / "data"
+    result = in_process(capsys, "config", "show", "--json", "--config", str(config), "--data", str(data))
+    assert result.returncode == 0, result.stderr
+    rows = {row["key"]: row for row in json.loads(result.stdout)}
+    assert rows["memory.visual_slots"] == {
+        "key": "memory.visual_slots",
+        "value": 2048,
+        "source": f"file {config}",
+    }
+    assert rows["daemon.checkpoint_every_s"]["source"] == "env VSALMONN_DAEMON__CHECKPOINT_EVERY_S"
+    assert rows["daemon.checkpoint_every_s"]["value"] == 60.0
+    assert rows["data_dir"] == {"key": "data_dir", "value": str(data), "source": "flag --data"}
+    assert rows["memory.audio_slots"]["source"] == "default"
+    assert rows["store.catalog_password"]["value"] == "**********"
+    assert "filepw" not in result.stdout and "envpw-S3CRET" not in result.stdout
+    # the table says the same, one row per key
+    table = in_process(capsys, "config", "show", "--config", str(config), "--data", str(data))
+    assert table.returncode == 0
+    line = next(x for x in table.stdout.splitlines() if x.startswith("memory.visual_slots "))
+    assert line.split()[1:] == ["2048", "file", str(config)]
+    assert len([x for x in table.stdout.splitlines()[2:] if x.strip()]) == len(rows)
+
+
+def test_config_show_refuses_a_misspelt_setting_in_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VSALMONN_MEMORY__VISUL_SLOTS", "1")
+    result = in_process(capsys, "config", "show")
+    assert_one_line_error(result, "VSALMONN_MEMORY__VISUL_SLOTS", "did you mean")

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from vsalmonn.memory_store.store import MemoryStore
     from vsalmonn.perception.daemon import Daemon
     from vsalmonn.plugins import PluginManager
+    from vsalmonn.plugins.context import Shared
     from vsalmonn.tools import MemoryView, VideoMemoryToolkit
     from vsalmonn.tools.encoding import TextEncoder
 
@@ -31,25 +32,33 @@ BUILTIN_PLUGINS: dict[str, str] = {
 }
 
 
-def open_plugins(settings: Settings, store: MemoryStore | None, *, text_encoder: Any = None) -> PluginManager:
+def shared_text_encoder(settings: Settings, encoder: TextEncoder | None = None) -> Shared:
+    """The process's one text encoder: `encoder` when the caller has loaded it, else the one the settings name
+    (``perception.text_encoder``), made when first asked for.
+
+    Plugins (their context), the pipeline and the tools all embed text into the memories' one space; giving
+    them this one holder loads the model once per process, and not at all in a program that never embeds.
+    """
+    from vsalmonn.plugins.context import Shared
+
+    return Shared(value=encoder) if encoder is not None else Shared(text_encoder_factory(settings))
+
+
+def open_plugins(
+    settings: Settings, store: MemoryStore | None, *, text_encoder: TextEncoder | Shared | None = None
+) -> PluginManager:
     """The plugins the settings select, loaded, with their encoders registered; close() it when done.
 
     Their context (`vsalmonn.plugins.context.PluginContext`) carries `store`, `settings` and the one text
-    encoder of the process: `text_encoder` when the caller has it already, else the one the perception
-    settings name, made when first asked for (by a plugin's `configure`, or by the daemon's pipeline, which
-    takes it from there).
+    encoder of the process (`shared_text_encoder`; pass the caller's own holder or encoder to share it).
     """
-    from vsalmonn.perception.encoders import create_encoder, register_encoder
-    from vsalmonn.plugins.context import Shared
+    from vsalmonn.perception.encoders import register_encoder
     from vsalmonn.plugins.manager import PluginManager
 
-    perception = settings.perception
-    shared = Shared(value=text_encoder) if text_encoder is not None else Shared(
-        lambda: create_encoder("text", perception.text_encoder, perception, settings.data_dir)
-    )  # fmt: skip
     manager = PluginManager(
-        settings.plugins, store=store, data_dir=settings.data_dir, settings=settings, text_encoder=shared
-    )
+        settings.plugins, store=store, data_dir=settings.data_dir, settings=settings,
+        text_encoder=_holder(settings, text_encoder),
+    )  # fmt: skip
     wanted = set(settings.plugins.enabled)
     manager.load(extra={name: target for name, target in BUILTIN_PLUGINS.items() if name in wanted})
     manager.call("register_encoders", register=register_encoder)
@@ -93,21 +102,21 @@ def make_view(
     store: MemoryStore | None = None,
     *,
     read_only: bool = False,
-    text_encoder: TextEncoder | None = None,
+    text_encoder: TextEncoder | Shared | None = None,
 ) -> MemoryView:
     """The read-only view the tools use, over `store`, or over the settings' data directory (closed with it).
 
-    Prompts are embedded by `text_encoder` when given (the one a process has loaded already), else by the
-    encoder the settings name, made on the first search.
+    Prompts are embedded by `text_encoder` (an encoder the process has loaded, or its `shared_text_encoder`
+    holder), else by the encoder the settings name, made on the first search.
     """
     from vsalmonn.tools.memory_view import MemoryView
 
-    factory = None if text_encoder is not None else text_encoder_factory(settings)
+    factory = _holder(settings, text_encoder).get
     if store is None:
         return MemoryView.from_data_dir(
-            settings.data_dir, settings.store, text_encoder, text_encoder_factory=factory, read_only=read_only
+            settings.data_dir, settings.store, text_encoder_factory=factory, read_only=read_only
         )
-    return MemoryView(store, text_encoder, text_encoder_factory=factory)
+    return MemoryView(store, text_encoder_factory=factory)
 
 
 def make_toolkit(
@@ -115,7 +124,7 @@ def make_toolkit(
     store: MemoryStore | None = None,
     *,
     read_only: bool = False,
-    text_encoder: TextEncoder | None = None,
+    text_encoder: TextEncoder | Shared | None = None,
 ) -> VideoMemoryToolkit:
     """The LangChain toolkit over `store`, or over the settings' data directory (closed by its `close()`).
 
@@ -123,12 +132,18 @@ def make_toolkit(
     """
     from vsalmonn.tools.toolkit import VideoMemoryToolkit
 
-    factory = None if text_encoder is not None else text_encoder_factory(settings)
+    factory = _holder(settings, text_encoder).get
     if store is None:
         return VideoMemoryToolkit.from_data_dir(
-            settings.data_dir, settings.store, text_encoder, text_encoder_factory=factory, read_only=read_only
+            settings.data_dir, settings.store, text_encoder_factory=factory, read_only=read_only
         )
-    return VideoMemoryToolkit(store=store, text_encoder=text_encoder, text_encoder_factory=factory)
+    return VideoMemoryToolkit(store=store, text_encoder_factory=factory)
+
+
+def _holder(settings: Settings, text_encoder: TextEncoder | Shared | None) -> Shared:
+    from vsalmonn.plugins.context import Shared
+
+    return text_encoder if isinstance(text_encoder, Shared) else shared_text_encoder(settings, text_encoder)
 
 
 def make_agent(

@@ -12,7 +12,6 @@ loading; bench/ imports it too), ``checks`` and ``signals``.
 from __future__ import annotations
 
 import argparse
-import difflib
 import logging
 import os
 import sys
@@ -25,6 +24,7 @@ from vsalmonn import __version__
 from vsalmonn.cli import (
     ask,
     bench,
+    config,
     daemon,
     demo,
     export,
@@ -38,6 +38,7 @@ from vsalmonn.cli import (
     train,
 )
 from vsalmonn.cli.output import PROG, UsageError
+from vsalmonn.errors import did_you_mean, one_line
 from vsalmonn.settings import DATA_ENV, DEFAULT_DATA_DIR, Settings, SettingsError, load_settings
 
 __all__ = ["COMMANDS", "PROG", "UsageError", "build_parser", "main"]
@@ -45,7 +46,7 @@ __all__ = ["COMMANDS", "PROG", "UsageError", "build_parser", "main"]
 Command = Callable[[argparse.Namespace, Settings], int]
 
 COMMANDS: tuple[ModuleType, ...] = (
-    demo, ingest, daemon, status, search, ask, plugins, export, store, streams, memory, train, bench,
+    demo, ingest, daemon, status, search, ask, plugins, export, store, streams, memory, train, bench, config,
 )  # fmt: skip
 """The command modules, in the order ``vsalmonn --help`` lists their commands."""
 
@@ -61,10 +62,10 @@ class _Parser(argparse.ArgumentParser):
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         if isinstance(action, argparse._SubParsersAction) and value not in action.choices:
-            close = difflib.get_close_matches(value, list(action.choices), n=1)
-            if close:
+            hint = did_you_mean(value, action.choices)
+            if hint:
                 what = str(action.metavar or "command").lower()
-                self.exit(2, f"{self.prog}: error: unknown {what} {value!r} (did you mean {close[0]!r}?)\n")
+                self.exit(2, f"{self.prog}: error: unknown {what} {value!r}{hint}\n")
         super()._check_value(action, value)
 
 
@@ -135,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, UsageError) as exc:
         print(f"{PROG}: error: {redact(str(exc))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `vsalmonn config show | head`: the reader left; not a fault of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 141
     except Exception as exc:
         reason = _input_fault(exc)
         if reason is None:
@@ -168,14 +172,14 @@ def _input_fault(exc: BaseException) -> str | None:
         module = sys.modules.get(module_name)
         cls = getattr(module, class_name, None) if module is not None else None
         if cls is not None and isinstance(exc, cls):
-            return " ".join(str(exc).split()) or class_name
+            return one_line(exc)
     if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EDQUOT):
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{exc.strerror or exc}{where}"
     dbapi = sys.modules.get("sqlalchemy.exc")
     if dbapi is not None and isinstance(exc, dbapi.OperationalError):
         first = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
-        return f"catalog: {first[0] if first else type(exc).__name__}"
+        return f"catalog: {one_line(first[0]) if first else type(exc).__name__}"
     return None
 
 

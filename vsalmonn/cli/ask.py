@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from vsalmonn.app import make_agent, open_plugins
+from vsalmonn.app import make_agent, make_toolkit, open_plugins, shared_text_encoder
 from vsalmonn.cli.checks import require_catalog
 from vsalmonn.cli.output import UsageError, quiet_model_loading
 from vsalmonn.settings import Settings
@@ -35,7 +35,6 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 def run_ask(args: argparse.Namespace, settings: Settings) -> int:
     from vsalmonn.agent.local_model import ModelError
     from vsalmonn.agent.models import parse_llm
-    from vsalmonn.tools import VideoMemoryToolkit
     from vsalmonn.tools.timefmt import hms
 
     question = " ".join(args.question.split())
@@ -48,10 +47,9 @@ def run_ask(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(str(exc)) from None
     require_catalog(settings)
     quiet_model_loading(settings.perception.threads)
-    toolkit = VideoMemoryToolkit.from_data_dir(
-        settings.data_dir, settings.perception, settings.store, read_only=True
-    )
-    plugins = open_plugins(settings, toolkit.store)
+    encoder = shared_text_encoder(settings)  # one text model for the search tool and the plugins
+    toolkit = make_toolkit(settings, read_only=True, text_encoder=encoder)
+    plugins = open_plugins(settings, toolkit.store, text_encoder=encoder)
     try:
         known = [s.name for s in toolkit.store.catalog.streams()]
         if args.stream and args.stream not in known:

@@ -19,7 +19,7 @@ def require_catalog(settings: Settings) -> None:
             raise UsageError(str(exc)) from None
     try:
         Catalog.for_data_dir(
-            settings.data_dir, settings.store.catalog_url, busy_timeout_s=settings.store.busy_timeout_s,
+            settings.data_dir, settings.store.catalog_target(), busy_timeout_s=settings.store.busy_timeout_s,
             create=False, read_only=True,
         ).close()  # fmt: skip
     except CatalogError as exc:

@@ -26,7 +26,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 def run_export(args: argparse.Namespace, settings: Settings) -> int:
     from vsalmonn.memory_store.store import MemoryStore
-    from vsalmonn.plugins.builtin.exports import export
+    from vsalmonn.tools.exports import export
 
     if args.output is not None and args.output.is_dir():
         raise UsageError(f"cannot write {args.output}: it is a directory; give a file name")

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vsalmonn.app import make_daemon, open_plugins
 from vsalmonn.cli.output import UsageError, quiet_model_loading
 from vsalmonn.cli.signals import stop_on_signals
 from vsalmonn.settings import Settings
+
+if TYPE_CHECKING:
+    from vsalmonn.perception.runners.base import KindRunner
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -39,33 +41,29 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from vsalmonn.memory_store.redact import redact
     from vsalmonn.memory_store.store import MemoryStore
     from vsalmonn.perception.config import StreamSpec
-    from vsalmonn.perception.decode import probe
     from vsalmonn.perception.identity import SourceMismatch
-    from vsalmonn.perception.ingest import check_source
     from vsalmonn.perception.media import DecodeError
-    from vsalmonn.perception.sources import check_file_source, classify, refuse_non_media
+    from vsalmonn.perception.runners.registry import SOURCE_KINDS
 
     source: str = args.source
     shown = redact(source)  # what messages say: the URL without its credentials
-    kind = classify(source)
+    kind = SOURCE_KINDS.classify(source)
     if args.stream is not None and not args.stream.strip():
         raise UsageError("bad stream name: --stream must not be empty")
-    name = args.stream or (Path(source.rstrip("/")).stem if kind in ("file", "folder") else None)
+    name = args.stream or kind.default_stream_name(source)
     if not name:
         raise UsageError(f"{shown}: give the stream a name with --stream NAME")
     try:
         name = validate_stream_name(name)
     except ValueError as exc:
         raise UsageError(f"bad stream name: {exc}") from None
-    if args.once and kind != "folder":
+    if args.once and not kind.watches:
         raise UsageError("--once applies to a folder only")
-    if kind == "file":
-        try:
-            check_file_source(source)  # symlink loops, devices, FIFOs: their own reason, before probing
-            refuse_non_media(probe(source))  # no media fails here, before the encoders take seconds to load
-        except DecodeError as exc:
-            raise UsageError(str(exc)) from None
-    spec = StreamSpec(name=name, source=source, kind=kind)
+    try:  # a source that cannot work fails here, before the encoders take seconds to load
+        kind.check(source)
+    except DecodeError as exc:
+        raise UsageError(str(exc)) from None
+    spec = StreamSpec(name=name, source=source, kind=kind.name)
     with MemoryStore.open(settings.data_dir, settings.store) as store:
         _refuse_before_writing(store, name)
     quiet_model_loading(settings.perception.threads)
@@ -73,17 +71,15 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
         MemoryStore.open(settings.data_dir, settings.store) as store,
         open_plugins(settings, store) as plugins,
     ):
-        how = None
-        if kind == "file":
-            try:  # refused before anything is written: the store stays exactly as it was
-                how, _ = check_source(store, name, Path(source.removeprefix("file://")))
-            except SourceMismatch as exc:
-                raise UsageError(str(exc)) from None
+        try:  # refused before anything is written: the store stays exactly as it was
+            how = kind.check_resume(store, name, source)
+        except SourceMismatch as exc:
+            raise UsageError(str(exc)) from None
         daemon = make_daemon(settings, store, [spec], once=args.once, plugins=plugins)
         with stop_on_signals() as stop:
             daemon.start()
             runner = daemon.runners[0]
-            show = _progress_display(runner.stats, kind)
+            show = _progress_display(runner.stats, runner.source_kind)
             while daemon.running and not stop.wait(0.25):
                 show()
             daemon.shutdown()
@@ -133,11 +129,10 @@ def _refuse_before_writing(store: Any, name: str) -> None:
         raise UsageError(f"stream {name} is being written by another process")
 
 
-def _progress_display(stats: Any, kind: str) -> Callable[..., None]:
-    """A function that redraws the progress of one stream on stderr: a tqdm bar for a file (position,
-    rate as a multiple of real time, ETA), a status line for the others; on a terminal only.
-
-    The one place in the command line that tells source kinds apart for display.
+def _progress_display(stats: Any, kind: KindRunner) -> Callable[..., None]:
+    """A function that redraws the progress of one stream on stderr: a tqdm bar when the kind knows where
+    the stream ends (a file: position, rate as a multiple of real time, ETA), a status line for the others;
+    on a terminal only. What the line says is the kind's (`KindRunner.progress_title`, `describe_progress`).
     """
     from tqdm import tqdm
 
@@ -148,23 +143,17 @@ def _progress_display(stats: Any, kind: str) -> Callable[..., None]:
         if stats.position is None:
             return
         if bar is None:
-            total = stats.duration if kind == "file" else None
+            total = kind.progress_total(stats)
             bar = tqdm(
                 total=total, initial=stats.position, unit="s", dynamic_ncols=True, disable=None,
-                desc=f"ingesting {stats.source}" if kind == "file" else stats.source,
+                desc=kind.progress_title(stats),
                 bar_format=(
                     "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]"
                     if total else "{desc}: {n:.0f} s [{elapsed}{postfix}]"
                 ),
             )  # fmt: skip
         bar.n = stats.position
-        rate = stats.rate
-        extra = [f"{rate:.1f}x real time"] if rate else []
-        if kind in ("url", "device"):
-            extra += [stats.state, f"lag {stats.lag_s or 0.0:.1f} s", f"{stats.drops} dropped"]
-        if kind == "folder" and "file" in stats.detail:
-            extra.append(str(stats.detail["file"]))
-        bar.set_postfix_str(", ".join(extra), refresh=False)
+        bar.set_postfix_str(kind.describe_progress(stats), refresh=False)
         bar.refresh()
         if final:
             bar.close()

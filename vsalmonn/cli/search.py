@@ -30,7 +30,8 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 
 def run_search(args: argparse.Namespace, settings: Settings) -> int:
-    from vsalmonn.tools import MemoryView, ViewError
+    from vsalmonn.app import make_view
+    from vsalmonn.tools import ViewError
 
     prompt = args.prompt.strip()
     if not prompt:
@@ -43,9 +44,7 @@ def run_search(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"-k must be between 1 and 1000, got {args.k}")
     require_catalog(settings)
     quiet_model_loading(settings.perception.threads)
-    with MemoryView.from_data_dir(
-        settings.data_dir, settings.perception, settings.store, read_only=True
-    ) as view:
+    with make_view(settings, read_only=True) as view:
         known = [s.name for s in view.store.catalog.streams()]
         if args.stream and args.stream not in known:
             raise UsageError(f"no stream named {args.stream!r} in {settings.data_dir}")

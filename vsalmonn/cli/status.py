@@ -30,6 +30,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
     from vsalmonn.memory_store.store import MemoryStore
     from vsalmonn.perception.daemon import read_status
+    from vsalmonn.perception.runners.registry import SOURCE_KINDS
 
     require_catalog(settings)
     with MemoryStore.open(settings.data_dir, settings.store, read_only=True) as store:
@@ -51,7 +52,7 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
         state = e["state"] + (f" (no report for {_ago(e['age_s'])})" if e.get("stale") else "")
         rows.append(
             [
-                e["stream"], e.get("kind") or "-", state,
+                e["stream"], SOURCE_KINDS.label(e.get("kind")), state,
                 _position(e.get("position"), e.get("duration")),
                 f"{e['rate']:.1f}x" if e.get("rate") is not None else "-",
                 f"{e['lag_s']:.1f}" if e.get("lag_s") is not None else "-",
@@ -68,13 +69,9 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def _add_sizes(store: Any, entries: list[dict[str, Any]]) -> None:
     """Rows (files, checkpoints) and bytes per kind of stored data, for each stream (`entry["sizes"]`)."""
-    from sqlalchemy import select
-
-    from vsalmonn.memory_store.models import Stream
     from vsalmonn.memory_store.retention import stream_sizes
 
-    with store.catalog.session() as s:
-        ids = {name: sid for name, sid in s.execute(select(Stream.name, Stream.id))}
+    ids = {stream.name: stream.id for stream in store.catalog.streams()}
     for entry in entries:
         if entry["stream"] in ids:
             sizes = stream_sizes(store.catalog, store.data_dir, ids[entry["stream"]], entry["stream"])

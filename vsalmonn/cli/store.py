@@ -36,7 +36,7 @@ def run_check(args: argparse.Namespace, settings: Settings) -> int:
 
     if not settings.data_dir.is_dir():
         raise UsageError(f"no data directory {settings.data_dir}")
-    report = check_store(settings.data_dir, settings.store.catalog_url)
+    report = check_store(settings.data_dir, settings.store.catalog_target())
     healthy = report.catalog_ok and not report.damaged and not report.missing and not report.uncatalogued
     if args.json:
         print(
@@ -62,7 +62,7 @@ def run_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from vsalmonn.memory_store.repair import rebuild_catalog
 
     try:
-        result = rebuild_catalog(settings.data_dir, settings.store.catalog_url)
+        result = rebuild_catalog(settings.data_dir, settings.store.catalog_target())
     except CatalogError as exc:
         raise UsageError(str(exc)) from None
     print("\n".join(result.lines()))
