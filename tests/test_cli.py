@@ -414,3 +414,20 @@ def test_config_show_refuses_a_misspelt_setting_in_one_line(
     monkeypatch.setenv("VSALMONN_MEMORY__VISUL_SLOTS", "1")
     result = in_process(capsys, "config", "show")
     assert_one_line_error(result, "VSALMONN_MEMORY__VISUL_SLOTS", "did you mean")
+
+
+def test_the_command_line_starts_without_the_heavy_libraries(tmp_path: Path) -> None:
+    """`vsalmonn --help`, a typo and `config show` answer in a fraction of a second because building the
+    parser and the settings imports no model, tensor or database library: each costs 0.1-2 s to import."""
+    probe = (
+        "import sys, vsalmonn.cli, vsalmonn.settings, vsalmonn.app\n"
+        "vsalmonn.settings.load_settings(environ={})\n"
+        "vsalmonn.cli.build_parser()\n"
+        "heavy = ('sqlalchemy', 'torch', 'numpy', 'av', 'zarr', 'transformers', 'langchain_core')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""

@@ -56,7 +56,7 @@ from vsalmonn.errors import did_you_mean
 from vsalmonn.memory_store.config import MemoryConfig, StoreConfig
 from vsalmonn.memory_store.redact import redact
 from vsalmonn.perception.config import DaemonConfig, PerceptionConfig, StreamSpec
-from vsalmonn.plugins.manager import PluginConfig
+from vsalmonn.plugins.config import PluginConfig
 from vsalmonn.settings_sources import (
     CATALOG_ENV,
     CONFIG_ENV,

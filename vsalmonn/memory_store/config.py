@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-from sqlalchemy.engine import make_url
 
 Policy = Literal["merge", "discard", "fifo", "uniform"]
 Modality = Literal["visual", "audio"]
@@ -196,5 +195,8 @@ class StoreConfig(BaseModel):
         URL in its settings file and the password in the service's environment."""
         if self.catalog_url is None or self.catalog_password is None:
             return self.catalog_url
+        # imported here: every command reads the settings, and most never open a catalog
+        from sqlalchemy.engine import make_url
+
         url = make_url(self.catalog_url).set(password=self.catalog_password.get_secret_value())
         return url.render_as_string(hide_password=False)
