@@ -24,7 +24,6 @@ from vsalmonn.memory_store.inner import (
     FastWeights,
     gauss_newton_product,
     hf_cg_paper_update,
-    loss_gradient,
     mlp_forward,
     paper_conjugate_gradient,
 )
