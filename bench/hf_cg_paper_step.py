@@ -3,8 +3,9 @@
 
 Float64, d 384, 8 heads, mini-batches of 1,024 tokens, cg_max_iter 4 (and 8 in one row). Two sets of slow
 weights: untrained with random views θ_Q, θ_K, θ_V (with the identity views v = k and the target is
-trivial), and the shipped θ (trained with gd). The stream is scenes of 64 near-duplicate tokens (a random unit
-anchor plus noise), so that one mini-batch has structure to fit.
+trivial), and the shipped θ (trained with gd). Two streams: scenes of 64 near-duplicate tokens (a random unit
+anchor plus noise), so that one mini-batch has structure to fit, and independent random unit tokens (the
+inputs of ``bench ttt``), the case on which the φ rule of ``hf_cg_paper`` fires.
 For each optimiser (and each step scale s of ``hf_cg_paper``) it reports, per mini-batch loss L_b (the
 η-weighted loss the step minimises, summed over heads):
 
@@ -14,7 +15,7 @@ For each optimiser (and each step scale s of ``hf_cg_paper``) it reports, per mi
 - ``CG it``, ``stopped``: the first solve's CG iterations (``hf_cg_paper/8``: cg_max_iter 8) and the share
   of (sample, head) pairs stopped.
 
-Run: ``.venv/bin/python -m bench.hf_cg_paper_step`` (about half a minute on 2 cores).
+Run: ``.venv/bin/python -m bench.hf_cg_paper_step`` (under a minute on 2 cores).
 """
 
 from __future__ import annotations
@@ -31,15 +32,21 @@ DIM, HEADS, MINI_BATCH, SCENE = 384, 8, 1024, 64
 SCALES = (1.0, 256.0, 1024.0, 4096.0, 8192.0, 16384.0, 65536.0)
 
 
-def scene_stream(n: int, *, seed: int = 0, noise: float = 0.3) -> torch.Tensor:
+def make_stream(kind: str, n: int, *, seed: int = 0, noise: float = 0.3) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
+    if kind == "random":
+        return torch.nn.functional.normalize(
+            torch.randn(1, n, DIM, generator=gen, dtype=torch.float64), dim=-1
+        )
     anchors = torch.randn(n // SCENE, DIM, generator=gen, dtype=torch.float64)
     x = anchors.repeat_interleave(SCENE, dim=0)
     x = x + noise * torch.randn(n, DIM, generator=gen, dtype=torch.float64)
     return torch.nn.functional.normalize(x, dim=-1)[None]  # (1, n, d)
 
 
-def measure(optimizer: str, scale: float = 1.0, *, slow: str, max_iter: int = 4) -> dict[str, float]:
+def measure(
+    optimizer: str, scale: float = 1.0, *, slow: str, stream: str = "scenes", max_iter: int = 4
+) -> dict[str, float]:
     cfg = TTTConfig(
         dim=DIM,
         heads=HEADS,
@@ -57,7 +64,7 @@ def measure(optimizer: str, scale: float = 1.0, *, slow: str, max_iter: int = 4)
         gen = torch.Generator().manual_seed(1)
         with torch.no_grad():
             layer.qkv.copy_(torch.randn(3 * DIM, DIM, generator=gen, dtype=torch.float64) / math.sqrt(DIM))
-    x = scene_stream(2 * MINI_BATCH)
+    x = make_stream(stream, 2 * MINI_BATCH)
     with torch.no_grad():
         state = layer.init_state()
         p1 = layer.inner_problem(x[:, :MINI_BATCH], state)
@@ -85,19 +92,21 @@ def measure(optimizer: str, scale: float = 1.0, *, slow: str, max_iter: int = 4)
 
 
 def main() -> None:
-    header = ("θ", "optimizer", "s", "fit", "next", "|ΔW|/|ΔW_gd|", "CG it", "stopped")
-    print("{:<8} {:<14} {:>8} {:>9} {:>9} {:>13} {:>6} {:>8}".format(*header))
-    for slow in ("random", "shipped"):
-        rows = [("gd", 0.0, measure("gd", slow=slow)), ("hf_cg", 0.0, measure("hf_cg", slow=slow))]
-        rows += [("hf_cg_paper", s, measure("hf_cg_paper", s, slow=slow)) for s in SCALES]
-        rows.append(("hf_cg_paper/8", 4096.0, measure("hf_cg_paper", 4096.0, slow=slow, max_iter=8)))
+    header = ("stream", "θ", "optimizer", "s", "fit", "next", "|ΔW|/|ΔW_gd|", "CG it", "stopped")
+    print("{:<7} {:<8} {:<14} {:>8} {:>9} {:>9} {:>13} {:>6} {:>8}".format(*header))
+    for stream, slow in (("scenes", "random"), ("scenes", "shipped"), ("random", "shipped")):
+        kw = {"slow": slow, "stream": stream}
+        scales = SCALES if stream == "scenes" else (1.0, 4096.0)
+        rows = [("gd", 0.0, measure("gd", **kw)), ("hf_cg", 0.0, measure("hf_cg", **kw))]
+        rows += [("hf_cg_paper", s, measure("hf_cg_paper", s, **kw)) for s in scales]
+        rows.append(("hf_cg_paper/8", 4096.0, measure("hf_cg_paper", 4096.0, max_iter=8, **kw)))
         gd_step = rows[0][2]["step"]
         for name, s, r in rows:
             scale = f"{s:g}" if s else "-"
             step = r["step"] / gd_step
             print(
-                f"{slow:<8} {name:<14} {scale:>8} {r['fit']:>9.6f} {r['next']:>9.6f} {step:>13.3g}"
-                f" {r['cg']:>6.0f} {r['stopped']:>8.2f}"
+                f"{stream:<7} {slow:<8} {name:<14} {scale:>8} {r['fit']:>9.6f} {r['next']:>9.6f}"
+                f" {step:>13.3g} {r['cg']:>6.0f} {r['stopped']:>8.2f}"
             )
 
 
