@@ -414,3 +414,42 @@ def test_a_stream_memory_with_the_paper_solver_ingests_and_reads_out() -> None:
     again = StreamMemory(config)
     again.load_state_dict(state)
     assert again.read(needle, k=3)[0].t0 == top.t0
+
+
+def paper_layer(dtype: torch.dtype) -> TTTLayer:
+    cfg = TTTConfig(
+        dim=32, heads=4, mlp_ratio=2, mini_batch=16, long_span_lag=6, optimizer="hf_cg_paper", seed=3
+    )
+    return TTTLayer(cfg).to(dtype)
+
+
+def test_bfloat16_update_runs_and_stays_close_to_float32() -> None:
+    x = torch.nn.functional.normalize(
+        torch.randn(1, 48, 32, generator=torch.Generator().manual_seed(9)), dim=-1
+    )
+    ref, bf = paper_layer(torch.float32), paper_layer(torch.bfloat16)
+    with torch.no_grad():
+        y32, s32 = ref(x, ref.init_state())
+        y16, s16 = bf(x.bfloat16(), bf.init_state())
+    assert y16.dtype == torch.bfloat16 and torch.isfinite(y16.float()).all()
+    err = ((y16.float() - y32).norm() / y32.norm()).item()
+    assert err < 0.05, f"bfloat16 read-out is {err:.3f} away from float32"
+    moved = max((a.float() - b).abs().max().item() for a, b in zip(s16.fast, s32.fast, strict=True))
+    step = max((a - b).abs().max().item() for a, b in zip(s32.fast, ref.init_state().fast, strict=True))
+    assert step > 0.1 and moved < 0.05 * step, (
+        f"bfloat16 fast weights went elsewhere ({moved:.3g} of {step:.3g})"
+    )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_update_matches_cpu(dtype: torch.dtype) -> None:
+    x = torch.nn.functional.normalize(
+        torch.randn(1, 64, 32, generator=torch.Generator().manual_seed(10)), dim=-1
+    )
+    cpu, gpu = paper_layer(torch.float32), paper_layer(dtype).cuda()
+    with torch.no_grad():
+        y_cpu, _ = cpu(x, cpu.init_state())
+        y_gpu, _ = gpu(x.cuda().to(dtype), gpu.init_state())
+    err = ((y_gpu.float().cpu() - y_cpu).norm() / y_cpu.norm()).item()
+    assert err < (1e-4 if dtype == torch.float32 else 0.05), f"CUDA {dtype} differs from CPU by {err:.3g}"
