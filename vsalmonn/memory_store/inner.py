@@ -269,7 +269,7 @@ def paper_conjugate_gradient(
     """Solve G x = g for every (sample, head) at once from x = 0, with the paper's stop rules.
 
     The paper's φ is the official loop's running ratio φ_k = Σ_{j≤k} α_j p_jᵀg / sqrt(Σ_{j≤k} r_jᵀr_j):
-    the numerator is x_kᵀg, but the denominator accumulates the residual norms r_jᵀr_j = α_j p_jᵀGp_j
+    the numerator is x_kᵀg, but the denominator sums the squared residual norms r_jᵀr_j = α_j p_jᵀGp_j
     where x_kᵀGx_k would accumulate α_j² p_jᵀGp_j. (With the true x_kᵀGx_k, φ = sqrt(x_kᵀg) in exact
     arithmetic, which only rises; this one falls once a step length α_k drops below about half the running
     mean, so it does stop.) From the second iteration on, a (sample, head) whose φ does not rise stops and
