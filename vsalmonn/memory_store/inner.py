@@ -1,5 +1,5 @@
-"""The inner loop of the TTT memory: the fast MLP, its loss gradient, the Gauss-Newton product and the two
-inner optimisers (`gd` and `hf_cg`).
+"""The inner loop of the TTT memory: the fast MLP, its loss gradient, the Gauss-Newton product and the
+inner optimisers (`gd`, `hf_cg` and `hf_cg_paper`; docs/memory.md sets them side by side).
 
 Everything here is a pure function of tensors with leading dimensions (B, H) — stream sample and head — so
 that all heads of all samples are one batched computation and nothing loops over heads in Python. The
@@ -154,15 +154,16 @@ def loss_gradient(
 
 
 def gauss_newton_product(
-    u: Tensor, w: FastWeights, cache: MLPCache, weight: Tensor, v: FastWeights
+    u: Tensor, w: FastWeights, cache: MLPCache, weight: Tensor | None, v: FastWeights
 ) -> FastWeights:
     """G·v with G = Σ_i weight_i J_iᵀ J_i, J_i the Jacobian of the pre-LN output Z2_i with respect to W.
 
-    The direction is pushed forward to dZ2 and pulled back again, so G (of size |W|² per head) never exists.
+    `weight` None is the paper's unweighted G = Σ_i J_iᵀ J_i. The direction is pushed forward to dZ2 and
+    pulled back again, so G (of size |W|² per head) never exists.
     """
     dz1 = _gelu_chain(_affine(v.b1, u, v.w1), cache.z1)  # (B, H, n, m) (K dW1 + db1) ⊙ gelu'(Z1)
     dz2 = _affine(_affine(v.b2, cache.act, v.w2), dz1, w.w2)  # (B, H, n, p)
-    return backward_from_preln(u, w, cache, weight[..., None] * dz2)
+    return backward_from_preln(u, w, cache, dz2 if weight is None else weight[..., None] * dz2)
 
 
 @dataclass
@@ -256,3 +257,85 @@ def hf_cg_update(
 
     delta, info = conjugate_gradient(gvp, grad, max_iter=max_iter, tol=tol, stop_fraction=stop_fraction)
     return fw_add(w, delta, -1.0), info
+
+
+def paper_conjugate_gradient(
+    gvp: Callable[[FastWeights], FastWeights],
+    g: FastWeights,
+    *,
+    max_iter: int,
+    stop_fraction: float,
+) -> tuple[FastWeights, CGInfo]:
+    """Solve G x = g for every (sample, head) at once from x = 0, with the paper's stop rules.
+
+    The paper's φ is the official loop's running ratio φ_k = Σ_{j≤k} α_j p_jᵀg / sqrt(Σ_{j≤k} r_jᵀr_j):
+    the numerator is x_kᵀg, but the denominator sums the squared residual norms r_jᵀr_j = α_j p_jᵀGp_j
+    where x_kᵀGx_k would accumulate α_j² p_jᵀGp_j. (With the true x_kᵀGx_k, φ = sqrt(x_kᵀg) in exact
+    arithmetic, which only rises; this one falls once a step length α_k drops below about half the running
+    mean, so it does stop.) From the second iteration on, a (sample, head) whose φ does not rise stops and
+    that iteration's step is rejected; there is no tolerance rule. The whole solve stops once
+    `stop_fraction` of all (sample, head) pairs have stopped, or after `max_iter`. A pair with a zero
+    right-hand side has nothing to solve and counts as stopped from the start.
+    """
+    x = fw_zeros_like(g)
+    r = g
+    p = g
+    rr = fw_dot(r, r)  # (B, H)
+    active = rr > _TINY  # (B, H)
+    xg = torch.zeros_like(rr)  # (B, H) running Σ α_j p_jᵀg = xᵀg
+    rsum = torch.zeros_like(rr)  # (B, H) running Σ r_jᵀr_j
+    phi = torch.zeros_like(rr)  # (B, H)
+    zero = torch.zeros_like(rr)
+    iterations = 0
+    for k in range(max_iter):
+        iterations += 1
+        gp = gvp(p)
+        pgp = fw_dot(p, gp)  # (B, H)
+        usable = active & (pgp > _TINY)
+        alpha = torch.where(usable, rr / pgp.clamp_min(_TINY), zero)  # (B, H)
+        xg_new = xg + alpha * fw_dot(p, g)
+        rsum_new = rsum + torch.where(usable, rr, zero)
+        phi_new = xg_new / rsum_new.clamp_min(_TINY).sqrt()  # (B, H)
+        accept = usable if k == 0 else usable & (phi_new > phi)
+        alpha = torch.where(accept, alpha, zero)
+        x = fw_add(x, p, alpha)
+        xg = torch.where(accept, xg_new, xg)
+        rsum = torch.where(accept, rsum_new, rsum)
+        phi = torch.where(accept, phi_new, phi)
+        active = accept
+        if 1.0 - active.float().mean().item() >= stop_fraction:
+            break
+        r = fw_add(r, gp, -alpha)
+        rr_new = fw_dot(r, r)  # (B, H)
+        beta = torch.where(active, rr_new / rr.clamp_min(_TINY), zero)  # (B, H)
+        p = fw_add(r, p, beta)
+        rr = torch.where(active, rr_new, rr)
+    stopped = 1.0 - active.float().mean().item()
+    return x, CGInfo(iterations=iterations, stopped_fraction=stopped, phi=phi)
+
+
+def hf_cg_paper_update(
+    u: Tensor,
+    target: Tensor,
+    weight: Tensor,
+    w: FastWeights,
+    ln_weight: Tensor,
+    ln_bias: Tensor,
+    *,
+    max_iter: int,
+    stop_fraction: float,
+    step_scale: float,
+) -> tuple[FastWeights, CGInfo]:
+    """TTT_HF as the paper defines it: W ← W − s·Δ with (Σ_i J_iᵀ J_i) Δ = ∇L_b.
+
+    G is unweighted while the right-hand side carries η_i/|b|, so Δ is about (η/|b|) times the Newton step
+    of today's `hf_cg`: at default sizes (η ≈ 1e-3, |b| = 1,024) that is inert, hence the step scale s
+    (`cg_step_scale`; s = 1 is the literal paper step).
+    """
+    grad, cache = loss_gradient(u, target, weight, w, ln_weight, ln_bias)
+
+    def gvp(v: FastWeights) -> FastWeights:
+        return gauss_newton_product(u, w, cache, None, v)
+
+    delta, info = paper_conjugate_gradient(gvp, grad, max_iter=max_iter, stop_fraction=stop_fraction)
+    return fw_add(w, delta, -step_scale), info

@@ -21,6 +21,7 @@ from .inner import (
     CGInfo,
     FastWeights,
     gd_update,
+    hf_cg_paper_update,
     hf_cg_update,
     layer_norm,
     mlp_forward,
@@ -181,6 +182,18 @@ class TTTLayer(nn.Module):
         target, weight = problem.combined_target, problem.weight
         if cfg.optimizer == "gd":
             return gd_update(problem.keys, target, weight, fast, self.ln_weight, self.ln_bias), None
+        if cfg.optimizer == "hf_cg_paper":
+            return hf_cg_paper_update(
+                problem.keys,
+                target,
+                weight,
+                fast,
+                self.ln_weight,
+                self.ln_bias,
+                max_iter=cfg.cg_max_iter,
+                stop_fraction=cfg.cg_stop_fraction,
+                step_scale=cfg.cg_step_scale,
+            )
         return hf_cg_update(
             problem.keys,
             target,
