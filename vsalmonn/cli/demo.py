@@ -63,7 +63,7 @@ def render_smoke(result: SmokeResult, demo_budgets: Sequence[str]) -> str:
     cfg = result.config
     ttt = "off"
     if cfg.ttt:
-        ttt = f"on (hf_cg, cg_max_iter {cfg.cg_max_iter})" if cfg.optimizer == "hf_cg" else "on (gd)"
+        ttt = f"on ({cfg.optimizer}, cg_max_iter {cfg.cg_max_iter})" if cfg.optimizer != "gd" else "on (gd)"
     tokens = result.visual_tokens + result.audio_tokens
     lines = [
         f"memory smoke run: {result.visual_tokens:,} visual + {result.audio_tokens:,} audio synthetic "

@@ -19,7 +19,7 @@ Optimizer = Literal["gd", "hf_cg", "hf_cg_paper"]
 # terabytes and fail deep inside torch instead of here with the key's name.
 MAX_SLOTS = 1 << 20
 MAX_READER_SLOTS = 4096
-# hf_cg_paper's default step scale; bench/hf_cg_paper_step.py measured it (docs/memory.md).
+# hf_cg_paper's default step scale; bench/cg_step.py (`vsalmonn bench cg_step`) measured it (docs/memory.md).
 CG_STEP_SCALE = 4096.0
 
 

@@ -15,15 +15,17 @@ For each optimiser (and each step scale s of ``hf_cg_paper``) it reports, per mi
 - ``CG it``, ``stopped``: the first solve's CG iterations (``hf_cg_paper/8``: cg_max_iter 8) and the share
   of (sample, head) pairs stopped.
 
-Run: ``.venv/bin/python -m bench.hf_cg_paper_step`` (under a minute on 2 cores).
+Run: ``vsalmonn bench cg_step`` (under a minute on 2 cores; ``--quick``: the scenes with random θ only).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
+from vsalmonn.cli.output import format_table
 from vsalmonn.memory_store.inner import fw_add, fw_dot
 from vsalmonn.memory_store.slow_weights import load_slow_weights, shipped_path
 from vsalmonn.memory_store.ttt import TTTConfig, TTTLayer
@@ -91,24 +93,54 @@ def measure(
     }
 
 
-def main() -> None:
-    header = ("stream", "θ", "optimizer", "s", "fit", "next", "|ΔW|/|ΔW_gd|", "CG it", "stopped")
-    print("{:<7} {:<8} {:<14} {:>8} {:>9} {:>9} {:>13} {:>6} {:>8}".format(*header))
-    for stream, slow in (("scenes", "random"), ("scenes", "shipped"), ("random", "shipped")):
-        kw = {"slow": slow, "stream": stream}
+def run(quick: bool) -> dict[str, Any]:
+    cases = (
+        (("scenes", "random"),)
+        if quick
+        else (("scenes", "random"), ("scenes", "shipped"), ("random", "shipped"))
+    )
+    rows: list[dict[str, Any]] = []
+    for stream, slow in cases:
+        kw: dict[str, Any] = {"slow": slow, "stream": stream}
         scales = SCALES if stream == "scenes" else (1.0, 4096.0)
-        rows = [("gd", 0.0, measure("gd", **kw)), ("hf_cg", 0.0, measure("hf_cg", **kw))]
-        rows += [("hf_cg_paper", s, measure("hf_cg_paper", s, **kw)) for s in scales]
-        rows.append(("hf_cg_paper/8", 4096.0, measure("hf_cg_paper", 4096.0, max_iter=8, **kw)))
-        gd_step = rows[0][2]["step"]
-        for name, s, r in rows:
-            scale = f"{s:g}" if s else "-"
-            step = r["step"] / gd_step
-            print(
-                f"{stream:<7} {slow:<8} {name:<14} {scale:>8} {r['fit']:>9.6f} {r['next']:>9.6f}"
-                f" {step:>13.3g} {r['cg']:>6.0f} {r['stopped']:>8.2f}"
-            )
+        measured = [("gd", None, 4, measure("gd", **kw)), ("hf_cg", None, 4, measure("hf_cg", **kw))]
+        measured += [("hf_cg_paper", s, 4, measure("hf_cg_paper", s, **kw)) for s in scales]
+        measured.append(("hf_cg_paper", 4096.0, 8, measure("hf_cg_paper", 4096.0, max_iter=8, **kw)))
+        gd_step = measured[0][3]["step"]
+        for name, scale, max_iter, r in measured:
+            rows.append({
+                "stream": stream, "slow_weights": slow, "optimizer": name, "step_scale": scale,
+                "cg_max_iter": max_iter, "fit": r["fit"], "next": r["next"],
+                "step_vs_gd": r["step"] / gd_step, "cg_iterations": r["cg"], "stopped": r["stopped"],
+            })  # fmt: skip
+    return {"dim": DIM, "heads": HEADS, "mini_batch": MINI_BATCH, "rows": rows}
 
 
-if __name__ == "__main__":
-    main()
+def render(result: dict[str, Any]) -> str:
+    headers = [
+        "stream",
+        "θ",
+        "optimizer",
+        "s",
+        "cg_max_iter",
+        "fit",
+        "next",
+        "|ΔW|/|ΔW_gd|",
+        "CG it",
+        "stopped",
+    ]
+    table = [
+        [
+            r["stream"], r["slow_weights"], r["optimizer"],
+            f"{r['step_scale']:g}" if r["step_scale"] else "-",
+            str(r["cg_max_iter"]) if r["optimizer"] != "gd" else "-", f"{r['fit']:.6f}", f"{r['next']:.6f}",
+            f"{r['step_vs_gd']:.3g}", "-" if math.isnan(r["cg_iterations"]) else f"{r['cg_iterations']:.0f}",
+            "-" if math.isnan(r["stopped"]) else f"{r['stopped']:.2f}",
+        ]
+        for r in result["rows"]
+    ]  # fmt: skip
+    head = (
+        f"one inner step at d {result['dim']}, {result['heads']} heads, mini-batch {result['mini_batch']} "
+        "(float64); fit/next: loss after/before on mini-batch 1 and 2"
+    )
+    return head + "\n" + format_table(headers, table)
