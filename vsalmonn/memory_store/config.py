@@ -12,6 +12,10 @@ Modality = Literal["visual", "audio"]
 # it (unweighted G, the official φ rule, a step scale). Which one carries the name "hf_cg" waits for the
 # benchmark (issue 17); docs/memory.md.
 Optimizer = Literal["gd", "hf_cg", "hf_cg_paper"]
+# The layer options of issue 17 (docs/memory.md): each default is the layer as it was before them, which the
+# shipped θ and saved states were made with; the benchmark decides the defaults later.
+LongSpanTarget = Literal["value", "mapped"]
+InnerGelu = Literal["exact", "tanh"]
 
 
 # Upper bounds of the budgets: a bank of 2^20 slots at d=384 in float32 is 1.6 GB per bank and per stream,
@@ -35,7 +39,13 @@ class TTTConfig(BaseModel):
     dim: int = Field(384, gt=0, le=8192, description="token width d, shared by every modality")
     heads: int = Field(8, gt=0, le=1024, description="TTT heads H; each has width p = dim / heads")
     mlp_ratio: int = Field(
-        4, gt=0, le=64, description="hidden width of each head's fast MLP, as a multiple of p"
+        4,
+        gt=0,
+        le=64,
+        description="hidden width m of each head's fast MLP, as a multiple of p (the paper's release: 1)",
+    )
+    inner_gelu: InnerGelu = Field(
+        "exact", description="GELU of the fast MLP: 'exact' (erf) or 'tanh' (the paper's release)"
     )
     mini_batch: int = Field(1024, gt=0, le=MAX_SLOTS, description="tokens per TTT update")
     eta_base: float = Field(0.1, gt=0, description="base inner learning rate η_base")
@@ -43,6 +53,19 @@ class TTTConfig(BaseModel):
         1024, ge=0, description="lag Δ of the long-span term in tokens; 0 turns it off"
     )
     long_span_weight: float = Field(0.1, ge=0, description="weight λ of the long-span term")
+    long_span_target: LongSpanTarget = Field(
+        "value",
+        description="'value': fit v'_{i-Δ}; 'mapped': fit k_i + LN(lag_map(x_{i-Δ}) − K_lag(x_i)), the "
+        "paper's, with two slow maps of its own",
+    )
+    target_ln_affine: bool = Field(
+        False, description="learned γ, β on the reconstruction target's LayerNorm (init 1, 0)"
+    )
+    rope: bool = Field(False, description="rotate q and k by stream time (RoPE) after their l2 norm")
+    rope_base: float = Field(
+        10000.0, gt=1, description="RoPE: channel pair j turns at rope_base^(-2j/p) radians per rope_unit_s"
+    )
+    rope_unit_s: float = Field(1.0, gt=0, description="RoPE: seconds of stream time per unit of position")
     optimizer: Optimizer = Field("hf_cg", description="inner optimiser of the fast weights")
     cg_max_iter: int = Field(4, gt=0, description="conjugate-gradient iterations at most per update")
     cg_tol: float = Field(
@@ -66,6 +89,8 @@ class TTTConfig(BaseModel):
     def _heads_divide_dim(self) -> Self:
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if self.rope and self.head_dim % 2:
+            raise ValueError(f"rope rotates channel pairs: head width {self.head_dim} is odd")
         return self
 
     @property

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -90,9 +90,14 @@ def _mm_nt(a: Tensor, b: Tensor) -> Tensor:
     return out.view(bh, h, *out.shape[1:])
 
 
-def _gelu_chain(grad: Tensor, z: Tensor) -> Tensor:
-    """grad ⊙ gelu'(z) in one pass (ATen's GELU backward, itself differentiable)."""
-    return torch.ops.aten.gelu_backward(grad, z)
+# The GELU of the fast MLP, as torch spells it: "none" is the exact erf form, "tanh" the approximation the
+# paper's release uses (`TTTConfig.inner_gelu`). Forward pass and gelu' below must use the same one.
+Gelu = Literal["none", "tanh"]
+
+
+def _gelu_chain(grad: Tensor, z: Tensor, approximate: Gelu = "none") -> Tensor:
+    """grad ⊙ gelu'(z) in one pass (ATen's GELU backward, itself differentiable), for the same GELU."""
+    return torch.ops.aten.gelu_backward(grad, z, approximate=approximate)
 
 
 @dataclass
@@ -103,27 +108,34 @@ class MLPCache:
     act: Tensor  # (B, H, n, m) gelu(z1)
     xhat: Tensor  # (B, H, n, p) normalised pre-LN output
     inv_std: Tensor  # (B, H, n, 1)
+    gelu: Gelu = "none"  # which GELU made `act`, so that every gelu' taken from this cache matches it
 
 
 def mlp_forward(
-    u: Tensor, w: FastWeights, ln_weight: Tensor, ln_bias: Tensor, *, eps: float = LN_EPS
+    u: Tensor,
+    w: FastWeights,
+    ln_weight: Tensor,
+    ln_bias: Tensor,
+    *,
+    eps: float = LN_EPS,
+    gelu: Gelu = "none",
 ) -> tuple[Tensor, MLPCache]:
     """f(u; W) = u + LN(W2·gelu(W1·u + b1) + b2), per head; returns the output and the cache."""
     z1 = _affine(w.b1, u, w.w1)  # (B, H, n, m)
-    act = F.gelu(z1)  # (B, H, n, m)
+    act = F.gelu(z1, approximate=gelu)  # (B, H, n, m)
     z2 = _affine(w.b2, act, w.w2)  # (B, H, n, p)
     zc = z2 - z2.mean(dim=-1, keepdim=True)  # (B, H, n, p)
     inv_std = torch.rsqrt((zc * zc).mean(dim=-1, keepdim=True) + eps)  # (B, H, n, 1)
     xhat = zc * inv_std  # (B, H, n, p)
     out = u + ln_weight * xhat + ln_bias  # (B, H, n, p)
-    return out, MLPCache(z1=z1, act=act, xhat=xhat, inv_std=inv_std)
+    return out, MLPCache(z1=z1, act=act, xhat=xhat, inv_std=inv_std, gelu=gelu)
 
 
 def backward_from_preln(u: Tensor, w: FastWeights, cache: MLPCache, g_z2: Tensor) -> FastWeights:
     """Pull a cotangent of the pre-LN output Z2 (B, H, n, p) back to the fast weights."""
     g_w2 = _mm_tn(cache.act, g_z2)  # (B, H, m, p)
     g_b2 = g_z2.sum(dim=-2, keepdim=True)  # (B, H, 1, p)
-    g_z1 = _gelu_chain(_mm_nt(g_z2, w.w2), cache.z1)  # (B, H, n, m)
+    g_z1 = _gelu_chain(_mm_nt(g_z2, w.w2), cache.z1, cache.gelu)  # (B, H, n, m)
     g_w1 = _mm_tn(u, g_z1)  # (B, H, p, m)
     g_b1 = g_z1.sum(dim=-2, keepdim=True)  # (B, H, 1, m)
     return FastWeights(g_w1, g_b1, g_w2, g_b2)
@@ -136,13 +148,15 @@ def loss_gradient(
     w: FastWeights,
     ln_weight: Tensor,
     ln_bias: Tensor,
+    *,
+    gelu: Gelu = "none",
 ) -> tuple[FastWeights, MLPCache]:
     """Gradient of Σ_i weight_i · ½‖f(u_i; W) − target_i‖² with respect to W.
 
     `weight` (B, H, n) already holds η_i / |b| and the long-span factor; the caller folds the long-span term
     into `target`, which leaves the gradient unchanged (the two losses differ by a constant in W).
     """
-    out, cache = mlp_forward(u, w, ln_weight, ln_bias)
+    out, cache = mlp_forward(u, w, ln_weight, ln_bias, gelu=gelu)
     g_y = weight[..., None] * (out - target)  # (B, H, n, p)
     g_xhat = g_y * ln_weight  # (B, H, n, p)
     g_z2 = cache.inv_std * (
@@ -161,7 +175,7 @@ def gauss_newton_product(
     `weight` None is the paper's unweighted G = Σ_i J_iᵀ J_i. The direction is pushed forward to dZ2 and
     pulled back again, so G (of size |W|² per head) never exists.
     """
-    dz1 = _gelu_chain(_affine(v.b1, u, v.w1), cache.z1)  # (B, H, n, m) (K dW1 + db1) ⊙ gelu'(Z1)
+    dz1 = _gelu_chain(_affine(v.b1, u, v.w1), cache.z1, cache.gelu)  # (B, H, n, m) (K dW1 + db1) ⊙ gelu'(Z1)
     dz2 = _affine(_affine(v.b2, cache.act, v.w2), dz1, w.w2)  # (B, H, n, p)
     return backward_from_preln(u, w, cache, dz2 if weight is None else weight[..., None] * dz2)
 
@@ -226,10 +240,17 @@ def conjugate_gradient(
 
 
 def gd_update(
-    u: Tensor, target: Tensor, weight: Tensor, w: FastWeights, ln_weight: Tensor, ln_bias: Tensor
+    u: Tensor,
+    target: Tensor,
+    weight: Tensor,
+    w: FastWeights,
+    ln_weight: Tensor,
+    ln_bias: Tensor,
+    *,
+    gelu: Gelu = "none",
 ) -> FastWeights:
     """One gradient step W ← W − ∇L_b; the per-token learning rates live in `weight`."""
-    grad, _ = loss_gradient(u, target, weight, w, ln_weight, ln_bias)
+    grad, _ = loss_gradient(u, target, weight, w, ln_weight, ln_bias, gelu=gelu)
     return fw_add(w, grad, -1.0)
 
 
@@ -244,13 +265,14 @@ def hf_cg_update(
     max_iter: int,
     tol: float,
     stop_fraction: float,
+    gelu: Gelu = "none",
 ) -> tuple[FastWeights, CGInfo]:
     """One Hessian-free step W ← W − Δ with G Δ = ∇L_b solved by conjugate gradient (TTT_HF).
 
     G is the Gauss-Newton matrix of the same weighted mini-batch loss, so Δ approximates the Newton step on
     L_b; the learning-rate gate then sets how much each token counts rather than the step length.
     """
-    grad, cache = loss_gradient(u, target, weight, w, ln_weight, ln_bias)
+    grad, cache = loss_gradient(u, target, weight, w, ln_weight, ln_bias, gelu=gelu)
 
     def gvp(v: FastWeights) -> FastWeights:
         return gauss_newton_product(u, w, cache, weight, v)
@@ -325,6 +347,7 @@ def hf_cg_paper_update(
     max_iter: int,
     stop_fraction: float,
     step_scale: float,
+    gelu: Gelu = "none",
 ) -> tuple[FastWeights, CGInfo]:
     """TTT_HF as the paper defines it: W ← W − s·Δ with (Σ_i J_iᵀ J_i) Δ = ∇L_b.
 
@@ -332,7 +355,7 @@ def hf_cg_paper_update(
     of today's `hf_cg`: at default sizes (η ≈ 1e-3, |b| = 1,024) that is inert, hence the step scale s
     (`cg_step_scale`; s = 1 is the literal paper step).
     """
-    grad, cache = loss_gradient(u, target, weight, w, ln_weight, ln_bias)
+    grad, cache = loss_gradient(u, target, weight, w, ln_weight, ln_bias, gelu=gelu)
 
     def gvp(v: FastWeights) -> FastWeights:
         return gauss_newton_product(u, w, cache, None, v)

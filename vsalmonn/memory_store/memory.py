@@ -131,8 +131,11 @@ class StreamMemory:
             take = min(mb, self.pending)
             chunk = {k: v[:take] for k, v in self._pending.items()}
             self._pending = {k: v[take:] for k, v in self._pending.items()}
+            # a token's time for RoPE is the start of its span; the layer ignores times when rope is off
             with torch.no_grad():
-                y, self.ttt_state = self.layer.step(chunk["values"][None], self.ttt_state)  # (1, take, d)
+                y, self.ttt_state = self.layer.step(
+                    chunk["values"][None], self.ttt_state, times=chunk["t0"][None]
+                )  # (1, take, d)
             self._store("visual", y[0], chunk["t0"], chunk["t1"], chunk["ids"])
 
     def _store(self, modality: Modality, x: Tensor, t0: Tensor, t1: Tensor, ids: Tensor) -> None:

@@ -20,12 +20,14 @@ from .inner import (
     LN_EPS,
     CGInfo,
     FastWeights,
+    Gelu,
     gd_update,
     hf_cg_paper_update,
     hf_cg_update,
     layer_norm,
     mlp_forward,
 )
+from .rope import rope_angles, rotate
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ class InnerProblem:
     eta: Tensor  # (B, H, n) per-token learning rates η_i
     carry: Tensor  # (B, H, lag, p) carry-over after this mini-batch
     lag_weight: float
+    gelu: Gelu = "none"
 
     @property
     def weight(self) -> Tensor:
@@ -71,7 +74,7 @@ class InnerProblem:
 
     def loss(self, fast: FastWeights, ln_weight: Tensor, ln_bias: Tensor) -> Tensor:
         """The mini-batch loss L_b(W) with both terms written out, per (sample, head): (B, H)."""
-        out, _ = mlp_forward(self.keys, fast, ln_weight, ln_bias)  # (B, H, n, p)
+        out, _ = mlp_forward(self.keys, fast, ln_weight, ln_bias, gelu=self.gelu)  # (B, H, n, p)
         recon = 0.5 * ((out - self.target) ** 2).sum(-1)  # (B, H, n)
         span = 0.5 * ((out - self.lag_target) ** 2).sum(-1) * self.lag_mask  # (B, H, n)
         n = self.keys.shape[-2]
@@ -109,13 +112,35 @@ class TTTLayer(nn.Module):
         self.out_proj = nn.Parameter(eye / math.sqrt(d))  # (d, d) θ_O
         self.gate = nn.Parameter(torch.full((d,), float(config.gate_init)))  # (d,) α
         self.reader_proj = nn.Parameter(eye.clone())  # (d, d) θ_R: the reader's view of a prompt
+        # The options' own slow weights exist only when the option is on, so the state dict of a layer
+        # without them is what it always was.
+        self._optional: tuple[str, ...] = ()
+        if config.target_ln_affine:
+            self.target_ln_weight = nn.Parameter(torch.ones(h, 1, p))  # (H, 1, p) γ of LN(v − k)
+            self.target_ln_bias = nn.Parameter(torch.zeros(h, 1, p))  # (H, 1, p) β
+            self._optional += ("target_ln_weight", "target_ln_bias")
+        if config.long_span_target == "mapped" and config.long_span_lag > 0:
+            self.lag_maps = nn.Parameter(torch.cat([eye, eye], dim=0))  # (2d, d): lag_map, K_lag stacked
+            self._optional += ("lag_maps",)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        # States saved before the reader projection existed read prompts as they are: θ_R = I.
-        key = prefix + "reader_proj"
-        if key not in state_dict and prefix + "qkv" in state_dict:
-            state_dict[key] = torch.eye(self.config.dim, dtype=state_dict[prefix + "qkv"].dtype)
+        # States saved before the reader projection existed read prompts as they are: θ_R = I. θ saved
+        # without an option's weights (the shipped θ, trained before the options) starts them at their
+        # initial values, with which γ/β change nothing and the maps are identities.
+        if prefix + "qkv" in state_dict:
+            dtype = state_dict[prefix + "qkv"].dtype
+            key = prefix + "reader_proj"
+            if key not in state_dict:
+                state_dict[key] = torch.eye(self.config.dim, dtype=dtype)
+            for name in self._optional:
+                if prefix + name not in state_dict:
+                    state_dict[prefix + name] = getattr(self, name).detach().to(dtype).clone()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def gelu(self) -> Gelu:
+        """The fast MLP's GELU as torch spells it."""
+        return "tanh" if self.config.inner_gelu == "tanh" else "none"
 
     # ----- views -------------------------------------------------------------------------------------
     def reader_view(self, prompt: Tensor) -> Tensor:
@@ -144,20 +169,40 @@ class TTTLayer(nn.Module):
         return TTTState(fast=fast, carry=carry, seen=0)
 
     # ----- one mini-batch ----------------------------------------------------------------------------
-    def inner_problem(self, x: Tensor, state: TTTState) -> InnerProblem:
-        """Views, targets and learning rates of a mini-batch x (B, n, d)."""
+    def inner_problem(self, x: Tensor, state: TTTState, times: Tensor | None = None) -> InnerProblem:
+        """Views, targets and learning rates of a mini-batch x (B, n, d); `times` (B, n): stream seconds,
+        needed (and only used) when the layer rotates q and k by time (`rope`)."""
         cfg = self.config
         n, d = x.shape[1:]
         qkv = x @ self.qkv.t()  # (B, n, 3d)
         q, k, v = (self._split_heads(t) for t in qkv.split(d, dim=-1))  # (B, H, n, p) each
-        k = F.normalize(k, dim=-1).contiguous()  # (B, H, n, p) contiguous so the inner bmm views are free
-        q = F.normalize(q, dim=-1).contiguous()  # (B, H, n, p)
-        target = layer_norm(v - k) + k  # (B, H, n, p)
+        k = F.normalize(k, dim=-1)  # (B, H, n, p)
+        q = F.normalize(q, dim=-1)  # (B, H, n, p)
+        if cfg.rope:
+            if times is None or times.shape != x.shape[:2]:
+                got = None if times is None else list(times.shape)
+                raise ValueError(
+                    f"rope needs the tokens' stream times of shape {list(x.shape[:2])}, got {got}"
+                )
+            cos, sin = rope_angles(times, cfg.head_dim, base=cfg.rope_base, unit_s=cfg.rope_unit_s)
+            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        k = k.contiguous()  # contiguous so the inner bmm views are free
+        q = q.contiguous()
+        recon = layer_norm(v - k)  # (B, H, n, p)
+        if cfg.target_ln_affine:
+            recon = recon * self.target_ln_weight + self.target_ln_bias
+        target = recon + k  # (B, H, n, p)
         gate = x @ self.lr_weight.t() + self.lr_bias  # (B, n, H)
         eta = (cfg.eta_base / cfg.head_dim) * torch.sigmoid(gate).transpose(1, 2)  # (B, H, n)
         if cfg.long_span_lag > 0:
-            history = torch.cat([state.carry, target], dim=2)  # (B, H, lag + n, p)
+            mapped = cfg.long_span_target == "mapped"
+            if mapped:
+                # the carry holds lag_map(x) of the last Δ tokens instead of their targets: same shape
+                src, now = (self._split_heads(t) for t in (x @ self.lag_maps.t()).split(d, dim=-1))
+            history = torch.cat([state.carry, src if mapped else target], dim=2)  # (B, H, lag + n, p)
             lag_target = history[:, :, :n]  # (B, H, n, p) token i ↔ stream position seen + i - lag
+            if mapped:
+                lag_target = layer_norm(lag_target - now) + k  # (B, H, n, p)
             carry = history[:, :, -cfg.long_span_lag :]  # (B, H, lag, p)
             position = state.seen + torch.arange(n, device=x.device)  # (n,)
             lag_mask = (position >= cfg.long_span_lag).to(x.dtype)  # (n,)
@@ -174,6 +219,7 @@ class TTTLayer(nn.Module):
             eta=eta,
             carry=carry,
             lag_weight=cfg.long_span_weight if cfg.long_span_lag > 0 else 0.0,
+            gelu=self.gelu,
         )
 
     def update(self, problem: InnerProblem, fast: FastWeights) -> tuple[FastWeights, CGInfo | None]:
@@ -181,7 +227,12 @@ class TTTLayer(nn.Module):
         cfg = self.config
         target, weight = problem.combined_target, problem.weight
         if cfg.optimizer == "gd":
-            return gd_update(problem.keys, target, weight, fast, self.ln_weight, self.ln_bias), None
+            return (
+                gd_update(
+                    problem.keys, target, weight, fast, self.ln_weight, self.ln_bias, gelu=problem.gelu
+                ),
+                None,
+            )
         if cfg.optimizer == "hf_cg_paper":
             return hf_cg_paper_update(
                 problem.keys,
@@ -193,6 +244,7 @@ class TTTLayer(nn.Module):
                 max_iter=cfg.cg_max_iter,
                 stop_fraction=cfg.cg_stop_fraction,
                 step_scale=cfg.cg_step_scale,
+                gelu=problem.gelu,
             )
         return hf_cg_update(
             problem.keys,
@@ -204,29 +256,32 @@ class TTTLayer(nn.Module):
             max_iter=cfg.cg_max_iter,
             tol=cfg.cg_tol,
             stop_fraction=cfg.cg_stop_fraction,
+            gelu=problem.gelu,
         )
 
     def read_out(self, x: Tensor, queries: Tensor, fast: FastWeights) -> Tensor:
         """x̃ = x + tanh(α) ⊙ θ_O·LN(f(q; W)): the mini-batch rewritten with the updated weights."""
         b, n, d = x.shape
-        z, _ = mlp_forward(queries, fast, self.ln_weight, self.ln_bias)  # (B, H, n, p)
+        z, _ = mlp_forward(queries, fast, self.ln_weight, self.ln_bias, gelu=self.gelu)  # (B, H, n, p)
         z = z.transpose(1, 2).reshape(b, n, d)  # (B, n, d)
         o = self.out_norm(z) @ self.out_proj.t()  # (B, n, d)
         return x + torch.tanh(self.gate) * o  # (B, n, d)
 
-    def step(self, x: Tensor, state: TTTState) -> tuple[Tensor, TTTState]:
-        """Update on one mini-batch x (B, n, d), then rewrite it with the post-update weights."""
-        problem = self.inner_problem(x, state)
+    def step(self, x: Tensor, state: TTTState, times: Tensor | None = None) -> tuple[Tensor, TTTState]:
+        """Update on one mini-batch x (B, n, d) at stream times (B, n), then rewrite it with the post-update
+        weights."""
+        problem = self.inner_problem(x, state, times)
         fast, info = self.update(problem, state.fast)
         y = self.read_out(x, problem.queries, fast)  # (B, n, d)
         return y, TTTState(fast=fast, carry=problem.carry, seen=state.seen + x.shape[1], last_cg=info)
 
-    def forward(self, x: Tensor, state: TTTState) -> tuple[Tensor, TTTState]:
+    def forward(self, x: Tensor, state: TTTState, times: Tensor | None = None) -> tuple[Tensor, TTTState]:
         """Process x (B, n, d) as consecutive mini-batches of `mini_batch` tokens (the last may be short)."""
         mb = self.config.mini_batch
         outputs = []
         for start in range(0, x.shape[1], mb):
-            y, state = self.step(x[:, start : start + mb], state)
+            span = None if times is None else times[:, start : start + mb]
+            y, state = self.step(x[:, start : start + mb], state, span)
             outputs.append(y)
         if not outputs:
             return x, state
