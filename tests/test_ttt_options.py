@@ -378,3 +378,20 @@ def test_the_shipped_theta_loads_with_the_defaults_and_with_every_option_that_ke
         assert torch.equal(on.layer.state_dict()[name], tensor), name
     assert torch.equal(on.layer.target_ln_weight, torch.ones_like(on.layer.target_ln_weight))
     assert torch.equal(StreamMemory(MemoryConfig(mlp_ratio=1)).layer.gate, torch.full((384,), 0.1))
+
+
+def test_theta_with_an_options_weights_is_refused_by_a_memory_without_the_option(tmp_path: Any) -> None:
+    from vsalmonn.memory_store.slow_weights import save_slow_weights
+
+    cfg = memory_config(long_span_target="mapped")
+    path = tmp_path / "mapped.safetensors"
+    state = StreamMemory(cfg).layer.state_dict()
+    save_slow_weights(
+        path, state, vision_encoder="efficientnet-lite0", text_encoder="minilm", dim=64, heads=4, mlp_ratio=4
+    )
+    assert (
+        "lag_maps"
+        in StreamMemory(memory_config(long_span_target="mapped", slow_weights=str(path))).layer.state_dict()
+    )
+    with pytest.raises(ValueError, match=r"do not fit the TTT layer: .*lag_maps"):
+        StreamMemory(memory_config(slow_weights=str(path)))
