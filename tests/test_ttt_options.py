@@ -11,6 +11,7 @@ import dataclasses
 import io
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,9 +19,13 @@ from pydantic import ValidationError
 from torch.func import jvp, vjp
 
 from tests.test_memory import assert_states_equal, write_script
+from tests.test_memory_training import SMALL, rotated_pool, small_train
 from vsalmonn.memory_store import MemoryConfig, StreamMemory
 from vsalmonn.memory_store.inner import FastWeights, gauss_newton_product, mlp_forward
-from vsalmonn.memory_store.slow_weights import load_slow_weights, shipped_path
+from vsalmonn.memory_store.memory import ttt_config
+from vsalmonn.memory_store.slow_weights import load_slow_weights, save_slow_weights, shipped_path
+from vsalmonn.memory_store.training import stream_loss
+from vsalmonn.memory_store.training_streams import compose
 from vsalmonn.memory_store.ttt import TTTConfig, TTTLayer
 
 F64 = torch.float64
@@ -381,8 +386,6 @@ def test_the_shipped_theta_loads_with_the_defaults_and_with_every_option_that_ke
 
 
 def test_theta_with_an_options_weights_is_refused_by_a_memory_without_the_option(tmp_path: Any) -> None:
-    from vsalmonn.memory_store.slow_weights import save_slow_weights
-
     cfg = memory_config(long_span_target="mapped")
     path = tmp_path / "mapped.safetensors"
     state = StreamMemory(cfg).layer.state_dict()
@@ -395,3 +398,14 @@ def test_theta_with_an_options_weights_is_refused_by_a_memory_without_the_option
     )
     with pytest.raises(ValueError, match=r"do not fit the TTT layer: .*lag_maps"):
         StreamMemory(memory_config(slow_weights=str(path)))
+
+
+def test_training_reaches_every_slow_weight_with_every_option_on() -> None:
+    layer = TTTLayer(ttt_config(MemoryConfig(**{**SMALL, **ALL_ON, "optimizer": "gd"})))
+    stream = compose(rotated_pool(), np.random.default_rng(0), 400.0, list(range(6)), 5, text_share=1.0)
+    stats = stream_loss(
+        layer, stream, "merge", small_train(), torch.device("cpu")
+    )  # the stream's times reach RoPE
+    assert np.isfinite(stats["loss"]) and stats["asked"] > 0
+    for name, p in layer.named_parameters():
+        assert p.grad is not None and float(p.grad.abs().sum()) > 0, name

@@ -182,7 +182,7 @@ def stream_loss(
     losses, asked = [], 0
     for i in range(chunks):
         lo, hi = i * mb, min((i + 1) * mb, x.shape[0])
-        y, state = layer.step(x[None, lo:hi], state)  # (1, n, d)
+        y, state = layer.step(x[None, lo:hi], state, times=t0[None, lo:hi])  # (1, n, d) times: rope
         bank = reduce_bank(bank, y[0], t0[lo:hi], t1[lo:hi], config.visual_slots, policy)
         if (i + 1) % config.bptt_chunks and i + 1 < chunks:
             continue
