@@ -30,6 +30,9 @@ The TOML file mirrors the model: top-level keys are the fields of :class:`Settin
     [daemon]                         # vsalmonn.perception.config.DaemonConfig
     checkpoint_every_s = 120
 
+    [serve]                          # vsalmonn.serve.config.ServeConfig: `vsalmonn serve`
+    port = 8765
+
     [[streams]]                      # vsalmonn.perception.config.StreamSpec, one table per stream
     name = "gate"
     source = "rtsp://10.0.0.7/stream1"
@@ -57,6 +60,7 @@ from vsalmonn.memory_store.config import MemoryConfig, StoreConfig
 from vsalmonn.memory_store.redact import redact
 from vsalmonn.perception.config import DaemonConfig, PerceptionConfig, StreamSpec
 from vsalmonn.plugins.config import PluginConfig
+from vsalmonn.serve.config import ServeConfig
 from vsalmonn.settings_sources import (
     CATALOG_ENV,
     CONFIG_ENV,
@@ -115,6 +119,9 @@ class Settings(BaseSettings):
     agent: AgentConfig = Field(default_factory=AgentConfig, description="the chat model and its loop")
     plugins: PluginConfig = Field(
         default_factory=PluginConfig, description="which plugins load, their settings and event sinks"
+    )
+    serve: ServeConfig = Field(
+        default_factory=ServeConfig, description="`vsalmonn serve`: address, port, token, CORS origins"
     )
     streams: list[StreamSpec] = Field(
         default_factory=list, description="what `vsalmonn daemon` runs: one [[streams]] table per stream"

@@ -32,6 +32,7 @@ from vsalmonn.cli import (
     memory,
     plugins,
     search,
+    serve,
     status,
     store,
     streams,
@@ -46,11 +47,14 @@ __all__ = ["COMMANDS", "PROG", "UsageError", "build_parser", "main"]
 Command = Callable[[argparse.Namespace, Settings], int]
 
 COMMANDS: tuple[ModuleType, ...] = (
-    demo, ingest, daemon, status, search, ask, plugins, export, store, streams, memory, train, bench, config,
+    demo, ingest, daemon, serve, status, search, ask, plugins, export, store, streams, memory, train, bench,
+    config,
 )  # fmt: skip
 """The command modules, in the order ``vsalmonn --help`` lists their commands."""
 
-QUERY_COMMANDS = frozenset({"search", "ask", "status", "export", "plugins", "store", "streams", "memory"})
+QUERY_COMMANDS = frozenset(
+    {"serve", "search", "ask", "status", "export", "plugins", "store", "streams", "memory"}
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
-from typing import Any
 
 from vsalmonn.cli.checks import require_catalog
 from vsalmonn.cli.output import UsageError, format_table, quiet_model_loading
@@ -31,6 +29,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 def run_search(args: argparse.Namespace, settings: Settings) -> int:
     from vsalmonn.app import make_view
+    from vsalmonn.reports import search_result
     from vsalmonn.tools import ViewError
 
     prompt = args.prompt.strip()
@@ -49,18 +48,12 @@ def run_search(args: argparse.Namespace, settings: Settings) -> int:
         if args.stream and args.stream not in known:
             raise UsageError(f"no stream named {args.stream!r} in {settings.data_dir}")
         try:
-            hits = view.search(prompt, stream=args.stream, k=args.k)
+            result = search_result(view, prompt, stream=args.stream, k=args.k)
         except ViewError as exc:
             raise UsageError(str(exc)) from None
-        if not hits:
-            _refuse_all_damaged(view.store, [args.stream] if args.stream else known)
-    moments = [
-        {"stream": h.stream, "t0": h.t0, "t1": h.t1, "score": h.score, "modality": h.modality,
-         "evidence": h.evidence}
-        for h in hits
-    ]  # fmt: skip
+    moments = result.model_dump()["moments"]
     if args.json:
-        print(json.dumps({"moments": moments}))
+        print(json.dumps(result.model_dump()))
         return 0
     if not moments:
         print("no moments: the memory holds no committed checkpoint yet")
@@ -72,18 +65,3 @@ def run_search(args: argparse.Namespace, settings: Settings) -> int:
     ]  # fmt: skip
     print(format_table(["stream", "t0 (s)", "t1 (s)", "score", "modality", "evidence"], rows))
     return 0
-
-
-def _refuse_all_damaged(store: Any, names: Sequence[str]) -> None:
-    """UsageError when streams have checkpoints but every one of them failed its checksum when read."""
-    damaged = []
-    for name in names:
-        infos = store.checkpoints(name)
-        failed = store.failed.get(infos[0].stream_id, set()) if infos else set()
-        if infos and all(i.seq in failed for i in infos):
-            damaged.append(name)
-    if damaged:
-        raise UsageError(
-            f"every checkpoint of stream {', '.join(map(repr, damaged))} fails its checksum; "
-            "see 'vsalmonn store check'"
-        )

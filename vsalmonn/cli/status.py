@@ -29,17 +29,12 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
     from vsalmonn.memory_store.store import MemoryStore
-    from vsalmonn.perception.daemon import read_status
     from vsalmonn.perception.runners.registry import SOURCE_KINDS
+    from vsalmonn.reports import status_entries
 
     require_catalog(settings)
     with MemoryStore.open(settings.data_dir, settings.store, read_only=True) as store:
-        entries = read_status(store)
-        _add_sizes(store, entries)
-    stale_after = max(10.0, 5 * settings.daemon.status_every_s)
-    for entry in entries:
-        if entry.get("state") not in (None, "done", "stopped", "failed", "skipped", "idle", "new"):
-            entry["stale"] = entry.get("age_s", 0.0) > stale_after
+        entries = status_entries(store, settings)
     if args.json:
         print(json.dumps({"streams": entries}))
         return 0
@@ -65,17 +60,6 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
     print(format_table(headers, rows))
     _print_sizes(entries)
     return 0
-
-
-def _add_sizes(store: Any, entries: list[dict[str, Any]]) -> None:
-    """Rows (files, checkpoints) and bytes per kind of stored data, for each stream (`entry["sizes"]`)."""
-    from vsalmonn.memory_store.retention import stream_sizes
-
-    ids = {stream.name: stream.id for stream in store.catalog.streams()}
-    for entry in entries:
-        if entry["stream"] in ids:
-            sizes = stream_sizes(store.catalog, store.data_dir, ids[entry["stream"]], entry["stream"])
-            entry["sizes"] = {kind: size.model_dump() for kind, size in sizes.items()}
 
 
 def _print_sizes(entries: list[dict[str, Any]]) -> None:

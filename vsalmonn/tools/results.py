@@ -35,6 +35,33 @@ class Hit(BaseModel):
     checkpoint_seq: int  # the committed memory state it was read from
 
 
+class Moment(BaseModel):
+    """A hit as `search --json` and ``GET /api/search`` give it: the moment and its evidence, without the
+    slot ids and checkpoint a program has no use for."""
+
+    model_config = ConfigDict(frozen=True)
+
+    stream: str
+    t0: float  # stream seconds
+    t1: float
+    score: float
+    modality: str
+    evidence: list[str]
+
+
+class SearchResult(BaseModel):
+    """The moments a search found, best first: the one JSON schema of `search --json` and the REST API."""
+
+    model_config = ConfigDict(frozen=True)
+
+    moments: list[Moment]
+
+    @classmethod
+    def of(cls, hits: list[Hit]) -> SearchResult:
+        fields = Moment.model_fields
+        return cls(moments=[Moment(**{name: getattr(h, name) for name in fields}) for h in hits])
+
+
 class Line(BaseModel):
     """A transcript segment."""
 
@@ -128,6 +155,8 @@ __all__ = [
     "Events",
     "Hit",
     "Line",
+    "Moment",
+    "SearchResult",
     "Seen",
     "SlotCover",
     "StreamSummary",

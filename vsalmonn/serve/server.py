@@ -1,0 +1,58 @@
+"""Running the REST API: uvicorn on the configured address, refusing an open address without a token."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import TYPE_CHECKING
+
+from vsalmonn.serve.config import ServeConfig, is_loopback
+from vsalmonn.settings import Settings
+
+if TYPE_CHECKING:
+    import uvicorn
+
+log = logging.getLogger(__name__)
+
+
+def open_bind_refusal(config: ServeConfig) -> str | None:
+    """Why `config` must not be served (an address beyond loopback with no token), or None when it may."""
+    if config.token is None and not is_loopback(config.host):
+        return (
+            f"refusing to listen on {config.host} without a token: set serve.token "
+            "(VSALMONN_SERVE__TOKEN) or listen on 127.0.0.1"
+        )
+    if config.token is not None and not config.token.get_secret_value().strip():
+        return "serve.token is empty; give a token or leave it unset"
+    return None
+
+
+def make_server(settings: Settings, *, log_level: str = "warning") -> uvicorn.Server:
+    """A uvicorn server of the app for `settings` (`server.run()` serves until stopped; `run(sockets=...)`
+    serves on sockets the caller bound, as the tests do with port 0)."""
+    import uvicorn
+
+    from vsalmonn.serve.api import create_app
+
+    config = uvicorn.Config(
+        create_app(settings), host=settings.serve.host, port=settings.serve.port, log_level=log_level,
+        access_log=False, lifespan="on",
+    )  # fmt: skip
+    return uvicorn.Server(config)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on `host`:`port` (0: any free port), IPv6 when the host is an IPv6 address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+__all__ = ["bind", "make_server", "open_bind_refusal"]
