@@ -22,8 +22,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from vsalmonn import __version__
 from vsalmonn.errors import one_line
+from vsalmonn.plugins.context import Shared
 from vsalmonn.settings import Settings
 from vsalmonn.tools.checks import QUERY_MAX
+from vsalmonn.tools.encoding import TextEncoder
 from vsalmonn.tools.memory_view import EVENTS_MAX, MemoryView
 from vsalmonn.tools.results import Events, SearchResult, Transcript, UnknownStreamError, ViewError
 
@@ -41,8 +43,9 @@ class ViewHolder:
     """The server's one view, opened on first need: a server started before the daemon has made a catalog
     becomes ready once it exists, without a restart."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, text_encoder: TextEncoder | Shared | None = None) -> None:
         self._settings = settings
+        self._text_encoder = text_encoder
         self._view: MemoryView | None = None
         self._lock = threading.Lock()
 
@@ -60,7 +63,7 @@ class ViewHolder:
         if settings.store.catalog_url is None and not (settings.data_dir / CATALOG_FILE).is_file():
             raise Unavailable(f"no catalog in {settings.data_dir} yet: nothing has been ingested")
         try:
-            return make_view(settings, read_only=True)
+            return make_view(settings, read_only=True, text_encoder=self._text_encoder)
         except Exception as exc:  # a catalog that cannot be opened is the environment's fault, not a bug
             raise Unavailable(f"catalog: {one_line(exc)}") from None
 
@@ -98,9 +101,13 @@ def _error(status: int, detail: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": detail})
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The FastAPI app serving the memory under `settings.data_dir` as `settings.serve` configures it."""
-    holder = ViewHolder(settings)
+def create_app(settings: Settings, *, text_encoder: TextEncoder | Shared | None = None) -> FastAPI:
+    """The FastAPI app serving the memory under `settings.data_dir` as `settings.serve` configures it.
+
+    Prompts are embedded by `text_encoder` when given (a process that has loaded one shares it), else by
+    the one the settings name, loaded on the first search.
+    """
+    holder = ViewHolder(settings, text_encoder)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

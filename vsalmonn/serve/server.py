@@ -12,6 +12,9 @@ from vsalmonn.settings import Settings
 if TYPE_CHECKING:
     import uvicorn
 
+    from vsalmonn.plugins.context import Shared
+    from vsalmonn.tools.encoding import TextEncoder
+
 log = logging.getLogger(__name__)
 
 
@@ -27,7 +30,9 @@ def open_bind_refusal(config: ServeConfig) -> str | None:
     return None
 
 
-def make_server(settings: Settings, *, log_level: str = "warning") -> uvicorn.Server:
+def make_server(
+    settings: Settings, *, text_encoder: TextEncoder | Shared | None = None, log_level: str = "warning"
+) -> uvicorn.Server:
     """A uvicorn server of the app for `settings` (`server.run()` serves until stopped; `run(sockets=...)`
     serves on sockets the caller bound, as the tests do with port 0)."""
     import uvicorn
@@ -35,8 +40,8 @@ def make_server(settings: Settings, *, log_level: str = "warning") -> uvicorn.Se
     from vsalmonn.serve.api import create_app
 
     config = uvicorn.Config(
-        create_app(settings), host=settings.serve.host, port=settings.serve.port, log_level=log_level,
-        access_log=False, lifespan="on",
+        create_app(settings, text_encoder=text_encoder), host=settings.serve.host, port=settings.serve.port,
+        log_level=log_level, access_log=False, lifespan="on",
     )  # fmt: skip
     return uvicorn.Server(config)
 
