@@ -39,9 +39,9 @@ The TOML file mirrors the model: top-level keys are the fields of :class:`Settin
 
 Unknown keys are errors rather than warnings, in the file and in ``VSALMONN_*`` variables alike, with the
 closest key as a suggestion: a misspelt key that is silently ignored is a setting that silently does not
-apply. Secrets (a webhook's signing key and headers) are ``SecretStr``: shown as ``**********`` in reprs,
-logs and `describe_settings`. This module sits at the top layer (DESIGN §1): it may import every component,
-and no component imports it; `vsalmonn.settings_sources` reads the sources.
+apply. Secrets (a webhook's signing key and headers, ``serve.token``) are ``SecretStr``: shown as
+``**********`` in reprs, logs and `describe_settings`. This module sits at the top layer (DESIGN §1): it
+may import every component, and no component imports it; `vsalmonn.settings_sources` reads the sources.
 """
 
 from __future__ import annotations

@@ -114,8 +114,9 @@ def create_app(settings: Settings, *, text_encoder: TextEncoder | Shared | None 
         yield
         holder.close()
 
+    # No /docs or /redoc: FastAPI's pages load their scripts from a CDN. /openapi.json is served.
     app = FastAPI(
-        title="vsalmonn", version=__version__, lifespan=lifespan,
+        title="vsalmonn", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
         description="The committed memory of vsalmonn's streams: search, transcripts, events, status.",
     )  # fmt: skip
     app.state.views = holder
