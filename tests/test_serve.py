@@ -117,6 +117,18 @@ def test_search_is_the_json_of_search_json(client: httpx.Client, ingested: Inges
     assert top["t0"] - 2 <= ingested.said_at["goodbye"] <= top["t1"] + 2
     one_stream = client.get("/api/search", params={"q": "goodbye", "k": 1, "stream": "talk"}).json()
     assert one_stream["moments"][0]["stream"] == "talk"
+    window = client.get("/api/search", params={"q": "goodbye", "k": 5, "start": 25, "end": 40}).json()
+    assert window["moments"] and all(m["t1"] >= 25 and m["t0"] <= 40 for m in window["moments"])
+
+
+def test_concurrent_requests_all_succeed(client: httpx.Client) -> None:
+    """The routes run in FastAPI's thread pool: one view, read by several requests at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = ["/api/search?q=goodbye&k=2", "/api/streams", "/api/events", "/api/streams/talk/transcript"] * 4
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda p: client.get(p).status_code, paths))
+    assert codes == [200] * len(paths)
 
 
 def test_transcript_and_events(client: httpx.Client, ingested: Ingested, encoders: Encoders) -> None:  # noqa: F811
@@ -150,6 +162,8 @@ def test_transcript_and_events(client: httpx.Client, ingested: Ingested, encoder
         ("/api/search", {}, 422, "q"),
         ("/api/search", {"q": "   "}, 422, "query is empty"),
         ("/api/streams/talk/transcript", {"start": 20, "end": 10}, 422, "after end"),
+        ("/api/search", {"q": "goodbye", "start": 20, "end": 10}, 422, "after end"),
+        ("/api/search", {"q": "goodbye", "end": -1}, 422, "end"),
         ("/api/streams/talk/transcript", {"start": "soon"}, 422, "start"),
         ("/api/events", {"since": "yesterday"}, 422, "since"),
     ],

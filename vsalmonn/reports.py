@@ -17,8 +17,17 @@ TERMINAL_STATES = (None, "done", "stopped", "failed", "skipped", "idle", "new")
 """States of a stream no process is expected to report on: such a stream is never stale."""
 
 
-def search_result(view: MemoryView, prompt: str, *, stream: str | None = None, k: int = 5) -> SearchResult:
-    """The moments of `prompt` in one stream or all, from their newest committed checkpoints.
+def search_result(
+    view: MemoryView,
+    prompt: str,
+    *,
+    stream: str | None = None,
+    k: int = 5,
+    start: float | None = None,
+    end: float | None = None,
+) -> SearchResult:
+    """The moments of `prompt` in one stream or all (overlapping [start, end] when given), from their newest
+    committed checkpoints.
 
     Raises `UnknownStreamError` for a stream the catalog lacks, `ViewError` for an argument the view
     refuses, and `ViewError` too when streams have checkpoints but every one failed its checksum (no moments
@@ -29,7 +38,7 @@ def search_result(view: MemoryView, prompt: str, *, stream: str | None = None, k
     known = [s.name for s in view.store.catalog.streams()]
     if stream is not None:
         view.stream(stream)  # UnknownStreamError before any model loads
-    hits = view.search(prompt, stream=stream, k=k)
+    hits = view.search(prompt, stream=stream, k=k, start=start, end=end)
     if not hits:
         _refuse_all_damaged(view.store, [stream] if stream else known)
     return SearchResult.of(hits)

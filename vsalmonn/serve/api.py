@@ -163,11 +163,13 @@ def create_app(settings: Settings, *, text_encoder: TextEncoder | Shared | None 
         q: Annotated[str, Query(min_length=1, max_length=QUERY_MAX, description="what to look for")],
         stream: Annotated[str | None, Query(description="one stream (default: all)")] = None,
         k: Annotated[int, Query(ge=1, le=SEARCH_K_MAX, description="moments to return")] = 5,
+        start: Annotated[float | None, Query(ge=0, description="moments overlapping [start, end]")] = None,
+        end: Annotated[float | None, Query(ge=0, description="stream seconds")] = None,
     ) -> SearchResult:
         """The reader's moments for a prompt: exactly the JSON of `vsalmonn search --json`."""
         from vsalmonn.reports import search_result
 
-        return search_result(view, q, stream=stream, k=k)
+        return search_result(view, q, stream=stream, k=k, start=start, end=end)
 
     @app.get("/api/streams/{name}/transcript", dependencies=guard, tags=["memory"])
     def transcript(
