@@ -7,6 +7,7 @@ encoders); the server only reads it. Answers are checked against what the CLI's 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -185,12 +186,18 @@ def test_a_token_guards_every_route_but_health(ingested: Ingested, encoders: Enc
         assert c.get("/api/events", headers=good).status_code == 200
         assert c.get("/health/live").status_code == 200
         assert c.get("/health/ready").status_code == 200
+        assert "/api/search" in c.get("/openapi.json").json()["paths"]
+        assert c.get("/docs").status_code == 404  # its page would load scripts from a CDN
         cors = c.get("/health/live", headers={"Origin": "http://dash.local"})
         assert cors.headers["access-control-allow-origin"] == "http://dash.local"
 
 
-def test_ready_is_503_with_a_reason_until_a_checkpoint_is_committed(tmp_path: Path) -> None:
-    with serving(settings_of(tmp_path / "nothing")) as c:
+def test_ready_is_503_with_a_reason_until_a_checkpoint_is_committed(
+    tmp_path: Path,
+    ingested: Ingested,  # noqa: F811
+    encoders: Encoders,  # noqa: F811
+) -> None:
+    with serving(settings_of(tmp_path / "nothing"), encoders.text) as c:
         one_line_detail(c.get("/health/ready"), 503, "no catalog")
         one_line_detail(c.get("/api/streams"), 503, "no catalog")
         assert c.get("/health/live").status_code == 200
@@ -198,6 +205,13 @@ def test_ready_is_503_with_a_reason_until_a_checkpoint_is_committed(tmp_path: Pa
         MemoryStore(tmp_path / "nothing").close()  # a catalog now exists, with no stream in it
         one_line_detail(c.get("/health/ready"), 503, "no stream has a committed checkpoint")
         assert c.get("/api/streams").json() == {"streams": []}
+    # A server started before anything was ingested becomes ready once a checkpoint lands, without a restart.
+    late = tmp_path / "late"
+    with serving(settings_of(late), encoders.text) as c:
+        one_line_detail(c.get("/health/ready"), 503, "no catalog")
+        shutil.copytree(ingested.data, late)
+        assert c.get("/health/ready").status_code == 200
+        assert c.get("/api/search", params={"q": "goodbye", "k": 1}).json()["moments"][0]["stream"] == "talk"
 
 
 def test_serve_refuses_an_open_address_without_a_token(tmp_path: Path, capsys: Any) -> None:
