@@ -27,7 +27,9 @@ from vsalmonn.serve.server import bind, make_server
 from vsalmonn.settings import Settings, describe_settings, load_settings
 from vsalmonn.tools import MemoryView
 
+from . import media
 from .test_cli import assert_one_line_error, in_process, vsalmonn
+from .test_daemon import cli, write_config
 from .test_tools import PERCEPTION, Ingested, encoders, ingested  # noqa: F401 (module fixtures)
 
 TOKEN = "s3cret-token"
@@ -252,3 +254,41 @@ def test_the_command_serves_until_stopped(ingested: Ingested, tmp_path: Path) ->
         code = process.wait(20)
     assert code in (0, -signal.SIGTERM), code
     assert "Traceback" not in process.stderr.read()
+
+
+def test_daemon_serve_ingests_and_serves_in_one_process(tmp_path: Path) -> None:
+    """`vsalmonn daemon --serve`: the API comes up at once, becomes ready when the daemon commits its first
+    checkpoint, shows the stream running, and SIGTERM stops both with exit 0."""
+    film = media.write_media(tmp_path / "film.mp4", video_times=media.uniform_times(600, 1), rate=1)
+    config = write_config(
+        tmp_path / "v.toml", {"film": str(film)}, window_s=5, checkpoint_every_s=5, status_every_s=0.5
+    )
+    data = str(tmp_path / "data")
+    daemon = cli("--config", str(config), "--data", data, "daemon", "--serve", "--port", "0", cwd=tmp_path)
+    try:
+        assert daemon.stderr is not None
+        line = daemon.stderr.readline()
+        assert "serving" in line and "http://127.0.0.1:" in line, line
+        base = line.split("on ", 1)[1].split(" ", 1)[0]
+        deadline = time.monotonic() + 120
+        while (ready := httpx.get(f"{base}/health/ready", timeout=30)).status_code != 200:
+            assert daemon.poll() is None and time.monotonic() < deadline, ready.text
+            time.sleep(0.3)
+        while (entries := httpx.get(f"{base}/api/streams", timeout=30).json()["streams"])[0][
+            "state"
+        ] != "running":
+            assert time.monotonic() < deadline, entries  # the first status report may follow the checkpoint
+            time.sleep(0.3)
+        assert [(e["stream"], e["state"]) for e in entries] == [("film", "running")]
+        assert entries[0]["checkpoint"]["seq"] >= 1
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0, daemon.stderr.read()
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(10)
+    assert_one_line_error(
+        vsalmonn("--config", str(config), "--data", data, "daemon", "--serve", "--host", "0.0.0.0",
+                 cwd=tmp_path, timeout=60),
+        "refusing to listen on 0.0.0.0 without a token",
+    )  # fmt: skip

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
+from typing import TYPE_CHECKING
 
 from vsalmonn.app import make_daemon, open_plugins
 from vsalmonn.cli.output import PROG, UsageError, quiet_model_loading
 from vsalmonn.cli.signals import stop_on_signals
 from vsalmonn.settings import Settings
+
+if TYPE_CHECKING:
+    from vsalmonn.serve.server import Background
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +30,11 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
             "and exits 0."
         ),
     )
+    daemon.add_argument(
+        "--serve", action="store_true", help="serve the REST API too, in this process ([serve] table)"
+    )
+    daemon.add_argument("--host", metavar="ADDR", help="with --serve: address to listen on")
+    daemon.add_argument("--port", type=int, metavar="N", help="with --serve: TCP port (0: any)")
     daemon.set_defaults(handler=run_daemon)
 
 
@@ -33,6 +43,9 @@ def run_daemon(args: argparse.Namespace, settings: Settings) -> int:
 
     if not settings.streams:
         raise UsageError("no streams to run: add [[streams]] tables (name, source) to the --config file")
+    if not args.serve and (args.host is not None or args.port is not None):
+        raise UsageError("--host and --port go with --serve")
+    served = _listen(args, settings) if args.serve else None  # refused before any model loads
     quiet_model_loading(settings.perception.threads)
     with (
         MemoryStore.open(settings.data_dir, settings.store) as store,
@@ -42,9 +55,14 @@ def run_daemon(args: argparse.Namespace, settings: Settings) -> int:
             daemon = make_daemon(settings, store, settings.streams, plugins=plugins)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        with stop_on_signals() as stop:
-            log.warning("daemon: %d stream(s) in %s", len(settings.streams), settings.data_dir)
-            code = daemon.run(stop)
+        serving = _serve(*served) if served is not None else None
+        try:
+            with stop_on_signals() as stop:
+                log.warning("daemon: %d stream(s) in %s", len(settings.streams), settings.data_dir)
+                code = daemon.run(stop)
+        finally:
+            if serving is not None:
+                serving.stop()
     for runner in daemon.runners:
         if runner.stats.state in ("failed", "skipped"):
             print(
@@ -52,3 +70,18 @@ def run_daemon(args: argparse.Namespace, settings: Settings) -> int:
                 file=sys.stderr,
             )
     return code
+
+
+def _listen(args: argparse.Namespace, settings: Settings) -> tuple[Settings, socket.socket]:
+    from vsalmonn.cli.serve import listen_or_refuse, with_serve_flags
+
+    settings = with_serve_flags(settings, args.host, args.port)
+    return settings, listen_or_refuse(settings)
+
+
+def _serve(settings: Settings, sock: socket.socket) -> Background:
+    """The REST API in a thread of this process: it reads the committed checkpoints the daemon writes, as a
+    separate `vsalmonn serve` would."""
+    from vsalmonn.serve.server import Background, make_server
+
+    return Background(make_server(settings), sock)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 
 from vsalmonn.cli.output import PROG, UsageError
@@ -22,27 +23,33 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from vsalmonn.serve.server import bind, make_server, open_bind_refusal
+    from vsalmonn.serve.server import make_server
 
-    update = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    if args.port is not None and not 0 <= args.port <= 65535:
-        raise UsageError(f"--port must be from 0 to 65535, got {args.port}")
-    if args.host is not None and not args.host.strip():
-        raise UsageError("--host is empty")
-    settings = settings.model_copy(update={"serve": settings.serve.model_copy(update=update)})
-    refusal = open_bind_refusal(settings.serve)
-    if refusal is not None:
-        raise UsageError(refusal)
-    try:
-        sock = bind(settings.serve.host, settings.serve.port)
-    except OSError as exc:
-        raise UsageError(
-            f"cannot listen on {settings.serve.host}:{settings.serve.port}: {exc.strerror or exc}"
-        ) from None
-    host, port = sock.getsockname()[:2]
-    auth = "token required" if settings.serve.token is not None else "no token"
-    where = f"http://{host}:{port}"
-    print(f"{PROG}: serving {settings.data_dir} on {where} ({auth})", file=sys.stderr, flush=True)
+    settings = with_serve_flags(settings, args.host, args.port)
+    sock = listen_or_refuse(settings)
     with sock:
         make_server(settings).run(sockets=[sock])
     return 0
+
+
+def with_serve_flags(settings: Settings, host: str | None, port: int | None) -> Settings:
+    """The settings with ``--host``/``--port`` over the ``[serve]`` table; UsageError for a bad value."""
+    if port is not None and not 0 <= port <= 65535:
+        raise UsageError(f"--port must be from 0 to 65535, got {port}")
+    if host is not None and not host.strip():
+        raise UsageError("--host is empty")
+    update = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    return settings.model_copy(update={"serve": settings.serve.model_copy(update=update)})
+
+
+def listen_or_refuse(settings: Settings) -> socket.socket:
+    """The listening socket of ``[serve]``, said on stderr; UsageError for an open address without a token."""
+    from vsalmonn.serve.server import ServeError, listen, url_of
+
+    try:
+        sock = listen(settings.serve)
+    except ServeError as exc:
+        raise UsageError(str(exc)) from None
+    auth = "token required" if settings.serve.token is not None else "no token"
+    print(f"{PROG}: serving {settings.data_dir} on {url_of(sock)} ({auth})", file=sys.stderr, flush=True)
+    return sock

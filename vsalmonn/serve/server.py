@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from typing import TYPE_CHECKING
 
 from vsalmonn.serve.config import ServeConfig, is_loopback
@@ -46,6 +47,48 @@ def make_server(
     return uvicorn.Server(config)
 
 
+class ServeError(ValueError):
+    """The server cannot start as configured; the message is one line."""
+
+
+def listen(config: ServeConfig) -> socket.socket:
+    """The socket `config` asks for, bound and listening; ServeError for an open address without a token or
+    an address that cannot be bound (in use, not this machine's)."""
+    refusal = open_bind_refusal(config)
+    if refusal is not None:
+        raise ServeError(refusal)
+    try:
+        return bind(config.host, config.port)
+    except OSError as exc:
+        raise ServeError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class Background:
+    """A server run in a thread beside other work (`vsalmonn daemon --serve`); `stop()` ends it.
+
+    uvicorn installs no signal handlers off the main thread, so the process's own handling of SIGTERM and
+    SIGINT (the daemon's checkpoint-and-exit) stays in charge.
+    """
+
+    def __init__(self, server: uvicorn.Server, sock: socket.socket) -> None:
+
+        self._server, self._sock = server, sock
+        self._thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="serve", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout_s)
+        self._sock.close()
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on `host`:`port` (0: any free port), IPv6 when the host is an IPv6 address."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -60,4 +103,4 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-__all__ = ["bind", "make_server", "open_bind_refusal"]
+__all__ = ["Background", "ServeError", "bind", "listen", "make_server", "open_bind_refusal", "url_of"]
