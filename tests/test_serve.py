@@ -177,11 +177,31 @@ def test_bad_arguments_are_one_line_json_errors(
     one_line_detail(client.get(path, params=params), status, fragment)
 
 
+def test_thumbnails_are_served_from_the_data_directory_only(client: httpx.Client, ingested: Ingested) -> None:  # noqa: F811
+    folder = ingested.data / "thumbs" / "talk"
+    folder.mkdir(parents=True, exist_ok=True)
+    image = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+    (folder / "alert-18.5.png").write_bytes(image)
+    (folder / "notes.txt").write_text("not an image")
+    (ingested.data / "secret.png").write_bytes(image)  # in the data directory but outside thumbs/
+    got = client.get("/api/thumbnails/talk/alert-18.5.png")
+    assert got.status_code == 200 and got.content == image
+    assert got.headers["content-type"] == "image/png"
+    for bad in ("talk/missing.png", "talk/notes.txt", "talk", "../secret.png", "talk/../../secret.png",
+                "%2e%2e/secret.png", "..%2Fsecret.png", "/etc/passwd"):  # fmt: skip
+        one_line_detail(client.get(f"/api/thumbnails/{bad}"), 404)
+
+
 def test_a_token_guards_every_route_but_health(ingested: Ingested, encoders: Encoders) -> None:  # noqa: F811
     settings = settings_of(ingested.data, token=TOKEN, cors_origins=["http://dash.local"])
     with serving(settings, encoders.text) as c:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
-            for path in ("/api/streams", "/api/events", "/api/streams/talk/transcript"):
+            for path in (
+                "/api/streams",
+                "/api/events",
+                "/api/streams/talk/transcript",
+                "/api/thumbnails/a.png",
+            ):
                 one_line_detail(c.get(path, headers=headers), 401, "token")
         good = {"Authorization": f"Bearer {TOKEN}"}
         assert c.get("/api/streams", headers=good).status_code == 200

@@ -13,11 +13,12 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from vsalmonn import __version__
@@ -200,7 +201,34 @@ def create_app(settings: Settings, *, text_encoder: TextEncoder | Shared | None 
         """Events (alerts, faults, reconnects), newest first."""
         return view.events(stream=stream, since=_since(since), kind=kind, limit=limit)
 
+    @app.get(
+        "/api/thumbnails/{path:path}", dependencies=guard, tags=["memory"], response_class=FileResponse,
+        responses={404: {"description": "no such thumbnail"}},
+    )  # fmt: skip
+    def thumbnail(path: str) -> FileResponse:
+        """An alert thumbnail the surveillance plugin wrote, by its path under ``<data>/thumbs``."""
+        return FileResponse(_thumbnail_file(settings, path))
+
     return app
+
+
+THUMBNAIL_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
+
+
+def _thumbnail_file(settings: Settings, path: str) -> Path:
+    """The image file `path` names inside ``<data>/thumbs``; 404 for anything else (a path leading out of it
+    by ``..`` or a link, a folder, another kind of file), without saying which."""
+    from vsalmonn.memory_store.retention import THUMBS_DIR
+
+    root = (settings.data_dir / THUMBS_DIR).resolve()
+    try:
+        found = (root / path).resolve()
+        inside = found.is_relative_to(root) and found != root and found.is_file()
+    except (OSError, ValueError):
+        inside = False
+    if not inside or found.suffix.lower() not in THUMBNAIL_TYPES:
+        raise HTTPException(404, f"no thumbnail {path[:80]!r}")
+    return found
 
 
 def _since(text: str | None) -> float | datetime | None:
