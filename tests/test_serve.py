@@ -1,3 +1,4 @@
+# ruff: noqa: F811 (the module fixtures of test_tools, imported, are named as arguments)
 """`vsalmonn serve`'s REST API: a real uvicorn server on 127.0.0.1 (a free port), talked to with httpx.
 
 The store is test_tools' module fixture (a 40 s clip with three spoken prompts, ingested with the real
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from vsalmonn.memory_store.rows.events import add_event
 from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.perception.ingest import Encoders
 from vsalmonn.serve.server import bind, make_server
@@ -61,7 +63,7 @@ def settings_of(data: Path, **serve: Any) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def client(ingested: Ingested, encoders: Encoders) -> Iterator[httpx.Client]:  # noqa: F811
+def client(ingested: Ingested, encoders: Encoders) -> Iterator[httpx.Client]:
     with serving(settings_of(ingested.data), encoders.text) as c:
         yield c
 
@@ -84,7 +86,7 @@ def without_ages(value: Any) -> Any:
     return value
 
 
-def test_health_streams_and_openapi(client: httpx.Client, ingested: Ingested, capsys: Any) -> None:  # noqa: F811
+def test_health_streams_and_openapi(client: httpx.Client, ingested: Ingested, capsys: Any) -> None:
     assert client.get("/health/live").json() == {"status": "live"}
     ready = client.get("/health/ready")
     assert ready.status_code == 200 and ready.json()["committed"] == 1, ready.text
@@ -104,7 +106,7 @@ def test_health_streams_and_openapi(client: httpx.Client, ingested: Ingested, ca
     )
 
 
-def test_search_is_the_json_of_search_json(client: httpx.Client, ingested: Ingested, capsys: Any) -> None:  # noqa: F811
+def test_search_is_the_json_of_search_json(client: httpx.Client, ingested: Ingested, capsys: Any) -> None:
     served = client.get("/api/search", params={"q": "goodbye", "k": 3})
     assert served.status_code == 200, served.text
     cli = in_process(capsys, "--data", str(ingested.data), "search", "goodbye", "--json", "-k", "3")
@@ -134,7 +136,7 @@ def test_concurrent_requests_all_succeed(client: httpx.Client) -> None:
     assert codes == [200] * len(paths)
 
 
-def test_transcript_and_events(client: httpx.Client, ingested: Ingested, encoders: Encoders) -> None:  # noqa: F811
+def test_transcript_and_events(client: httpx.Client, ingested: Ingested, encoders: Encoders) -> None:
     served = client.get("/api/streams/talk/transcript", params={"start": 0, "end": 40})
     assert served.status_code == 200, served.text
     with MemoryView(MemoryStore(ingested.data), encoders.text, owns_store=True) as view:
@@ -177,7 +179,7 @@ def test_bad_arguments_are_one_line_json_errors(
     one_line_detail(client.get(path, params=params), status, fragment)
 
 
-def test_thumbnails_are_served_from_the_data_directory_only(client: httpx.Client, ingested: Ingested) -> None:  # noqa: F811
+def test_thumbnails_are_served_from_the_data_directory_only(client: httpx.Client, ingested: Ingested) -> None:
     folder = ingested.data / "thumbs" / "talk"
     folder.mkdir(parents=True, exist_ok=True)
     image = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
@@ -192,7 +194,44 @@ def test_thumbnails_are_served_from_the_data_directory_only(client: httpx.Client
         one_line_detail(client.get(f"/api/thumbnails/{bad}"), 404)
 
 
-def test_a_token_guards_every_route_but_health(ingested: Ingested, encoders: Encoders) -> None:  # noqa: F811
+def test_the_event_stream_sends_an_event_written_while_connected(
+    client: httpx.Client, ingested: Ingested
+) -> None:
+    def read_events(response: httpx.Response, want: int) -> list[dict[str, str]]:
+        events: list[dict[str, str]] = []
+        current: dict[str, str] = {}
+        for line in response.iter_lines():
+            if not line:
+                if "data" in current:
+                    events.append(current)
+                    if len(events) == want:
+                        return events
+                current = {}
+            elif not line.startswith(":"):
+                field, _, value = line.partition(": ")
+                current[field] = value
+        return events
+
+    with MemoryStore(ingested.data) as store:
+        stream_id = store.catalog.stream("talk").id
+        with client.stream("GET", "/api/events/stream", timeout=30) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            first = add_event(
+                store.catalog, kind="test.sse", stream_id=stream_id, t=3.0, message="hello feed"
+            )
+            (got,) = read_events(response, 1)
+        assert (got["id"], got["event"]) == (str(first), "test.sse")
+        assert (
+            json.loads(got["data"])["message"] == "hello feed" and json.loads(got["data"])["stream"] == "talk"
+        )
+        second = add_event(store.catalog, kind="test.sse", message="while away")
+        with client.stream("GET", "/api/events/stream", headers={"Last-Event-ID": str(first)}) as response:
+            (missed,) = read_events(response, 1)  # a reconnect resumes after the last id it saw
+        assert missed["id"] == str(second) and json.loads(missed["data"])["message"] == "while away"
+
+
+def test_a_token_guards_every_route_but_health(ingested: Ingested, encoders: Encoders) -> None:
     settings = settings_of(ingested.data, token=TOKEN, cors_origins=["http://dash.local"])
     with serving(settings, encoders.text) as c:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
@@ -216,8 +255,8 @@ def test_a_token_guards_every_route_but_health(ingested: Ingested, encoders: Enc
 
 def test_ready_is_503_with_a_reason_until_a_checkpoint_is_committed(
     tmp_path: Path,
-    ingested: Ingested,  # noqa: F811
-    encoders: Encoders,  # noqa: F811
+    ingested: Ingested,
+    encoders: Encoders,
 ) -> None:
     with serving(settings_of(tmp_path / "nothing"), encoders.text) as c:
         one_line_detail(c.get("/health/ready"), 503, "no catalog")
@@ -254,7 +293,7 @@ def test_serve_settings_table() -> None:
     assert shown["serve.host"].value == "127.0.0.1" and shown["serve.port"].value == 8765
 
 
-def test_the_command_serves_until_stopped(ingested: Ingested, tmp_path: Path) -> None:  # noqa: F811
+def test_the_command_serves_until_stopped(ingested: Ingested, tmp_path: Path) -> None:
     """`vsalmonn serve --port 0` as a user runs it: it says where it listens, answers, and stops on SIGTERM
     (uvicorn shuts down, then ends by the signal it caught, as a service manager expects)."""
     process = subprocess.Popen(

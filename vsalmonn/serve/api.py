@@ -113,6 +113,7 @@ def create_app(settings: Settings, *, text_encoder: TextEncoder | Shared | None 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        app.state.stopping = True  # open event feeds end, so that shutdown does not wait on them
         holder.close()
 
     # No /docs or /redoc: FastAPI's pages load their scripts from a CDN. /openapi.json is served.
@@ -200,6 +201,10 @@ def create_app(settings: Settings, *, text_encoder: TextEncoder | Shared | None 
     ) -> Events:
         """Events (alerts, faults, reconnects), newest first."""
         return view.events(stream=stream, since=_since(since), kind=kind, limit=limit)
+
+    from vsalmonn.serve.feed import router
+
+    app.include_router(router(_view, guard))
 
     @app.get(
         "/api/thumbnails/{path:path}", dependencies=guard, tags=["memory"], response_class=FileResponse,

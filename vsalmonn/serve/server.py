@@ -43,6 +43,7 @@ def make_server(
     config = uvicorn.Config(
         create_app(settings, text_encoder=text_encoder), host=settings.serve.host, port=settings.serve.port,
         log_level=log_level, access_log=False, lifespan="on",
+        timeout_graceful_shutdown=5,  # an open event feed never ends by itself
     )  # fmt: skip
     return uvicorn.Server(config)
 

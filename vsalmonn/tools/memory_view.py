@@ -19,12 +19,12 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vsalmonn.memory_store.models import Stream
 from vsalmonn.memory_store.names import validate_stream_name
 from vsalmonn.memory_store.redact import redact, redact_data
-from vsalmonn.memory_store.rows.events import event_kinds, events_since
+from vsalmonn.memory_store.rows.events import event_kinds, events_after, events_since, last_event_id
 from vsalmonn.memory_store.rows.labels import labels_near, labels_of
 from vsalmonn.memory_store.rows.status import read_status
 from vsalmonn.memory_store.rows.transcript import count_transcript
@@ -315,14 +315,29 @@ class MemoryView:
         rows = events_since(catalog, stream_id=stream_id, kind=kind, since=wall, since_t=t, limit=limit + 1)
         names = {s.id: s.name for s in catalog.streams()}
         kinds = event_kinds(catalog, stream_id, limit=50)
-        events = [
-            EventRecord(
-                id=e.id, stream=names.get(e.stream_id) if e.stream_id else None, kind=e.kind, source=e.source,
-                t=e.t, message=redact(e.message), created_at=e.created_at, payload=redact_data(e.payload),
-            )
-            for e in rows[:limit]
-        ]  # fmt: skip
+        events = [_record(e, names) for e in rows[:limit]]
         return Events(events=events, kinds=kinds, more=len(rows) > limit)
+
+    def events_after(self, after_id: int | None = None, limit: int = EVENTS_MAX) -> list[EventRecord]:
+        """Events stored after the one with id `after_id`, oldest first (None: after the newest, so none):
+        a feed that follows the catalog resumes from the last id it gave."""
+        catalog = self.store.catalog
+        if after_id is None:
+            return []
+        rows = events_after(catalog, after_id, limit=limit)
+        names = {s.id: s.name for s in catalog.streams()} if rows else {}
+        return [_record(e, names) for e in rows]
+
+    def last_event_id(self) -> int:
+        """The id of the newest stored event (0 when none)."""
+        return last_event_id(self.store.catalog)
+
+
+def _record(e: Any, names: dict[str, str]) -> EventRecord:
+    return EventRecord(
+        id=e.id, stream=names.get(e.stream_id) if e.stream_id else None, kind=e.kind, source=e.source,
+        t=e.t, message=redact(e.message), created_at=e.created_at, payload=redact_data(e.payload),
+    )  # fmt: skip
 
 
 __all__ = [

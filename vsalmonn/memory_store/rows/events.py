@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, func, select
 
 from ..models import Event
 
@@ -70,6 +70,20 @@ def events_since(
         return list(session.scalars(query))
 
 
+def events_after(catalog: Catalog, after_id: int, *, limit: int) -> list[Event]:
+    """Events stored after the one with id `after_id` (ids only grow), oldest first, at most `limit`: what a
+    follower of the event feed has not seen yet."""
+    query = select(Event).where(Event.id > after_id).order_by(Event.id).limit(limit)
+    with catalog.session() as session:
+        return list(session.scalars(query))
+
+
+def last_event_id(catalog: Catalog) -> int:
+    """The id of the newest event stored, 0 when none: where a new follower of the feed starts."""
+    with catalog.session() as session:
+        return int(session.scalar(select(func.max(Event.id))) or 0)
+
+
 def event_kinds(catalog: Catalog, stream_id: str | None = None, *, limit: int = 50) -> list[str]:
     """The distinct kinds of the events stored (of one stream when given), alphabetically, at most `limit`."""
     query = select(Event.kind).distinct().order_by(Event.kind)
@@ -79,4 +93,4 @@ def event_kinds(catalog: Catalog, stream_id: str | None = None, *, limit: int = 
         return list(session.scalars(query.limit(limit)))
 
 
-__all__ = ["add_event", "event_kinds", "events_since"]
+__all__ = ["add_event", "event_kinds", "events_after", "events_since", "last_event_id"]
