@@ -113,7 +113,6 @@ def create_app(settings: Settings, *, text_encoder: TextEncoder | Shared | None 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        app.state.stopping = True  # open event feeds end, so that shutdown does not wait on them
         holder.close()
 
     # No /docs or /redoc: FastAPI's pages load their scripts from a CDN. /openapi.json is served.

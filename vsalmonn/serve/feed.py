@@ -53,7 +53,8 @@ def router(view_dependency: object, guard: list[object]) -> APIRouter:
 async def _follow(request: Request, view: MemoryView, after: int) -> AsyncIterator[str]:
     yield f": following events after id {after}\n\n"
     quiet = 0.0
-    while not await request.is_disconnected() and not getattr(request.app.state, "stopping", False):
+    # Ends when the client goes; on shutdown uvicorn cancels it after `timeout_graceful_shutdown`.
+    while not await request.is_disconnected():
         records = await run_in_threadpool(view.events_after, after)
         for record in records:
             after = record.id
