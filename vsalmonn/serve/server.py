@@ -93,7 +93,9 @@ class Background:
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on `host`:`port` (0: any free port), IPv6 when the host is an IPv6 address."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on connections whose socket says it is TCP, and
+    # without it every response waits ~40 ms (Nagle against the client's delayed ACK) for its second write
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), port))
