@@ -28,6 +28,7 @@ from vsalmonn.perception.daemon import Daemon, read_status
 from vsalmonn.perception.pipeline import Encoders
 from vsalmonn.plugins import PluginConfig, PluginManager, hookimpl
 from vsalmonn.settings import DATA_ENV
+from vsalmonn.tools import MemoryView
 
 from . import media
 from .stream_server import StreamServer
@@ -235,6 +236,11 @@ def test_a_live_stream_keeps_up_and_reconnects(tmp_path: Path, encoders: Encoder
             assert daemon.shutdown()
         last = store.checkpoints("cam")[0]
         assert last.source_state is not None and last.source_state["epoch"] > 0
+        # The epoch is what the tools give as the stream's wall clock: its stream time 0.
+        (summary,) = MemoryView(store).streams()
+        assert summary.epoch is not None
+        assert summary.epoch.timestamp() == pytest.approx(last.source_state["epoch"], abs=1e-5)
+        assert by_name(store)["cam"]["epoch"] == summary.epoch.isoformat()
         assert by_name(store)["cam"]["state"] == "stopped"
 
 

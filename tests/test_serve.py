@@ -124,6 +124,8 @@ def test_search_is_the_json_of_search_json(client: httpx.Client, ingested: Inges
     assert one_stream["moments"][0]["stream"] == "talk"
     window = client.get("/api/search", params={"q": "goodbye", "k": 5, "start": 25, "end": 40}).json()
     assert window["moments"] and all(m["t1"] >= 25 and m["t0"] <= 40 for m in window["moments"])
+    as_clock = client.get("/api/search", params={"q": "goodbye", "k": 5, "start": "0:25", "end": "00:00:40"})
+    assert as_clock.json() == window  # HH:MM:SS is stream time
 
 
 def test_concurrent_requests_all_succeed(client: httpx.Client) -> None:
@@ -169,7 +171,8 @@ def test_transcript_and_events(client: httpx.Client, ingested: Ingested, encoder
         ("/api/streams/talk/transcript", {"start": 20, "end": 10}, 422, "after end"),
         ("/api/search", {"q": "goodbye", "start": 20, "end": 10}, 422, "after end"),
         ("/api/search", {"q": "goodbye", "end": -1}, 422, "end"),
-        ("/api/streams/talk/transcript", {"start": "soon"}, 422, "start"),
+        ("/api/streams/talk/transcript", {"start": "soon"}, 422, "start: 'soon' is not a time"),
+        ("/api/search", {"q": "goodbye", "start": "2026-12-03T14:00"}, 422, "no stream has a wall-clock"),
         ("/api/events", {"since": "yesterday"}, 422, "since"),
     ],
 )
@@ -229,6 +232,35 @@ def test_the_event_stream_sends_an_event_written_while_connected(
         with client.stream("GET", "/api/events/stream", headers={"Last-Event-ID": str(first)}) as response:
             (missed,) = read_events(response, 1)  # a reconnect resumes after the last id it saw
         assert missed["id"] == str(second) and json.loads(missed["data"])["message"] == "while away"
+
+
+def test_an_open_event_feed_ends_when_the_server_stops(ingested: Ingested, encoders: Encoders) -> None:
+    server = make_server(settings_of(ingested.data), text_encoder=encoders.text)
+    sock = bind("127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        until = time.monotonic() + 20
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < until, "the server did not start"
+            time.sleep(0.02)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/api/events/stream"
+        with httpx.Client(timeout=30) as http, http.stream("GET", url) as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            assert next(lines).startswith(": following events")
+            asked = time.monotonic()
+            server.should_exit = True  # as SIGTERM does
+            rest = list(lines)  # the feed ends by itself: the response is complete, not cut
+        thread.join(10)
+        took = time.monotonic() - asked
+        assert not thread.is_alive() and rest == [""] * len(rest)
+        # uvicorn's graceful timeout (5 s) cancels a response it had to wait for, with a traceback
+        assert took < 3.0, f"the server took {took:.1f} s to stop with a feed open"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
 
 
 def test_a_token_guards_every_route_but_health(ingested: Ingested, encoders: Encoders) -> None:

@@ -274,8 +274,15 @@ BAD = [
     (
         "search_video_memory",
         {"query": "goodbye", "start": -1},
-        "start: Input should be greater than or equal",
+        "start: stream seconds must be finite and >= 0",
     ),
+    ("search_video_memory", {"query": "goodbye", "start": "0:30", "end": 10}, "must not be after end"),
+    (
+        "search_video_memory",
+        {"query": "goodbye", "stream": "talk", "start": "2026-12-03T14:00:00Z"},
+        "start is a wall-clock time, but stream 'talk' has none",
+    ),
+    ("search_video_memory", {"query": "goodbye", "start": "2026-12-03T14:00"}, "no stream has a wall-clock"),
     ("search_video_memory", {"query": ["goodbye"]}, "query: Input should be a valid string"),
     ("search_video_memory", {"query": "goodbye", "k": "many"}, "k: Input should be a valid integer"),
     ("search_video_memory", {"k": 3}, "query: Field required"),
@@ -283,12 +290,13 @@ BAD = [
     (
         "get_transcript",
         {"stream": "talk", "start": "soon", "end": 5},
-        "start: Input should be a valid number",
+        "start: 'soon' is not a time; give seconds of stream time (65), stream time as HH:MM:SS",
     ),
     ("get_transcript", {"stream": "talk"}, "start: Field required"),
     ("get_transcript", {"stream": "nope", "start": 0, "end": 5}, "no stream named 'nope'"),
     ("get_transcript", {"stream": "talk", "start": 500, "end": 600}, "past what stream 'talk' has committed"),
-    ("describe_moment", {"stream": "talk", "t": -1}, "t: Input should be greater than or equal to 0"),
+    ("describe_moment", {"stream": "talk", "t": -1}, "t: stream seconds must be finite and >= 0"),
+    ("describe_moment", {"stream": "talk", "t": "2026-12-03T14:00"}, "t is a wall-clock time, but stream"),
     ("describe_moment", {"stream": "talk", "t": 10**6}, "past what stream 'talk' has committed"),
     ("describe_moment", {"stream": "ta/lk", "t": 3}, "stream: stream name must not contain a path separator"),
     ("describe_moment", {"stream": "x" * 100_000, "t": 3}, "stream name is 100000 characters long"),
@@ -423,3 +431,87 @@ def test_importing_the_package_loads_neither_torch_nor_langchain() -> None:
 )
 def test_hms(seconds: float, clock: str) -> None:
     assert hms(seconds) == clock
+
+
+# ------------------------------------------------------------------------------------------- wall clock
+
+
+def as_live(data: Path, epoch: float) -> None:
+    """Recommit stream talk's memory with a live source's epoch, as a live runner's checkpoint keeps it
+    (`test_daemon`'s live test checks that a real live ingest writes one)."""
+    with MemoryStore(data) as store, store.writer("talk") as writer:
+        memory, last = store.open_memory("talk")
+        assert last is not None
+        writer.commit(memory.state_dict(), source_offset=last.source_offset, source_state={"epoch": epoch})
+
+
+def test_times_may_be_clock_text_or_the_wall_clock_of_a_live_stream(
+    tmp_path: Path, ingested: Ingested, encoders: Encoders
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    data = tmp_path / "data"
+    shutil.copytree(ingested.data, data)
+    with MemoryStore(data) as store, VideoMemoryToolkit(store=store, text_encoder=encoders.text) as kit:
+        tools = tools_of(kit)
+        # HH:MM:SS is stream time, read exactly as seconds are.
+        by_clock = call(tools["get_transcript"], {"stream": "talk", "start": "00:00:00", "end": "0:40"})
+        by_seconds = call(tools["get_transcript"], {"stream": "talk", "start": 0, "end": 40})
+        assert by_clock.artifact == by_seconds.artifact and by_clock.artifact["lines"]
+        assert by_clock.artifact["epoch"] is None  # a file: no wall clock
+
+    epoch = datetime(2026, 12, 3, 14, 0, 0, tzinfo=UTC)
+    as_live(data, epoch.timestamp())
+    at = ingested.said_at["goodbye"]
+    with MemoryStore(data) as store, VideoMemoryToolkit(store=store, text_encoder=encoders.text) as kit:
+        tools = tools_of(kit)
+        listed = call(tools["list_streams"], {})
+        assert listed.artifact["streams"][0]["epoch"] == "2026-12-03T14:00:00Z"
+        assert "live since 2026-12-03 14:00:00 UTC" in listed.content
+        window = {"start": (epoch + timedelta(seconds=at - 3)).isoformat(), "end": "2026-12-03T14:00:40Z"}
+        found = call(tools["search_video_memory"], {"query": "someone says goodbye", "k": 1, **window})
+        (best,) = found.artifact["moments"]
+        assert best["t0"] - 2 <= at <= best["t1"] + 2, best
+        wall_t0 = datetime.fromisoformat(best["wall_t0"])
+        assert wall_t0 == epoch + timedelta(seconds=best["t0"])
+        assert f"[wall clock 2026-12-03 {wall_t0:%H:%M:%S}-" in found.content, found.content
+        # A wall-clock window before anything was said there holds no goodbye.
+        early = {"start": "2026-12-03T14:00:00Z", "end": (epoch + timedelta(seconds=at - 8)).isoformat()}
+        before = call(tools["search_video_memory"], {"query": "someone says goodbye", "k": 3, **early})
+        assert all(m["t1"] <= at - 8 + 0.01 for m in before.artifact["moments"]), before.artifact
+        # A wall-clock instant, as describe_moment takes it.
+        seen = call(tools["describe_moment"], {"stream": "talk", "t": "2026-12-03 14:00:18"})
+        assert seen.artifact["t"] == 18.0 and seen.artifact["wall"] == "2026-12-03T14:00:18Z"
+
+
+def test_search_since_a_span_back_from_now(
+    tmp_path: Path, ingested: Ingested, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import time
+
+    from .test_cli import in_process
+
+    data = tmp_path / "data"
+    shutil.copytree(ingested.data, data)
+
+    def search(*more: str) -> Any:
+        return in_process(capsys, "--data", str(data), "search", "goodbye", *more)
+
+    got = search("--since", "1h", "--json")
+    assert got.returncode == 2 and "no stream has a wall-clock time" in got.stderr, got
+    as_live(data, time.time() - 600)  # a live stream that started 10 minutes ago
+    got = search("--since", "1h", "--json")
+    assert got.returncode == 0, got
+    moments = json.loads(got.stdout)["moments"]
+    assert moments and all(m["wall_t0"] is not None for m in moments)
+    assert "wall clock (UTC)" in search("--since", "1h").stdout
+    got = search("--since", "2m", "--json")  # the last two minutes lie past what the stream committed
+    assert got.returncode == 0 and json.loads(got.stdout)["moments"] == [], got
+    for bad, reason in (
+        (["--since", "soon"], "since: 'soon' is neither a span back from now"),
+        (["--start", "0:50", "--end", "10"], "must not be after end"),
+        (["--since", "1h", "--start", "3"], "give --since or --start, not both"),
+    ):
+        got = search(*bad)
+        assert got.returncode == 2 and reason in got.stderr and len(got.stderr.strip().splitlines()) == 1, got

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from vsalmonn.memory_store.store import MemoryStore
     from vsalmonn.tools import MemoryView
     from vsalmonn.tools.results import SearchResult
+    from vsalmonn.tools.wallclock import TimeArg
 
 TERMINAL_STATES = (None, "done", "stopped", "failed", "skipped", "idle", "new")
 """States of a stream no process is expected to report on: such a stream is never stale."""
@@ -23,11 +24,11 @@ def search_result(
     *,
     stream: str | None = None,
     k: int = 5,
-    start: float | None = None,
-    end: float | None = None,
+    start: TimeArg | None = None,
+    end: TimeArg | None = None,
 ) -> SearchResult:
-    """The moments of `prompt` in one stream or all (overlapping [start, end] when given), from their newest
-    committed checkpoints.
+    """The moments of `prompt` in one stream or all (overlapping [start, end] when given: stream seconds or
+    wall-clock datetimes, `tools.wallclock`), from their newest committed checkpoints.
 
     Raises `UnknownStreamError` for a stream the catalog lacks, `ViewError` for an argument the view
     refuses, and `ViewError` too when streams have checkpoints but every one failed its checksum (no moments

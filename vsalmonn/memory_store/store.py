@@ -53,6 +53,15 @@ class StoreError(RuntimeError):
     """The store cannot be used as it is (a catalog that lost its rows while checkpoint groups remain)."""
 
 
+def source_epoch(source_state: dict[str, Any] | None) -> float | None:
+    """The Unix time of stream time 0 that a live source keeps in its checkpoints' source state (its first
+    start: a live stream's time is wall-clock time since then); None for a file, whose time is its own."""
+    epoch = (source_state or {}).get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int | float) or not math.isfinite(epoch):
+        return None
+    return float(epoch)
+
+
 @dataclass(frozen=True)
 class CheckpointInfo:
     """A committed checkpoint as the catalog describes it."""
@@ -71,6 +80,11 @@ class CheckpointInfo:
     bytes_raw: int
     bytes_stored: int
     created_at: datetime
+
+    @property
+    def epoch(self) -> float | None:
+        """Unix time of stream time 0 for a live stream (`source_epoch`); None for a file."""
+        return source_epoch(self.source_state)
 
 
 class MemoryStore:

@@ -37,7 +37,7 @@ from vsalmonn.memory_store import MemoryConfig
 from vsalmonn.memory_store.names import validate_stream_name
 from vsalmonn.memory_store.redact import redact
 from vsalmonn.memory_store.rows.status import StatusReport, stream_overviews, upsert_statuses
-from vsalmonn.memory_store.store import MemoryStore, StreamBusyError
+from vsalmonn.memory_store.store import MemoryStore, StreamBusyError, source_epoch
 from vsalmonn.plugins.events import EventBus
 
 from . import allocator
@@ -308,5 +308,8 @@ def read_status(store: MemoryStore) -> list[dict[str, Any]]:
                 "created_at": checkpoint.created_at.isoformat(),
                 "age_s": (now - checkpoint.created_at).total_seconds(),
             }
+            epoch = source_epoch(checkpoint.source_state)
+            if epoch is not None:  # a live stream: stream time 0 on the wall clock
+                entry["epoch"] = datetime.fromtimestamp(epoch, UTC).isoformat()
         out.append(entry)
     return out

@@ -29,6 +29,7 @@ from vsalmonn.tools.checks import QUERY_MAX
 from vsalmonn.tools.encoding import TextEncoder
 from vsalmonn.tools.memory_view import EVENTS_MAX, MemoryView
 from vsalmonn.tools.results import Events, SearchResult, Transcript, UnknownStreamError, ViewError
+from vsalmonn.tools.wallclock import TIME_HELP, TimeArg, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -164,29 +165,32 @@ def create_app(settings: Settings, *, text_encoder: TextEncoder | Shared | None 
         q: Annotated[str, Query(min_length=1, max_length=QUERY_MAX, description="what to look for")],
         stream: Annotated[str | None, Query(description="one stream (default: all)")] = None,
         k: Annotated[int, Query(ge=1, le=SEARCH_K_MAX, description="moments to return")] = 5,
-        start: Annotated[float | None, Query(ge=0, description="moments overlapping [start, end]")] = None,
-        end: Annotated[float | None, Query(ge=0, description="stream seconds")] = None,
+        start: Annotated[
+            str | None, Query(max_length=64, description=f"moments overlapping [start, end]: {TIME_HELP}")
+        ] = None,
+        end: Annotated[str | None, Query(max_length=64, description="as start")] = None,
     ) -> SearchResult:
         """The reader's moments for a prompt: exactly the JSON of `vsalmonn search --json`."""
         from vsalmonn.reports import search_result
 
-        return search_result(view, q, stream=stream, k=k, start=start, end=end)
+        return search_result(view, q, stream=stream, k=k, start=_time(start, "start"), end=_time(end, "end"))
 
     @app.get("/api/streams/{name}/transcript", dependencies=guard, tags=["memory"])
     def transcript(
         view: View,
         name: str,
-        start: Annotated[float, Query(ge=0, description="stream seconds")] = 0.0,
-        end: Annotated[float | None, Query(ge=0, description="stream seconds (default: all committed)")] = (
-            None
-        ),
+        start: Annotated[str, Query(max_length=64, description=f"from: {TIME_HELP}")] = "0",
+        end: Annotated[str | None, Query(max_length=64, description="to, as start (default: all)")] = (None),
     ) -> Transcript:
         """What was said in a stream between two times, as far as it is committed."""
-        if end is None:
+        begin, until = _time(start, "start") or 0.0, _time(end, "end")
+        if until is None:
             view.stream(name)  # 404 for an unknown stream before its summary is looked for
             covered = next((s.covered_until for s in view.streams() if s.name == name), None)
-            end = max(start, covered or 0.0)
-        return view.transcript(name, start, end)
+            until = covered or 0.0
+            if not isinstance(begin, datetime):
+                until = max(begin, until)
+        return view.transcript(name, begin, until)
 
     @app.get("/api/events", dependencies=guard, tags=["memory"])
     def events(
@@ -233,6 +237,16 @@ def _thumbnail_file(settings: Settings, path: str) -> Path:
     if not inside or found.suffix.lower() not in THUMBNAIL_TYPES:
         raise HTTPException(404, f"no thumbnail {path[:80]!r}")
     return found
+
+
+def _time(text: str | None, what: str) -> TimeArg | None:
+    """A time argument of a query (`tools.wallclock`); 422 with the accepted forms for anything else."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return parse_time(text, what)
+    except ValueError as exc:
+        raise ViewError(str(exc)) from None
 
 
 def _since(text: str | None) -> float | datetime | None:

@@ -53,8 +53,9 @@ def router(view_dependency: object, guard: list[object]) -> APIRouter:
 async def _follow(request: Request, view: MemoryView, after: int) -> AsyncIterator[str]:
     yield f": following events after id {after}\n\n"
     quiet = 0.0
-    # Ends when the client goes; on shutdown uvicorn cancels it after `timeout_graceful_shutdown`.
-    while not await request.is_disconnected():
+    stopping = getattr(request.app.state, "stopping", lambda: False)  # set by `server.make_server`
+    # Ends when the client goes or the server stops (within POLL_S): a feed never holds up a shutdown.
+    while not stopping() and not await request.is_disconnected():
         records = await run_in_threadpool(view.events_after, after)
         for record in records:
             after = record.id

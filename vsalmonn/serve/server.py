@@ -40,12 +40,17 @@ def make_server(
 
     from vsalmonn.serve.api import create_app
 
+    app = create_app(settings, text_encoder=text_encoder)
     config = uvicorn.Config(
-        create_app(settings, text_encoder=text_encoder), host=settings.serve.host, port=settings.serve.port,
-        log_level=log_level, access_log=False, lifespan="on",
-        timeout_graceful_shutdown=5,  # an open event feed never ends by itself
+        app, host=settings.serve.host, port=settings.serve.port, log_level=log_level, access_log=False,
+        lifespan="on", timeout_graceful_shutdown=5,  # the last resort: feeds end by `stopping` below
     )  # fmt: skip
-    return uvicorn.Server(config)
+    server = uvicorn.Server(config)
+    # An open event feed ends as soon as the server is asked to stop: uvicorn's shutdown waits for open
+    # responses and, after its graceful timeout, cancels them with a traceback in the log. The lifespan's
+    # shutdown comes only after that wait, so this flag is the server's own.
+    app.state.stopping = lambda: server.should_exit
+    return server
 
 
 class ServeError(ValueError):

@@ -45,6 +45,7 @@ from .results import (
     UnknownStreamError,
     ViewError,
 )
+from .wallclock import TimeArg, epoch_of, ordered, parse_time, stream_seconds, wall_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -192,22 +193,44 @@ class MemoryView:
         self,
         query: str,
         stream: str | None = None,
-        start: float | None = None,
-        end: float | None = None,
+        start: TimeArg | str | None = None,
+        end: TimeArg | str | None = None,
         k: int = 5,
     ) -> list[Hit]:
         """The `k` moments that best match `query`, best first, over one stream or all of them.
 
-        `start`/`end` (stream seconds) keep moments that overlap [start, end]; the reader then picks its
-        slots among those inside the window, so a narrow window is searched as thoroughly as the whole
-        stream. Streams without a committed checkpoint contribute nothing.
+        `start`/`end` keep moments that overlap [start, end]; the reader then picks its slots among those
+        inside the window, so a narrow window is searched as thoroughly as the whole stream. Each is stream
+        seconds, HH:MM:SS, or a wall-clock datetime (`wallclock`), which only a live stream can place: over
+        every stream, those without a wall clock are left out of such a search. Streams without a committed
+        checkpoint contribute nothing.
         """
         query = check_query(query)
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= K_MAX:
             raise ViewError(f"k must be an integer from 1 to {K_MAX}, got {k!r}")
-        start, end = check_window(start, end)
+        start, end = _time_arg(start, "start"), _time_arg(end, "end")
+        ordered(start, end)
         rows = [self.stream(stream)] if stream is not None else self.store.catalog.streams()
         loaded = [(row, got) for row in rows if (got := self._latest(row.name)) is not None]
+        wall = isinstance(start, datetime) or isinstance(end, datetime)
+        windows = {}
+        for row, got in loaded:
+            epoch = epoch_of(got.info)
+            if wall and epoch is None and stream is None:
+                continue  # a file's stream time is no wall-clock time: it cannot lie in the window
+            lo = None if start is None else stream_seconds(start, epoch, row.name, "start")
+            hi = None if end is None else stream_seconds(end, epoch, row.name, "end")
+            if lo is not None and hi is not None and lo > hi:
+                if stream is not None:
+                    check_window(lo, hi)  # the one stream asked for: say why nothing can match
+                continue
+            windows[row.name] = (lo, hi, epoch)
+        if wall and loaded and not windows and stream is None:
+            raise ViewError(
+                "no stream has a wall-clock time (only live streams do; a file's stream time is its own); "
+                "give stream seconds or HH:MM:SS"
+            )
+        loaded = [(row, got) for row, got in loaded if row.name in windows]
         if not loaded:
             return []
         vector = self.encode(query)  # (1, d)
@@ -219,27 +242,36 @@ class MemoryView:
                     f"stream {row.name!r} holds {dim}-d tokens but the text encoder gives "
                     f"{vector.shape[1]}-d ones; search it with the encoder it was ingested with"
                 )
-            found += [(row, got, m) for m in got.memory.read(vector, k=k, window=(start, end))]
+            lo, hi, _ = windows[row.name]
+            found += [(row, got, m) for m in got.memory.read(vector, k=k, window=(lo, hi))]
         found.sort(key=lambda x: (-x[2].score, x[2].t0))
         hits = []
         for row, got, m in found[:k]:
             evidence = moment_evidence(self.store.catalog, row.id, m.t0, m.t1, horizon(got.info))
+            epoch = windows[row.name][2]
             hits.append(
                 Hit(
                     stream=row.name, t0=m.t0, t1=m.t1, score=m.score, modality=m.modality,
                     evidence=evidence, slot_ids=list(m.slot_ids), checkpoint_seq=got.info.seq,
+                    wall_t0=wall_of(m.t0, epoch), wall_t1=wall_of(m.t1, epoch),
                 )
             )  # fmt: skip
         return hits
 
     # ----- transcript -------------------------------------------------------------------------------
 
-    def transcript(self, stream: str, start: float, end: float) -> Transcript:
-        """Transcript segments of `stream` that overlap [start, end], in time order."""
-        start, end = check_window(start, end)
+    def transcript(self, stream: str, start: TimeArg | str, end: TimeArg | str) -> Transcript:
+        """Transcript segments of `stream` that overlap [start, end], in time order (each bound stream
+        seconds, HH:MM:SS or, for a live stream, a wall-clock datetime)."""
         if start is None or end is None:
             raise ViewError("give both start and end (stream seconds)")
         row, loaded = self._require(stream)
+        epoch = epoch_of(loaded.info)
+        start, end = check_window(
+            stream_seconds(_time_arg(start, "start"), epoch, stream, "start"),
+            stream_seconds(_time_arg(end, "end"), epoch, stream, "end"),
+        )
+        assert start is not None and end is not None
         covered = horizon(loaded.info)
         if start > covered:
             raise ViewError(past(stream, start, covered))
@@ -248,14 +280,18 @@ class MemoryView:
         if len(said) > TRANSCRIPT_MAX:
             total = count_transcript(self.store.catalog, row.id, start, end, before=covered)
             said, more = said[:TRANSCRIPT_MAX], total - TRANSCRIPT_MAX
-        return Transcript(stream=stream, start=start, end=end, covered_until=covered, lines=said, more=more)
+        return Transcript(
+            stream=stream, start=start, end=end, covered_until=covered, lines=said, more=more, epoch=epoch
+        )
 
     # ----- describe ---------------------------------------------------------------------------------
 
-    def describe(self, stream: str, t: float) -> Description:
-        """Frames nearest `t` with their labels, speech within ±10 s, and the memory slots containing `t`."""
-        t = check_time(t, "t")
+    def describe(self, stream: str, t: TimeArg | str) -> Description:
+        """Frames nearest `t` with their labels, speech within ±10 s, and the memory slots containing `t`
+        (stream seconds, HH:MM:SS or, for a live stream, a wall-clock datetime)."""
         row, loaded = self._require(stream)
+        epoch = epoch_of(loaded.info)
+        t = check_time(stream_seconds(_time_arg(t, "t"), epoch, stream, "t"), "t")
         covered = horizon(loaded.info)
         if t > covered:
             raise ViewError(past(stream, t, covered))
@@ -265,7 +301,7 @@ class MemoryView:
         seen = sorted((Seen(t=f.t, labels=labels_of(f)) for f in near), key=lambda s: s.t)
         return Description(
             stream=stream, t=t, covered_until=covered, checkpoint_seq=loaded.info.seq, seen=seen, said=said,
-            memory=slots_at(loaded.memory, t),
+            memory=slots_at(loaded.memory, t), wall=wall_of(t, epoch),
         )  # fmt: skip
 
     # ----- streams ----------------------------------------------------------------------------------
@@ -287,6 +323,7 @@ class MemoryView:
                     state=status.state if status else None, position=status.position if status else None,
                     status_at=status.updated_at if status else None,
                     last_error=redact(status.last_error) if status else None,
+                    epoch=epoch_of(newest),
                 )
             )  # fmt: skip
         return out
@@ -331,6 +368,18 @@ class MemoryView:
     def last_event_id(self) -> int:
         """The id of the newest stored event (0 when none)."""
         return last_event_id(self.store.catalog)
+
+
+def _time_arg(value: object, what: str) -> TimeArg | None:
+    """A time argument (`wallclock.parse_time`) as the view takes it; ViewError, one line, when it is none."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str | datetime):
+        raise ViewError(f"{what} must be a number of seconds, not {type(value).__name__}")
+    try:
+        return parse_time(value, what)
+    except ValueError as exc:
+        raise ViewError(str(exc)) from None
 
 
 def _record(e: Any, names: dict[str, str]) -> EventRecord:

@@ -45,9 +45,20 @@ def when(t: datetime | None) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def wall_span(t0: datetime | None, t1: datetime | None) -> str:
+    """A span on the wall clock: "2026-12-03 14:03:05-14:03:12 UTC" (the date once when it is one day)."""
+    if t0 is None or t1 is None:
+        return ""
+    a, b = when(t0), when(t1)
+    return f"{a.removesuffix(' UTC')}-{b[11:] if a[:10] == b[:10] else b}"
+
+
 def hit_line(hit: Hit) -> str:
-    """ "cam 00:01:05-00:01:12 (65.0-72.0 s) score 0.41 visual; seen: street sign (0.31); said: 'hi'"."""
-    head = f"{hit.stream} {span_text(hit.t0, hit.t1)} score {hit.score:.2f} {hit.modality}"
+    """ "cam 00:01:05-00:01:12 (65.0-72.0 s) score 0.41 visual; seen: street sign (0.31); said: 'hi'",
+    with "[wall clock 2026-12-03 14:03:05-14:03:12 UTC]" after the span for a live stream."""
+    wall = wall_span(hit.wall_t0, hit.wall_t1)
+    span = f"{span_text(hit.t0, hit.t1)}" + (f" [wall clock {wall}]" if wall else "")
+    head = f"{hit.stream} {span} score {hit.score:.2f} {hit.modality}"
     seen = [e.removeprefix("seen: ") for e in hit.evidence if e.startswith("seen: ")]
     said = [e.removeprefix("said: ") for e in hit.evidence if e.startswith("said: ")]
     other = [e for e in hit.evidence if not e.startswith(("seen: ", "said: "))]
@@ -71,6 +82,8 @@ def render_hits(query: str, hits: list[Hit], scope: str) -> str:
 
 def render_transcript(tr: Transcript) -> str:
     head = f"transcript of {tr.stream} {span_text(tr.start, tr.end)}"
+    if tr.epoch is not None:
+        head += f" (stream time 0 = {when(tr.epoch)})"
     if tr.end > tr.covered_until:
         head += f" (committed up to {at_text(tr.covered_until)})"
     if not tr.lines:
@@ -83,7 +96,8 @@ def render_transcript(tr: Transcript) -> str:
 
 
 def render_description(d: Description) -> str:
-    lines = [f"{d.stream} at {at_text(d.t)} (checkpoint {d.checkpoint_seq}):"]
+    wall = f", {when(d.wall)}" if d.wall is not None else ""
+    lines = [f"{d.stream} at {at_text(d.t)}{wall} (checkpoint {d.checkpoint_seq}):"]
     if d.seen:
         frames = [
             f"frame {hms(s.t)} ({s.t:.1f} s): "
@@ -116,6 +130,8 @@ def render_streams(streams: list[StreamSummary]) -> str:
     lines = [f"{len(streams)} stream{'s' if len(streams) != 1 else ''}:"]
     for s in streams:
         parts = [f"- {s.name}: {s.kind or 'source'} {s.source or '-'}"]
+        if s.epoch is not None:
+            parts.append(f"live since {when(s.epoch)} (stream time 0; wall-clock times work)")
         if s.checkpoint_seq is None:
             parts.append("no committed checkpoint yet (not searchable)")
         else:

@@ -1,7 +1,8 @@
 """What `MemoryView` answers, as pydantic models (the tools' artifacts are their JSON), and its errors.
 
 Every time is stream seconds; a stream's `covered_until` is its committed offset, past which nothing is
-known yet.
+known yet. A live stream's times are also given on the wall clock (`wall_*`, `epoch`: UTC), since its stream
+time is wall-clock time since its first start (`wallclock`); a file's are not.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class Hit(BaseModel):
     evidence: list[str]  # "said: '...'" lines overlapping the span, then "seen: label (p)" labels within it
     slot_ids: list[int]  # the memory slots behind the moment (stable ids)
     checkpoint_seq: int  # the committed memory state it was read from
+    wall_t0: datetime | None = None  # the span on the wall clock, for a live stream (its epoch + t0)
+    wall_t1: datetime | None = None
 
 
 class Moment(BaseModel):
@@ -47,6 +50,8 @@ class Moment(BaseModel):
     score: float
     modality: str
     evidence: list[str]
+    wall_t0: datetime | None = None  # on the wall clock (UTC), for a live stream; None for a file's
+    wall_t1: datetime | None = None
 
 
 class SearchResult(BaseModel):
@@ -81,6 +86,7 @@ class Transcript(BaseModel):
     covered_until: float  # the stream's committed offset: nothing later is known yet
     lines: list[Line]
     more: int = 0  # lines left out past TRANSCRIPT_MAX
+    epoch: datetime | None = None  # stream time 0 on the wall clock (UTC), for a live stream
 
 
 class Seen(BaseModel):
@@ -109,6 +115,7 @@ class Description(BaseModel):
     seen: list[Seen]
     said: list[Line]
     memory: list[SlotCover]
+    wall: datetime | None = None  # `t` on the wall clock (UTC), for a live stream
 
 
 class StreamSummary(BaseModel):
@@ -126,6 +133,7 @@ class StreamSummary(BaseModel):
     position: float | None
     status_at: datetime | None
     last_error: str | None
+    epoch: datetime | None = None  # stream time 0 on the wall clock (UTC): a live stream's first start
 
 
 class EventRecord(BaseModel):

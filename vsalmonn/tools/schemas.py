@@ -19,10 +19,13 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 
 from vsalmonn.memory_store.names import validate_stream_name
+
+from .wallclock import TIME_HELP, TimeArg, ordered, parse_time
 
 K_LIMIT = 50
 QUERY_LIMIT = 1000
@@ -51,8 +54,22 @@ def _since(value: Any) -> float | datetime:
     return seconds
 
 
+def _time(value: Any) -> TimeArg:
+    """A time argument (`wallclock.parse_time`), refused past TIME_LIMIT seconds."""
+    parsed = parse_time(value)
+    if not isinstance(parsed, datetime) and parsed > TIME_LIMIT:
+        raise ValueError(f"{parsed:.0f} s is beyond any stream; give {TIME_HELP}")
+    return parsed
+
+
 StreamName = Annotated[str, AfterValidator(validate_stream_name)]
-Seconds = Annotated[float, Field(ge=0, le=TIME_LIMIT, allow_inf_nan=False)]
+# Seconds, HH:MM:SS or a wall-clock ISO date-time, read into stream seconds or a UTC datetime. The schema a
+# model reads says the same: a number, or text in one of the two forms.
+Time = Annotated[
+    TimeArg,
+    BeforeValidator(_time),
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}]}),
+]
 
 _STREAM_HELP = "Name of a stream, exactly as list_streams shows it."
 
@@ -64,9 +81,7 @@ class _Args(BaseModel):
 class _Window(_Args):
     @model_validator(mode="after")
     def _ordered(self) -> _Window:
-        start, end = getattr(self, "start", None), getattr(self, "end", None)
-        if start is not None and end is not None and start > end:
-            raise ValueError(f"start ({start:.1f} s) must not be after end ({end:.1f} s)")
+        ordered(getattr(self, "start", None), getattr(self, "end", None))
         return self
 
 
@@ -80,12 +95,15 @@ class SearchArgs(_Window):
         )
     )
     stream: StreamName | None = Field(None, description=f"{_STREAM_HELP} Leave out to search every stream.")
-    start: Seconds | None = Field(
+    start: Time | None = Field(
         None,
-        description="Only moments that end at or after this stream time, in seconds (e.g. 65 for 00:01:05).",
+        description=(
+            "Only moments that end at or after this time: stream seconds (65), stream time as HH:MM:SS "
+            "(00:01:05), or, for a live stream, wall-clock time in ISO 8601 ('2026-12-03T14:00:00Z')."
+        ),
     )
-    end: Seconds | None = Field(
-        None, description="Only moments that begin at or before this stream time, in seconds."
+    end: Time | None = Field(
+        None, description="Only moments that begin at or before this time, in the same forms as start."
     )
     k: int = Field(
         5, ge=1, le=K_LIMIT, description=f"How many moments to return, best first (1 to {K_LIMIT})."
@@ -94,16 +112,22 @@ class SearchArgs(_Window):
 
 class TranscriptArgs(_Window):
     stream: StreamName = Field(description=_STREAM_HELP)
-    start: Seconds = Field(
-        description="Start of the range, in seconds of stream time (e.g. 65 for 00:01:05)."
+    start: Time = Field(
+        description=(
+            "Start of the range: stream seconds (65), HH:MM:SS (00:01:05), or, for a live stream, an ISO "
+            "8601 wall-clock time."
+        )
     )
-    end: Seconds = Field(description="End of the range, in seconds of stream time; not before start.")
+    end: Time = Field(description="End of the range, in the same forms as start; not before start.")
 
 
 class DescribeArgs(_Args):
     stream: StreamName = Field(description=_STREAM_HELP)
-    t: Seconds = Field(
-        description="The instant to describe, in seconds of stream time (e.g. 65 for 00:01:05)."
+    t: Time = Field(
+        description=(
+            "The instant to describe: stream seconds (65), HH:MM:SS (00:01:05), or, for a live stream, an "
+            "ISO 8601 wall-clock time."
+        )
     )
 
 

@@ -36,6 +36,7 @@ from .schemas import (
     validation_message,
 )
 from .timefmt import at_text, span_text
+from .wallclock import TimeArg
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +46,19 @@ SEARCH_DESCRIPTION = (
     "Search the video memory for the moments that best match a description of something seen or said. "
     "Returns up to k moments, best first, each with its stream, its time span as HH:MM:SS and in seconds, a "
     "relevance score, whether it was found in the pictures (visual) or the speech (audio), and evidence: "
-    "what was said during it and what the camera most likely showed. Use start and end (seconds) to search "
-    "one stretch of time, and stream to search one stream. Cite moments by their times."
+    "what was said during it and what the camera most likely showed. Use start and end (seconds, "
+    "HH:MM:SS, or a wall-clock ISO date-time for a live stream) to search one stretch of time, and stream "
+    "to search one stream. Cite moments by their times."
 )
 TRANSCRIPT_DESCRIPTION = (
-    "Read what was said in a stream between two stream times (seconds), line by line with each line's time "
-    "span. Use it to check or quote speech around a moment that search_video_memory found."
+    "Read what was said in a stream between two times (seconds, HH:MM:SS, or a wall-clock ISO date-time "
+    "for a live stream), line by line with each line's time span. Use it to check or quote speech around "
+    "a moment that search_video_memory found."
 )
 DESCRIBE_DESCRIPTION = (
-    "Describe one instant of a stream (seconds): the most likely contents of the nearest video frames, the "
-    "speech within 10 seconds of it, and how much of the memory covers it."
+    "Describe one instant of a stream (seconds, HH:MM:SS, or a wall-clock ISO date-time): the most likely "
+    "contents of the nearest video frames, the speech within 10 seconds of it, and how much of the memory "
+    "covers it."
 )
 STREAMS_DESCRIPTION = (
     "List the video streams in the memory: each one's name, source, the stretch of time its memory covers "
@@ -98,14 +102,20 @@ def _tool(name: str, description: str, schema: type[BaseModel], fn: Callable[...
     )
 
 
-def _scope(stream: str | None, start: float | None, end: float | None) -> str:
+def _at(t: TimeArg) -> str:
+    return render.when(t) if isinstance(t, datetime) else at_text(t)
+
+
+def _scope(stream: str | None, start: TimeArg | None, end: TimeArg | None) -> str:
     where = f"in stream {stream!r}" if stream else "in any stream"
-    if start is not None and end is not None:
+    if isinstance(start, float | int) and isinstance(end, float | int):
         return f"{where} within {span_text(start, end)}"
+    if start is not None and end is not None:
+        return f"{where} from {_at(start)} to {_at(end)}"
     if start is not None:
-        return f"{where} from {at_text(start)} on"
+        return f"{where} from {_at(start)} on"
     if end is not None:
-        return f"{where} up to {at_text(end)}"
+        return f"{where} up to {_at(end)}"
     return where
 
 
@@ -141,8 +151,8 @@ def build_tools(view: MemoryView) -> list[BaseTool]:
     def search_video_memory(
         query: str,
         stream: str | None = None,
-        start: float | None = None,
-        end: float | None = None,
+        start: TimeArg | None = None,
+        end: TimeArg | None = None,
         k: int = 5,
     ) -> Result:
         hits = view.search(query, stream=stream, start=start, end=end, k=k)
@@ -152,11 +162,11 @@ def build_tools(view: MemoryView) -> list[BaseTool]:
             text += _coverage(view, stream)
         return text, {"query": query, "moments": [h.model_dump(mode="json") for h in hits]}
 
-    def get_transcript(stream: str, start: float, end: float) -> Result:
+    def get_transcript(stream: str, start: TimeArg, end: TimeArg) -> Result:
         tr = view.transcript(stream, start, end)
         return render.render_transcript(tr), tr.model_dump(mode="json")
 
-    def describe_moment(stream: str, t: float) -> Result:
+    def describe_moment(stream: str, t: TimeArg) -> Result:
         d = view.describe(stream, t)
         return render.render_description(d), d.model_dump(mode="json")
 

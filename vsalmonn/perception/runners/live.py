@@ -63,7 +63,7 @@ class LiveKind(KindRunner):
         spec, stats, store = ctx.spec, ctx.stats, ctx.store
         with store.writer(spec.name, config=ctx.memory, source=spec.source, kind=self.catalog_kind) as w:
             memory, last = store.open_memory(spec.name, ctx.memory)
-            epoch = (last.source_state or {}).get("epoch") if last else None
+            epoch = last.epoch if last else None
             feed = self.open_feed(ctx, epoch)
             sink = StreamSink(
                 store=store, writer=w, memory=memory, encoders=ctx.encoders, perception=ctx.perception,

@@ -1,0 +1,142 @@
+"""Wall-clock time beside stream time: how a time argument is read, and how one axis maps onto the other.
+
+Every stored time is stream seconds (DESIGN §2). A live source's stream time is wall-clock time since its
+first start, its *epoch*, which each checkpoint keeps (``source_state["epoch"]``, Unix seconds), so for a
+live stream "14:00 today" is a stream time: the instant minus the epoch. A file has no epoch: its stream
+time is the file's own, and a wall-clock bound means nothing for it.
+
+A time argument, wherever a person or a model writes one (the tools, ``vsalmonn search``, the REST API), is
+one of:
+
+- seconds of stream time, a number or its text: ``65``, ``"65.5"``;
+- stream time as a clock: ``"00:01:05"``, ``"1:05"``, ``"01:02:03.5"`` (what the tools' answers print);
+- a wall-clock date-time in ISO 8601: ``"2026-12-03T14:00:00Z"``, ``"2026-12-03 14:00"`` (naive means UTC).
+
+The clock form is read as stream time, never as a time of day: a model copies "00:01:05" out of an answer,
+and a time of day without its date would be a guess.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from .results import ViewError
+
+if TYPE_CHECKING:
+    from vsalmonn.memory_store.store import CheckpointInfo
+
+TimeArg = float | datetime
+"""Stream seconds, or a wall-clock instant (aware, UTC)."""
+
+TIME_HELP = (
+    "seconds of stream time (65), stream time as HH:MM:SS (00:01:05), or an ISO 8601 wall-clock date-time "
+    "('2026-12-03T14:00:00Z'; naive means UTC)"
+)
+_CLOCK = re.compile(r"^(?:(\d+):)?([0-5]?\d):([0-5]\d(?:\.\d+)?)$")
+_AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|min|h|d)$", re.IGNORECASE)
+_AGO_UNIT = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def utc(when: datetime) -> datetime:
+    """`when` as an aware UTC datetime (naive means UTC, as everywhere in the catalog)."""
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def parse_time(value: Any, what: str = "") -> TimeArg:
+    """A time argument (module docstring) as stream seconds or an aware UTC datetime; ValueError, one line
+    (beginning "`what`: " when given), saying which forms are accepted, for anything else."""
+    if isinstance(value, datetime):
+        return utc(value)
+    named = f"{what}: " if what else ""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{named}give {TIME_HELP}")
+    if isinstance(value, str):
+        text = value.strip()
+        clock = _CLOCK.match(text)
+        if clock:
+            hours, minutes, seconds = clock.groups()
+            return int(hours or 0) * 3600.0 + int(minutes) * 60.0 + float(seconds)
+        try:
+            value = float(text)
+        except ValueError:
+            try:
+                return utc(datetime.fromisoformat(text))
+            except ValueError:
+                raise ValueError(f"{named}{text[:40]!r} is not a time; give {TIME_HELP}") from None
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{named}stream seconds must be finite and >= 0, got {value!r}")
+    return seconds
+
+
+def parse_since(text: str, now: datetime | None = None) -> TimeArg:
+    """`--since`: a span back from now (``90s``, ``30m``, ``1h``, ``2d``) as a wall-clock instant, or any
+    time argument."""
+    ago = _AGO.match(text.strip())
+    if ago:
+        amount, unit = float(ago.group(1)), ago.group(2).lower()
+        return utc(now or datetime.now(UTC)) - timedelta(seconds=amount * _AGO_UNIT[unit])
+    try:
+        return parse_time(text, "since")
+    except ValueError:
+        raise ValueError(
+            f"since: {text[:40]!r} is neither a span back from now (90s, 30m, 1h, 2d) nor a time; "
+            f"give one of those or {TIME_HELP}"
+        ) from None
+
+
+def epoch_of(info: CheckpointInfo | None) -> datetime | None:
+    """The wall-clock instant of stream time 0 that a checkpoint of a live stream keeps; None for a file."""
+    epoch = info.epoch if info is not None else None
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+def wall_of(t: float, epoch: datetime | None) -> datetime | None:
+    """Stream time `t` on the wall clock, when the stream has an epoch."""
+    return None if epoch is None else epoch + timedelta(seconds=t)
+
+
+def stream_seconds(value: TimeArg, epoch: datetime | None, stream: str, what: str) -> float:
+    """A time argument as stream seconds of `stream`: a wall-clock instant is counted from its epoch (before
+    the epoch: 0); ViewError for a wall-clock instant and a stream without one."""
+    if not isinstance(value, datetime):
+        return float(value)
+    if epoch is None:
+        raise ViewError(
+            f"{what} is a wall-clock time, but stream {stream!r} has none (a file's stream time is its own); "
+            "give stream seconds or HH:MM:SS"
+        )
+    return max(0.0, (utc(value) - epoch).total_seconds())
+
+
+def ordered(start: TimeArg | None, end: TimeArg | None) -> None:
+    """Refuse a window whose start is after its end when both are on the same axis (mixed axes are checked
+    per stream, once its epoch is known)."""
+    if start is None or end is None or isinstance(start, datetime) != isinstance(end, datetime):
+        return
+    if start > end:  # type: ignore[operator]
+        raise ViewError(f"start ({show(start)}) must not be after end ({show(end)})")
+
+
+def show(value: TimeArg) -> str:
+    """A time argument as a message names it."""
+    if isinstance(value, datetime):
+        return utc(value).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{value:.1f} s"
+
+
+__all__ = [
+    "TIME_HELP",
+    "TimeArg",
+    "epoch_of",
+    "ordered",
+    "parse_since",
+    "parse_time",
+    "show",
+    "stream_seconds",
+    "utc",
+    "wall_of",
+]
