@@ -18,10 +18,11 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from vsalmonn.errors import one_line
@@ -162,8 +163,11 @@ class ServeMetrics:
         )  # fmt: skip
         self.registry.register(StoreCollector(view))
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The scrape's body and content type: Prometheus' text format (0.0.4) unless `accept` (the
+        request's Accept header) asks for a newer one or for OpenMetrics, as prometheus-client negotiates."""
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self.registry), content_type
 
 
 class Timer:
@@ -180,9 +184,10 @@ def router(metrics: ServeMetrics, guard: list[object]) -> APIRouter:
     routes = APIRouter()
 
     @routes.get("/metrics", dependencies=guard, tags=["health"], response_class=Response)  # type: ignore[arg-type]
-    def scrape() -> Response:
+    def scrape(request: Request) -> Response:
         """The server's and the streams' numbers in Prometheus' text format (docs/serve.md lists them)."""
-        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+        body, content_type = metrics.exposition(request.headers.get("accept"))
+        return Response(body, headers={"Content-Type": content_type})
 
     return routes
 
