@@ -6,6 +6,7 @@ failures, and the refusals, each one line of JSON with its status."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,9 @@ class Scripted(BaseChatModel):
 
     pieces: list[str] = Field(default_factory=list)
     fail_at: int | None = None
+    pause_s: float = 0.0  # between pieces
     seen: list[list[BaseMessage]] = Field(default_factory=list)
+    writing: list[int] = Field(default_factory=lambda: [0, 0])  # now, most at once
 
     @property
     def _llm_type(self) -> str:
@@ -53,10 +56,16 @@ class Scripted(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:  # fmt: skip
         self.seen.append(list(messages))
-        for i, piece in enumerate(self.pieces):
-            if i == self.fail_at:
-                raise RuntimeError("the model fell over\nmid-answer")
-            yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+        self.writing[0] += 1
+        self.writing[1] = max(self.writing)
+        try:
+            for i, piece in enumerate(self.pieces):
+                if i == self.fail_at:
+                    raise RuntimeError("the model fell over\nmid-answer")
+                time.sleep(self.pause_s)
+                yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+        finally:
+            self.writing[0] -= 1
 
 
 def read_sse(response: httpx.Response) -> list[tuple[str, Any]]:
@@ -155,6 +164,32 @@ def test_a_failure_mid_stream_is_an_error_event_and_the_next_question_is_answere
     model.fail_at = None  # the lock was released: the agent answers again
     answered = scripted.post("/api/ask", json={"question": QUESTION})
     assert answered.status_code == 200 and answered.json()["answer"].startswith("Someone says goodbye at")
+
+
+def test_questions_asked_at_once_are_answered_one_at_a_time(scripted: httpx.Client, model: Scripted) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    model.pieces, model.fail_at, model.pause_s, model.writing[:] = (
+        ["Some", "one", " says", " goodbye."],
+        None,
+        0.05,
+        [0, 0],
+    )
+
+    def ask(i: int) -> tuple[int, str]:
+        if i % 2:
+            events = ask_sse(scripted, {"question": QUESTION})
+            return 200, events[-1][1]["answer"]
+        answered = scripted.post("/api/ask", json={"question": QUESTION})
+        return answered.status_code, answered.json()["answer"]
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(ask, range(4)))
+    finally:
+        model.pause_s = 0.0
+    assert all(code == 200 and text.startswith("Someone says goodbye.") for code, text in answers), answers
+    assert model.writing == [0, 1]  # the model never wrote two answers at once
 
 
 @pytest.mark.parametrize("headers", [{}, SSE], ids=["json", "sse"])

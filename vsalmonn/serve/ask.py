@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CLOSE_WAIT_S = 30.0  # how long shutdown waits for a question being answered before closing the agent
+CLOSE_WAIT_S = 10.0  # how long shutdown waits for a question being answered before closing the agent
 
 
 class AskRequest(BaseModel):
