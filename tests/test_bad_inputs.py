@@ -222,7 +222,7 @@ SEARCHES = [
     ("k-zero", ["-k", "0"], "-k"),
     ("k-1e9", ["-k", str(10**9)], "-k"),
     ("k-not-a-number", ["-k", "many"], "invalid int value"),
-    ("prompt-1mb", ["--prompt-1mb"], "limit is 1,000"),
+    ("prompt-1mb", ["--prompt-1mb"], "limit is 2,000"),
     ("prompt-empty", ["--prompt-empty"], "prompt is empty"),
 ]
 

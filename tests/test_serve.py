@@ -38,9 +38,10 @@ TOKEN = "s3cret-token"
 
 
 @contextmanager
-def serving(settings: Settings, text_encoder: Any = None) -> Iterator[httpx.Client]:
-    """A live uvicorn server of `settings` on 127.0.0.1 at a free port, and an httpx client of it."""
-    server = make_server(settings, text_encoder=text_encoder)
+def serving(settings: Settings, text_encoder: Any = None, **options: Any) -> Iterator[httpx.Client]:
+    """A live uvicorn server of `settings` on 127.0.0.1 at a free port, and an httpx client of it
+    (`options`: more keywords of `make_server`, such as ``chat_model=``)."""
+    server = make_server(settings, text_encoder=text_encoder, **options)
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -269,7 +269,7 @@ BAD = [
     ("search_video_memory", {"query": "goodbye", "k": 10**6}, "k: Input should be less than or equal to 50"),
     ("search_video_memory", {"query": ""}, "query: String should have at least 1 character"),
     ("search_video_memory", {"query": "   "}, "query: String should have at least 1 character"),
-    ("search_video_memory", {"query": "x" * 100_000}, "query: String should have at most 1000 characters"),
+    ("search_video_memory", {"query": "x" * 100_000}, "query: String should have at most 2000 characters"),
     ("search_video_memory", {"query": "goodbye", "start": 30, "end": 10}, "must not be after end"),
     (
         "search_video_memory",

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from vsalmonn.settings import Settings
 
 if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
     from vsalmonn.agent.loop import VideoAgent
     from vsalmonn.memory_store.store import MemoryStore
     from vsalmonn.perception.daemon import Daemon
@@ -152,8 +154,13 @@ def make_agent(
     *,
     plugins: PluginManager | None = None,
     llm: str | None = None,
+    model: BaseChatModel | None = None,
 ) -> VideoAgent:
-    """The agent over the toolkit's tools plus the plugins' tools, prompt parts and answer hooks."""
+    """The agent over the toolkit's tools plus the plugins' tools, prompt parts and answer hooks.
+
+    `model`: a chat model the caller brings (a program's own, a test's scripted one) instead of the one
+    `llm` (else ``agent.llm``) names; the agent's mode still follows the settings.
+    """
     from vsalmonn.agent.loop import VideoAgent
     from vsalmonn.agent.models import chat_model
 
@@ -163,5 +170,6 @@ def make_agent(
     if plugins is not None:
         plugins.call("register_tools", register=tools.append, view=toolkit.view)
         prompt = plugins.system_prompt(settings) or None
-    model = chat_model(config, settings.data_dir)
+    if model is None:
+        model = chat_model(config, settings.data_dir)
     return VideoAgent(model, tools, config, system_prompt=prompt, plugins=plugins)

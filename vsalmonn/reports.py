@@ -61,6 +61,16 @@ def _refuse_all_damaged(store: MemoryStore, names: Sequence[str]) -> None:
         )
 
 
+def tool_error(answer: Any) -> str | None:
+    """The error, in one line, when an answer is only a tool's error (retrieve-then-answer found no evidence
+    because the search itself failed), else None: `ask --json` and ``POST /api/ask`` refuse such an answer,
+    so that a program does not take "no such stream" or a bad argument for an answer."""
+    steps = answer.steps or []
+    if len(steps) == 1 and steps[0].get("status") == "error" and answer.answer == steps[0].get("result"):
+        return " ".join(str(answer.answer).split())
+    return None
+
+
 def status_entries(store: MemoryStore, settings: Settings) -> list[dict[str, Any]]:
     """Each stream's last status report, newest checkpoint and stored sizes, with `stale` set for a stream
     whose ingesting process stopped reporting: the entries of `status --json`."""
@@ -80,4 +90,4 @@ def status_entries(store: MemoryStore, settings: Settings) -> list[dict[str, Any
     return entries
 
 
-__all__ = ["search_result", "status_entries"]
+__all__ = ["search_result", "status_entries", "tool_error"]

@@ -81,8 +81,9 @@ def run_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _refuse_tool_error(answer: Any) -> None:
-    """UsageError when the answer is only a tool's error (retrieve-then-answer found no evidence because the
-    search itself failed): a script must not take "no such stream" or a bad argument for an answer."""
-    steps = answer.steps or []
-    if len(steps) == 1 and steps[0].get("status") == "error" and answer.answer == steps[0].get("result"):
-        raise UsageError(" ".join(str(answer.answer).split()))
+    """UsageError when the answer is only a tool's error (`vsalmonn.reports.tool_error`)."""
+    from vsalmonn.reports import tool_error
+
+    error = tool_error(answer)
+    if error is not None:
+        raise UsageError(error)

@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING
 from vsalmonn.cli.checks import require_catalog
 from vsalmonn.cli.output import UsageError, format_table, quiet_model_loading
 from vsalmonn.settings import Settings
+from vsalmonn.tools.checks import QUERY_MAX
 
 if TYPE_CHECKING:
     from vsalmonn.tools.wallclock import TimeArg
 
-SEARCH_PROMPT_LIMIT = 1000
-"""As the agent's search tool (tools.schemas.QUERY_LIMIT): the encoder reads ~64 words."""
+SEARCH_PROMPT_LIMIT = QUERY_MAX
+"""As the agent's search tool and the view (tools.checks.QUERY_MAX); the text encoder reads only its first
+~64 words, but a question the agent searches with may be longer."""
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

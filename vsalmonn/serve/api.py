@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,6 +30,9 @@ from vsalmonn.tools.encoding import TextEncoder
 from vsalmonn.tools.memory_view import EVENTS_MAX, MemoryView
 from vsalmonn.tools.results import Events, SearchResult, Transcript, UnknownStreamError, ViewError
 from vsalmonn.tools.wallclock import TIME_HELP, TimeArg, parse_time
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +106,33 @@ def _error(status: int, detail: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": detail})
 
 
-def create_app(settings: Settings, *, text_encoder: TextEncoder | Shared | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    text_encoder: TextEncoder | Shared | None = None,
+    chat_model: "BaseChatModel | None" = None,
+) -> FastAPI:
     """The FastAPI app serving the memory under `settings.data_dir` as `settings.serve` configures it.
 
     Prompts are embedded by `text_encoder` when given (a process that has loaded one shares it), else by
-    the one the settings name, loaded on the first search.
+    the one the settings name, loaded on the first search; the agent of ``POST /api/ask`` shares it.
+    `chat_model`: for programs and tests that bring their own chat model to the agent instead of the one
+    ``agent.llm`` names (which is loaded on the first question).
     """
+    from vsalmonn.app import shared_text_encoder
+    from vsalmonn.serve.ask import Asker
+    from vsalmonn.serve.metrics import ServeMetrics
+
+    if not isinstance(text_encoder, Shared):
+        text_encoder = shared_text_encoder(settings, text_encoder)  # one holder: search and the agent
     holder = ViewHolder(settings, text_encoder)
+    asker = Asker(settings, holder.get, text_encoder, chat_model)
+    metrics = ServeMetrics(holder.get)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        asker.close()
         holder.close()
 
     # No /docs or /redoc: FastAPI's pages load their scripts from a CDN. /openapi.json is served.
@@ -122,6 +141,7 @@ def create_app(settings: Settings, *, text_encoder: TextEncoder | Shared | None 
         description="The committed memory of vsalmonn's streams: search, transcripts, events, status.",
     )  # fmt: skip
     app.state.views = holder
+    app.state.metrics = metrics
     app.state.settings = settings
     _add_errors(app)
     if settings.serve.cors_origins:
@@ -172,8 +192,12 @@ def create_app(settings: Settings, *, text_encoder: TextEncoder | Shared | None 
     ) -> SearchResult:
         """The reader's moments for a prompt: exactly the JSON of `vsalmonn search --json`."""
         from vsalmonn.reports import search_result
+        from vsalmonn.serve.metrics import Timer
 
-        return search_result(view, q, stream=stream, k=k, start=_time(start, "start"), end=_time(end, "end"))
+        timer = Timer()
+        found = search_result(view, q, stream=stream, k=k, start=_time(start, "start"), end=_time(end, "end"))
+        timer.observe(metrics.search_seconds)
+        return found
 
     @app.get("/api/streams/{name}/transcript", dependencies=guard, tags=["memory"])
     def transcript(
@@ -205,9 +229,12 @@ def create_app(settings: Settings, *, text_encoder: TextEncoder | Shared | None 
         """Events (alerts, faults, reconnects), newest first."""
         return view.events(stream=stream, since=_since(since), kind=kind, limit=limit)
 
-    from vsalmonn.serve.feed import router
+    from vsalmonn.serve import ask, feed
+    from vsalmonn.serve import metrics as metrics_routes
 
-    app.include_router(router(_view, guard))
+    app.include_router(feed.router(_view, guard))
+    app.include_router(ask.router(asker, _view, guard, metrics))
+    app.include_router(metrics_routes.router(metrics, guard))
 
     @app.get(
         "/api/thumbnails/{path:path}", dependencies=guard, tags=["memory"], response_class=FileResponse,
@@ -269,7 +296,9 @@ def _add_errors(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path"))
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body"))
+        if first.get("type") == "json_invalid":
+            where = "body"  # its location is a character offset
         more = len(exc.errors()) - 1
         tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else ""
         return _error(422, f"{where or 'request'}: {one_line(first.get('msg', 'invalid'))}{tail}")

@@ -12,6 +12,7 @@ from vsalmonn.settings import Settings
 
 if TYPE_CHECKING:
     import uvicorn
+    from langchain_core.language_models import BaseChatModel
 
     from vsalmonn.plugins.context import Shared
     from vsalmonn.tools.encoding import TextEncoder
@@ -32,15 +33,19 @@ def open_bind_refusal(config: ServeConfig) -> str | None:
 
 
 def make_server(
-    settings: Settings, *, text_encoder: TextEncoder | Shared | None = None, log_level: str = "warning"
+    settings: Settings,
+    *,
+    text_encoder: TextEncoder | Shared | None = None,
+    chat_model: BaseChatModel | None = None,
+    log_level: str = "warning",
 ) -> uvicorn.Server:
     """A uvicorn server of the app for `settings` (`server.run()` serves until stopped; `run(sockets=...)`
-    serves on sockets the caller bound, as the tests do with port 0)."""
+    serves on sockets the caller bound, as the tests do with port 0); `chat_model`: see `create_app`."""
     import uvicorn
 
     from vsalmonn.serve.api import create_app
 
-    app = create_app(settings, text_encoder=text_encoder)
+    app = create_app(settings, text_encoder=text_encoder, chat_model=chat_model)
     config = uvicorn.Config(
         app, host=settings.serve.host, port=settings.serve.port, log_level=log_level, access_log=False,
         lifespan="on", timeout_graceful_shutdown=5,  # the last resort: feeds end by `stopping` below

@@ -11,7 +11,7 @@ from .timefmt import at_text, secs
 if TYPE_CHECKING:
     from vsalmonn.memory_store.store import CheckpointInfo
 
-QUERY_MAX = 1000  # characters of a search prompt
+QUERY_MAX = 2000  # characters of a search prompt (and of a question: the agent searches with it)
 
 
 def check_query(query: object) -> str:

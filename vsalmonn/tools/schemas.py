@@ -25,10 +25,11 @@ from pydantic import (
 
 from vsalmonn.memory_store.names import validate_stream_name
 
+from .checks import QUERY_MAX
 from .wallclock import TIME_HELP, TimeArg, ordered, parse_time
 
 K_LIMIT = 50
-QUERY_LIMIT = 1000
+QUERY_LIMIT = QUERY_MAX  # one limit for the tool, the view, the CLI and the REST API
 TIME_LIMIT = 1e9  # seconds (about 31 years of stream): anything larger is a mistake
 EVENTS_LIMIT = 200
 

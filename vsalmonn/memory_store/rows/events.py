@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -93,4 +94,16 @@ def event_kinds(catalog: Catalog, stream_id: str | None = None, *, limit: int = 
         return list(session.scalars(query.limit(limit)))
 
 
-__all__ = ["add_event", "event_kinds", "events_after", "events_since", "last_event_id"]
+def count_events(catalog: Catalog, kinds: Sequence[str]) -> dict[tuple[str, str | None], int]:
+    """How many events of each of `kinds` each source has stored, by (kind, source): a counter a process
+    other than the one that raised them (a metrics scrape of `vsalmonn serve`) can read."""
+    query = (
+        select(Event.kind, Event.source, func.count())
+        .where(Event.kind.in_(list(kinds)))
+        .group_by(Event.kind, Event.source)
+    )
+    with catalog.session() as session:
+        return {(kind, source): int(n) for kind, source, n in session.execute(query)}
+
+
+__all__ = ["add_event", "count_events", "event_kinds", "events_after", "events_since", "last_event_id"]
