@@ -10,6 +10,7 @@ known times, ingested with the real encoders; nothing here may change it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -85,8 +86,11 @@ async def assert_serves_the_memory(client: Client, ingested: Ingested) -> None:
         await client.read_resource("vsalmonn://streams/nope/transcript")
 
 
-def test_the_sdk_client_over_stdio_gets_tools_results_errors_and_transcripts(ingested: Ingested) -> None:
-    """``vsalmonn mcp`` started as a desktop client starts it: the data directory from the environment."""
+def test_the_sdk_client_over_stdio_gets_tools_results_errors_and_transcripts(
+    ingested: Ingested, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``vsalmonn mcp`` started as a desktop client starts it, the data directory from the environment;
+    its stdout carries the protocol and nothing else (the client logs any line that is not JSON-RPC)."""
     before = store_snapshot(ingested.data)
     env = {k: v for k, v in os.environ.items() if k != DATA_ENV} | {DATA_ENV: str(ingested.data)}
     params = StdioServerParameters(command=sys.executable, args=["-m", "vsalmonn", "mcp"], env=env, cwd=REPO)
@@ -96,7 +100,9 @@ def test_the_sdk_client_over_stdio_gets_tools_results_errors_and_transcripts(ing
             assert client.server_info is not None and client.server_info.name == "vsalmonn"
             await assert_serves_the_memory(client, ingested)
 
-    run(check)
+    with caplog.at_level(logging.WARNING, logger="mcp"):
+        run(check)
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("mcp.")]
     assert store_snapshot(ingested.data) == before
 
 
@@ -130,6 +136,22 @@ def test_mcp_over_http_needs_the_token_the_rest_routes_need(ingested: Ingested) 
 
         run(check)
         assert rest.get("/health/live").status_code == 200
+
+
+def test_a_server_started_before_any_ingest_says_why_in_one_line(tmp_path: Path) -> None:
+    """`serve` may start before the daemon has made a catalog: MCP answers with the reason, not a crash."""
+    with serving(settings_of(tmp_path / "empty")) as rest:
+
+        async def check() -> None:
+            async with Client(f"{rest.base_url}/mcp") as client:
+                with pytest.raises(MCPError, match="no catalog"):
+                    await client.list_tools()
+                refused = await client.call_tool("search_video_memory", {"query": "goodbye"})
+                assert refused.is_error and "no catalog" in refused.content[0].text
+
+        run(check)
+        assert rest.get("/health/live").status_code == 200
+    assert not (tmp_path / "empty").exists()
 
 
 def test_mcp_without_a_catalog_is_one_line_and_exit_2(
