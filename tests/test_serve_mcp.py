@@ -33,6 +33,7 @@ from .test_tools import TOOL_NAMES, Ingested, encoders, ingested, store_snapshot
 REPO = Path(__file__).resolve().parent.parent
 # langchain-mcp-adapters 0.3 needs mcp<2; the Makefile installs it with mcp 1.x into this folder of the venv
 ADAPTERS = Path(sys.prefix) / "mcp1-client"
+DATA_DIR_ENV = "VSALMONN_DATA_DIR"
 
 
 def run(check: Callable[[], Awaitable[None]]) -> None:
@@ -92,7 +93,8 @@ def test_the_sdk_client_over_stdio_gets_tools_results_errors_and_transcripts(
     """``vsalmonn mcp`` started as a desktop client starts it, the data directory from the environment;
     its stdout carries the protocol and nothing else (the client logs any line that is not JSON-RPC)."""
     before = store_snapshot(ingested.data)
-    env = {k: v for k, v in os.environ.items() if k != DATA_ENV} | {DATA_ENV: str(ingested.data)}
+    env = {k: v for k, v in os.environ.items() if k not in (DATA_ENV, DATA_DIR_ENV)}
+    env[DATA_DIR_ENV] = str(ingested.data)
     params = StdioServerParameters(command=sys.executable, args=["-m", "vsalmonn", "mcp"], env=env, cwd=REPO)
 
     async def check() -> None:
