@@ -24,6 +24,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 
+from vsalmonn.plugins.config import PluginConfig
 from vsalmonn.settings import DATA_ENV
 
 from .test_cli import assert_one_line_error, in_process
@@ -116,25 +117,34 @@ def test_the_sdk_client_over_streamable_http_at_slash_mcp(http_url: str, ingeste
     run(check)
 
 
-def test_mcp_over_http_needs_the_token_the_rest_routes_need(ingested: Ingested) -> None:
-    with serving(settings_of(ingested.data, token=TOKEN)) as rest:
+def test_mcp_over_http_needs_the_token_and_offers_the_plugins_tools(ingested: Ingested) -> None:
+    """/mcp behind serve.token like /api/*; with the meeting monitor enabled its tool is offered too."""
+    plugins = PluginConfig(enabled=["meeting_monitor"], settings={"meeting_monitor": {"llm": "extractive"}})
+    settings = settings_of(ingested.data, token=TOKEN).model_copy(update={"plugins": plugins})
+    with serving(settings) as rest:
         url = f"{rest.base_url}/mcp"
-        hello = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+        ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
-            refused = rest.post("/mcp", json=hello, headers=headers)
+            refused = rest.post("/mcp", json=ping, headers=headers)
             assert refused.status_code == 401, refused.text
             assert refused.json() == {"detail": "missing or wrong token: send 'Authorization: Bearer TOKEN'"}
 
         async def check() -> None:
             import httpx2
+            from mcp.client.streamable_http import streamable_http_client
 
             auth = {"Authorization": f"Bearer {TOKEN}"}
-            async with httpx2.AsyncClient(headers=auth, timeout=60) as http:
-                from mcp.client.streamable_http import streamable_http_client
-
-                async with Client(streamable_http_client(url, http_client=http)) as client:
-                    listed = await client.list_tools()
-                    assert [t.name for t in listed.tools][:5] == TOOL_NAMES
+            async with (
+                httpx2.AsyncClient(headers=auth, timeout=60) as http,
+                Client(streamable_http_client(url, http_client=http)) as client,
+            ):
+                tools = {t.name: t for t in (await client.list_tools()).tools}
+                assert list(tools) == [*TOOL_NAMES, "meeting_minutes"]
+                assert tools["meeting_minutes"].input_schema["required"] == ["stream"]
+                assert all(tools[n].annotations.read_only_hint for n in TOOL_NAMES)
+                assert tools["meeting_minutes"].annotations is None  # it saves the minutes it writes
+                refused = await client.call_tool("meeting_minutes", {"stream": "nope"})
+                assert refused.is_error and "nope" in refused.content[0].text, refused
 
         run(check)
         assert rest.get("/health/live").status_code == 200

@@ -87,6 +87,7 @@ class MemoryTools:
         self._view = view
         self._text_encoder = text_encoder
         self._tools: dict[str, BaseTool] | None = None
+        self._listed: dict[str, types.Tool] | None = None
         self._plugins: PluginManager | None = None
         self._lock = threading.Lock()
 
@@ -98,6 +99,7 @@ class MemoryTools:
         with self._lock:
             if self._tools is None:
                 from vsalmonn.app import agent_tools, open_plugins
+                from vsalmonn.tools.toolkit import build_tools
 
                 view = self._view()
                 plugins = open_plugins(self._settings, view.store, text_encoder=self._text_encoder)
@@ -106,8 +108,24 @@ class MemoryTools:
                 except BaseException:
                     plugins.close()
                     raise
+                # the toolkit's tools only read; a plugin's may write its own files (minutes are saved)
+                reading = {t.name for t in build_tools(view)}
                 self._plugins, self._tools = plugins, {t.name: t for t in tools}
+                self._listed = {t.name: describe(t, read_only=t.name in reading) for t in tools}
             return self._tools
+
+    def listing(self) -> list[types.Tool]:
+        """The tools as MCP lists them (made once: a schema does not change while the server runs)."""
+        self.tools()
+        assert self._listed is not None
+        return list(self._listed.values())
+
+    def input_schema(self, name: str) -> dict[str, Any] | None:
+        """Tool `name`'s input schema for the SDK's check of ``Mcp-Param-*`` headers; called on the event
+        loop, so it never waits: None (the check is skipped) until the tools are loaded."""
+        listed = self._listed
+        tool = listed.get(name) if listed is not None else None
+        return tool.input_schema if tool is not None else None
 
     def call(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
         """Run tool `name` as a model's tool call would; every failure is an error result, never raised."""
@@ -135,7 +153,7 @@ class MemoryTools:
         with self._lock:
             if self._plugins is not None:
                 self._plugins.close()
-            self._plugins = self._tools = None
+            self._plugins = self._tools = self._listed = None
 
 
 def error_result(text: str) -> types.CallToolResult:
@@ -164,8 +182,9 @@ def _text_of(content: Any) -> str:
     return str(content)
 
 
-def describe(tool: BaseTool) -> types.Tool:
-    """A LangChain tool as an MCP tool: its name, description and its pydantic argument schema."""
+def describe(tool: BaseTool, *, read_only: bool = False) -> types.Tool:
+    """A LangChain tool as an MCP tool: its name, description and its pydantic argument schema; `read_only`
+    hints to the client that calling it changes nothing."""
     schema = tool.args_schema
     if isinstance(schema, type) and issubclass(schema, BaseModel):
         input_schema = schema.model_json_schema()
@@ -175,7 +194,7 @@ def describe(tool: BaseTool) -> types.Tool:
         input_schema = {"type": "object", "properties": {}}
     return types.Tool(
         name=tool.name, description=tool.description, input_schema=input_schema,
-        annotations=types.ToolAnnotations(read_only_hint=True, open_world_hint=False),
+        annotations=types.ToolAnnotations(read_only_hint=True, open_world_hint=False) if read_only else None,
     )  # fmt: skip
 
 
@@ -189,8 +208,7 @@ def build_server(memory: MemoryTools) -> Server[Any]:
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        tools = await _off_loop(memory.tools)
-        return types.ListToolsResult(tools=[describe(t) for t in tools.values()])
+        return types.ListToolsResult(tools=await _off_loop(memory.listing))
 
     async def call_tool(
         ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
@@ -223,7 +241,7 @@ def build_server(memory: MemoryTools) -> Server[Any]:
         )
 
     return Server(
-        "vsalmonn", version=__version__, instructions=INSTRUCTIONS,
+        "vsalmonn", version=__version__, instructions=INSTRUCTIONS, get_tool_input_schema=memory.input_schema,
         on_list_tools=list_tools, on_call_tool=call_tool, on_list_resources=list_resources,
         on_list_resource_templates=list_templates, on_read_resource=read_resource,
     )  # fmt: skip
