@@ -28,7 +28,7 @@ import anyio
 import mcp.types as types
 from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import to_jsonable_python
 
 from vsalmonn import __version__
@@ -138,6 +138,9 @@ class MemoryTools:
             return error_result(f"unknown tool {name[:80]!r}; the tools are: {', '.join(tools)}")
         try:
             message = tool.invoke({"name": name, "args": arguments, "id": "mcp", "type": "tool_call"})
+        except ValidationError as exc:  # a plugin's tool without its own handle_validation_error
+            fields = ", ".join(sorted({".".join(map(str, e["loc"])) or "arguments" for e in exc.errors()}))
+            return error_result(f"invalid arguments for {name}: {fields}; check them against its schema")
         except Exception as exc:  # the tools turn their own failures into messages; this is a bug's path
             log.exception("tool %s failed", name)
             return error_result(f"{name} failed: {one_line(exc, typed=True)}")
@@ -372,8 +375,9 @@ class _TokenGuard:
         assert self._token is not None
         header = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), b"")
         scheme, _, given = header.partition(b" ")
-        ok = scheme.lower() == b"bearer"
-        return hmac.compare_digest(given.strip() if ok else b"", self._token) and ok
+        if scheme.lower() != b"bearer":
+            given = b""
+        return hmac.compare_digest(given.strip(), self._token)
 
 
 __all__ = [
