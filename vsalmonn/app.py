@@ -19,6 +19,7 @@ from vsalmonn.settings import Settings
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
+    from langchain_core.tools import BaseTool
 
     from vsalmonn.agent.loop import VideoAgent
     from vsalmonn.memory_store.store import MemoryStore
@@ -148,6 +149,20 @@ def _holder(settings: Settings, text_encoder: TextEncoder | Shared | None) -> Sh
     return text_encoder if isinstance(text_encoder, Shared) else shared_text_encoder(settings, text_encoder)
 
 
+def agent_tools(view: MemoryView, plugins: PluginManager | None = None) -> list[BaseTool]:
+    """The tools an agent gets over `view`: the toolkit's five, then each plugin's (``register_tools``).
+
+    The agent and the MCP server (`vsalmonn.serve.mcp`) both take their tools from here, so a client of
+    either sees the same tools with the same schemas.
+    """
+    from vsalmonn.tools.toolkit import build_tools
+
+    tools = build_tools(view)
+    if plugins is not None:
+        plugins.call("register_tools", register=tools.append, view=view)
+    return tools
+
+
 def make_agent(
     settings: Settings,
     toolkit: VideoMemoryToolkit,
@@ -165,11 +180,8 @@ def make_agent(
     from vsalmonn.agent.models import chat_model
 
     config = settings.agent if llm is None else settings.agent.model_copy(update={"llm": llm})
-    tools = toolkit.get_tools()
-    prompt = None
-    if plugins is not None:
-        plugins.call("register_tools", register=tools.append, view=toolkit.view)
-        prompt = plugins.system_prompt(settings) or None
+    tools = agent_tools(toolkit.view, plugins)
+    prompt = (plugins.system_prompt(settings) or None) if plugins is not None else None
     if model is None:
         model = chat_model(config, settings.data_dir)
     return VideoAgent(model, tools, config, system_prompt=prompt, plugins=plugins)

@@ -29,6 +29,7 @@ from vsalmonn.cli import (
     demo,
     export,
     ingest,
+    mcp,
     memory,
     plugins,
     search,
@@ -47,13 +48,13 @@ __all__ = ["COMMANDS", "PROG", "UsageError", "build_parser", "main"]
 Command = Callable[[argparse.Namespace, Settings], int]
 
 COMMANDS: tuple[ModuleType, ...] = (
-    demo, ingest, daemon, serve, status, search, ask, plugins, export, store, streams, memory, train, bench,
-    config,
+    demo, ingest, daemon, serve, mcp, status, search, ask, plugins, export, store, streams, memory, train,
+    bench, config,
 )  # fmt: skip
 """The command modules, in the order ``vsalmonn --help`` lists their commands."""
 
 QUERY_COMMANDS = frozenset(
-    {"serve", "search", "ask", "status", "export", "plugins", "store", "streams", "memory"}
+    {"serve", "mcp", "search", "ask", "status", "export", "plugins", "store", "streams", "memory"}
 )
 
 

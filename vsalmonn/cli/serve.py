@@ -14,8 +14,11 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     serve = commands.add_parser(
         "serve",
         parents=[common],
-        help="serve the memory over HTTP (a REST API; loopback unless a token is set)",
-        description="Serve search, transcripts, events and status of the committed memory as a REST API.",
+        help="serve the memory over HTTP (a REST API and MCP at /mcp; loopback unless a token is set)",
+        description=(
+            "Serve search, transcripts, events and status of the committed memory as a REST API, and the "
+            "agent's tools over MCP (streamable HTTP) at /mcp."
+        ),
     )
     serve.add_argument("--host", metavar="ADDR", help="address to listen on (default: serve.host, 127.0.0.1)")
     serve.add_argument("--port", type=int, metavar="N", help="TCP port (default: serve.port, 8765; 0: any)")
@@ -51,5 +54,7 @@ def listen_or_refuse(settings: Settings) -> socket.socket:
     except ServeError as exc:
         raise UsageError(str(exc)) from None
     auth = "token required" if settings.serve.token is not None else "no token"
-    print(f"{PROG}: serving {settings.data_dir} on {url_of(sock)} ({auth})", file=sys.stderr, flush=True)
+    url = url_of(sock)
+    line = f"{PROG}: serving {settings.data_dir} on {url} (MCP: {url}/mcp; {auth})"
+    print(line, file=sys.stderr, flush=True)
     return sock

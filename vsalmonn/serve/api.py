@@ -49,8 +49,13 @@ class ViewHolder:
     becomes ready once it exists, without a restart."""
 
     def __init__(self, settings: Settings, text_encoder: TextEncoder | Shared | None = None) -> None:
+        from vsalmonn.app import shared_text_encoder
+
         self._settings = settings
-        self._text_encoder = text_encoder
+        # one holder for the view and the MCP server's plugins: the process loads one text model
+        self.text_encoder = (
+            text_encoder if isinstance(text_encoder, Shared) else shared_text_encoder(settings, text_encoder)
+        )
         self._view: MemoryView | None = None
         self._lock = threading.Lock()
 
@@ -68,7 +73,7 @@ class ViewHolder:
         if settings.store.catalog_url is None and not (settings.data_dir / CATALOG_FILE).is_file():
             raise Unavailable(f"no catalog in {settings.data_dir} yet: nothing has been ingested")
         try:
-            return make_view(settings, read_only=True, text_encoder=self._text_encoder)
+            return make_view(settings, read_only=True, text_encoder=self.text_encoder)
         except Exception as exc:  # a catalog that cannot be opened is the environment's fault, not a bug
             raise Unavailable(f"catalog: {one_line(exc)}") from None
 
@@ -235,6 +240,10 @@ def create_app(
     app.include_router(feed.router(_view, guard))
     app.include_router(ask.router(asker, _view, guard, metrics))
     app.include_router(metrics_routes.router(metrics, guard))
+
+    from vsalmonn.serve.mcp import mount
+
+    mount(app, settings, holder.get, holder.text_encoder)  # MCP over streamable HTTP at /mcp
 
     @app.get(
         "/api/thumbnails/{path:path}", dependencies=guard, tags=["memory"], response_class=FileResponse,
