@@ -1,4 +1,5 @@
-"""Shared fixtures: catalog databases on SQLite and on a throwaway PostgreSQL server (tests/postgres.py).
+"""Shared fixtures: catalog databases on SQLite and on a throwaway PostgreSQL server (tests/postgres.py), and
+the ingested store of a spoken clip that the tools', the server's and the MCP tests read (talk_store.py).
 
 `catalog_url` runs a test once per backend, each time on a new, empty database; `catalog` opens a `Catalog` on
 it. The PostgreSQL server is started once per test session, only if a test asks for it, and the PostgreSQL
@@ -18,6 +19,9 @@ from . import postgres
 
 if TYPE_CHECKING:  # imported lazily below: a broken catalog module must not take the whole suite down
     from vsalmonn.memory_store.catalog import Catalog
+    from vsalmonn.perception.ingest import Encoders
+
+    from .talk_store import Ingested
 
 
 def sqlite_url(path: Path) -> str:
@@ -68,3 +72,32 @@ def catalog(catalog_url: str) -> Iterator[Catalog]:
         yield cat
     finally:
         cat.close()
+
+
+@pytest.fixture(scope="session")
+def encoders(tmp_path_factory: pytest.TempPathFactory) -> Encoders:
+    """The real default encoders (English speech), loaded once; a module may define its own."""
+    from vsalmonn.perception.ingest import Encoders
+
+    from .talk_store import PERCEPTION
+
+    return Encoders.from_config(PERCEPTION, tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def talk_store(tmp_path_factory: pytest.TempPathFactory, encoders: Encoders) -> Ingested:
+    """The spoken clip's store, ingested once per session; read it through `ingested`, a module's copy."""
+    from .talk_store import build
+    from .test_ingest import SHARED
+
+    if not SHARED.is_dir():
+        pytest.skip(f"shared media folder {SHARED} is absent")
+    return build(tmp_path_factory.mktemp("talk"), encoders)
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory: pytest.TempPathFactory, talk_store: Ingested) -> Ingested:
+    """This module's own copy of the spoken clip's store."""
+    from .talk_store import copy
+
+    return copy(talk_store, tmp_path_factory.mktemp("talk-copy"))

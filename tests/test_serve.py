@@ -1,8 +1,8 @@
-# ruff: noqa: F811 (the module fixtures of test_tools, imported, are named as arguments)
 """`vsalmonn serve`'s REST API: a real uvicorn server on 127.0.0.1 (a free port), talked to with httpx.
 
-The store is test_tools' module fixture (a 40 s clip with three spoken prompts, ingested with the real
-encoders); the server only reads it. Answers are checked against what the CLI's ``--json`` prints.
+The store is this module's copy of the session's spoken clip (tests/talk_store.py: a 40 s clip with three
+spoken prompts, ingested with the real encoders); the server only reads it. Answers are checked against
+what the CLI's ``--json`` prints.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from vsalmonn.settings import Settings, describe_settings, load_settings
 from vsalmonn.tools import MemoryView
 
 from . import media
+from .talk_store import PERCEPTION, Ingested
 from .test_cli import assert_one_line_error, in_process, vsalmonn
 from .test_daemon import cli, write_config
-from .test_tools import PERCEPTION, Ingested, encoders, ingested  # noqa: F401 (module fixtures)
 
 TOKEN = "s3cret-token"
 

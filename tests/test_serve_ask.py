@@ -1,5 +1,5 @@
-# ruff: noqa: F811 (the module fixtures of test_tools and test_serve, imported, are named as arguments)
-"""``POST /api/ask`` on a live uvicorn server over test_tools' ingested clip: the embedded SmolLM2 answering
+# ruff: noqa: F811 (the module fixture client of test_serve, imported, is named as an argument)
+"""``POST /api/ask`` on a live uvicorn server over the ingested spoken clip: the embedded SmolLM2 answering
 (the JSON of `ask --json`, and its SSE stream), a scripted chat model for the stream's contract and its
 failures, and the refusals, each one line of JSON with its status."""
 
@@ -23,9 +23,9 @@ from vsalmonn.agent.loop import Answer
 from vsalmonn.perception.ingest import Encoders
 from vsalmonn.tools import hms
 
+from .talk_store import Ingested
 from .test_cli import in_process
 from .test_serve import client, one_line_detail, serving, settings_of  # noqa: F401 (module fixture)
-from .test_tools import Ingested, encoders, ingested  # noqa: F401 (module fixtures)
 
 QUESTION = "When does someone say goodbye?"
 SSE = {"Accept": "text/event-stream"}

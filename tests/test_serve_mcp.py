@@ -1,10 +1,9 @@
-# ruff: noqa: F811 (the module fixtures of test_tools, imported, are named as arguments)
 """The MCP faces of the memory, each with the client a user would point at it.
 
 The MCP SDK's own client over stdio (``vsalmonn mcp`` as a subprocess, started once) and over streamable
 HTTP (``/mcp`` of a live uvicorn server on 127.0.0.1), and langchain-mcp-adapters' MultiServerMCPClient
-feeding a LangGraph agent. The store is test_tools' module fixture: a 40 s clip with spoken prompts at
-known times, ingested with the real encoders; nothing here may change it.
+feeding a LangGraph agent. The store is the session's spoken clip (tests/talk_store.py): a 40 s clip with
+spoken prompts at known times, ingested with the real encoders; nothing here may change it.
 """
 
 from __future__ import annotations
@@ -27,9 +26,10 @@ from mcp.shared.exceptions import MCPError
 from vsalmonn.plugins.config import PluginConfig
 from vsalmonn.settings import DATA_ENV
 
+from .talk_store import Ingested
 from .test_cli import assert_one_line_error, in_process
 from .test_serve import TOKEN, serving, settings_of
-from .test_tools import TOOL_NAMES, Ingested, encoders, ingested, store_snapshot  # noqa: F401
+from .test_tools import TOOL_NAMES, store_snapshot
 
 REPO = Path(__file__).resolve().parent.parent
 # langchain-mcp-adapters 0.3 needs mcp<2; the Makefile installs it with mcp 1.x into this folder of the venv

@@ -1,5 +1,5 @@
-# ruff: noqa: F811 (the module fixtures of test_tools and test_serve, imported, are named as arguments)
-"""``GET /metrics`` scraped from a live server over test_tools' ingested clip, parsed with prometheus-client's
+# ruff: noqa: F811 (the module fixture client of test_serve, imported, is named as an argument)
+"""``GET /metrics`` scraped from a live server over the ingested spoken clip, parsed with prometheus-client's
 own parser: the streams' numbers come from the catalog (what another process, the daemon, wrote there), the
 latency histograms from the routes, the plugin faults from the events the plugin manager stored."""
 
@@ -19,8 +19,8 @@ from vsalmonn.perception.ingest import Encoders
 from vsalmonn.plugins import PluginConfig, PluginManager, hookimpl
 from vsalmonn.tools.checks import horizon
 
+from .talk_store import Ingested
 from .test_serve import TOKEN, client, one_line_detail, serving, settings_of  # noqa: F401 (module fixture)
-from .test_tools import Ingested, encoders, ingested  # noqa: F401 (module fixtures)
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

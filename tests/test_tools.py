@@ -1,7 +1,7 @@
 """The LangChain tools over a real store: a LangGraph agent, bad arguments, artifacts, reloading.
 
-One store is built per module by ingesting a 40 s clip with three spoken prompts at known times
-(`test_ingest.speech_clip`) with the real default encoders; tests that write copy it first.
+The store is the session's spoken clip (tests/talk_store.py: a 40 s clip with three spoken prompts at known
+times, ingested with the real default encoders), this module's copy; tests that write copy it again first.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,53 +22,16 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool
 from sqlalchemy import func, select
 
-from vsalmonn.memory_store import MemoryConfig
 from vsalmonn.memory_store.models import Checkpoint, Event, FrameLabel, Stream, TranscriptSegment
 from vsalmonn.memory_store.store import MemoryStore
-from vsalmonn.perception.config import PerceptionConfig
 from vsalmonn.perception.ingest import Encoders, ingest_file
 from vsalmonn.tools import MemoryView, VideoMemoryToolkit, ViewError, hms
 
 from . import media
-from .test_ingest import SHARED, speech_clip
+from .talk_store import MEMORY, PERCEPTION, Ingested
 
-MEMORY = MemoryConfig(visual_slots=512, audio_slots=64)
-PERCEPTION = PerceptionConfig(language="en")
 SPAN = re.compile(r"(\d\d):(\d\d):(\d\d)-(\d\d):(\d\d):(\d\d) \((\d+\.\d)-(\d+\.\d) s\)")
 TOOL_NAMES = ["search_video_memory", "get_transcript", "describe_moment", "list_streams", "list_events"]
-
-
-@dataclass
-class Ingested:
-    data: Path
-    clip: Path
-    said_at: dict[str, float]  # each prompt's key word onset, stream seconds
-
-
-@pytest.fixture(scope="module")
-def encoders(tmp_path_factory: pytest.TempPathFactory) -> Encoders:
-    return Encoders.from_config(PERCEPTION, tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture(scope="module")
-def ingested(tmp_path_factory: pytest.TempPathFactory, encoders: Encoders) -> Ingested:
-    if not SHARED.is_dir():
-        pytest.skip(f"shared media folder {SHARED} is absent")
-    root = tmp_path_factory.mktemp("tools")
-    clip, said_at = speech_clip(root / "talk.mp4")
-    data = root / "data"
-    with MemoryStore(data) as store:
-        ingest_file(
-            clip, "talk", store=store, encoders=encoders, perception=PERCEPTION, memory_config=MEMORY,
-            window_s=10, checkpoint_every_s=10,
-        )  # fmt: skip
-        stream = store.catalog.stream("talk")
-        assert stream is not None
-        with store.catalog.transaction() as s:
-            s.add(
-                Event(stream_id=stream.id, kind="alert", source="test", t=18.5, message="keyword 'goodbye'")
-            )
-    return Ingested(data=data, clip=clip, said_at=said_at)
 
 
 @pytest.fixture
