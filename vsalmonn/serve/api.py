@@ -253,6 +253,9 @@ def create_app(
         """An alert thumbnail the surveillance plugin wrote, by its path under ``<data>/thumbs``."""
         return FileResponse(_thumbnail_file(settings, path))
 
+    from vsalmonn.serve.page import mount
+
+    mount(app)  # the web page at / (no token needed to load it; its calls send one)
     return app
 
 
