@@ -9,6 +9,7 @@ const TOKEN_KEY = "vsalmonn.token";
 const STREAMS_EVERY_MS = 5000;
 const EVENTS_SHOWN = 100; // items the feed keeps on the page
 const CONTEXT_S = 15; // transcript shown either side of a selected moment
+const LANES_MAX = 4; // rows of marks a timeline grows to before marks overlap
 
 const $ = (id) => document.getElementById(id);
 
@@ -16,6 +17,7 @@ const state = {
   streams: [], // entries of /api/streams
   moments: [], // the last search's moments
   citations: [], // the last answer's citations
+  locked: false, // the server asked for a token (401) that the page does not have yet
   selected: null, // {stream, t0, t1, kind: "moment" | "citation" | "event", index}
   thumbs: new Map(), // stream -> [{t, path}] from its events, for the moments' thumbnails
   blobs: new Map(), // thumbnail path -> object URL (fetched with the token)
@@ -173,6 +175,7 @@ async function readSSE(response, onEvent) {
 // ---------------------------------------------------------------- the token
 
 function needToken(detail) {
+  state.locked = true;
   const form = $("token-form");
   const hadToken = Boolean(localStorage.getItem(TOKEN_KEY));
   form.hidden = false;
@@ -187,6 +190,7 @@ function setupToken() {
     const token = $("token-input").value.trim();
     if (!token) return;
     localStorage.setItem(TOKEN_KEY, token);
+    state.locked = false;
     $("token-input").value = "";
     $("token-form").hidden = true;
     $("token-forget").hidden = false;
@@ -219,7 +223,9 @@ function stateClass(entry) {
 function renderStreams() {
   const list = $("streams");
   list.replaceChildren();
-  if (!state.streams.length) {
+  if (state.locked) {
+    list.append(el("li", { class: "empty" }, "Give this server's token (at the top of the page) to see its streams."));
+  } else if (!state.streams.length) {
     list.append(
       el("li", { class: "empty" }, "No streams yet. Ingest a file or start the daemon (",
         el("code", {}, "vsalmonn daemon"), "); they appear here by themselves."),
@@ -258,11 +264,15 @@ async function refreshStreams() {
   try {
     const body = await getJSON("api/streams");
     state.streams = body.streams || [];
+    state.locked = false;
     showError("streams-error", "");
     $("streams-age").textContent = `updated ${new Date().toLocaleTimeString([], { hour12: false })}`;
   } catch (exc) {
-    showError("streams-error", exc.message);
-    if (exc.status === 503) state.streams = []; // no catalog yet: nothing ingested
+    if (exc.status === 503) {
+      state.streams = []; // no catalog yet: nothing ingested, which the list says; the reason as a note
+      showError("streams-error", "");
+      $("streams-age").textContent = exc.message;
+    } else showError("streams-error", exc.status === 401 ? "" : exc.message);
   }
   renderStreams();
   renderTimelines();
@@ -280,9 +290,10 @@ function renderTimelines() {
   for (const m of [...state.moments, ...state.citations]) if (!names.includes(m.stream)) names.push(m.stream);
   box.replaceChildren();
   if (!names.length) {
-    box.append(el("p", { class: "muted" }, "No streams yet: nothing to search."));
+    box.append(el("p", { class: "muted" }, state.locked ? "The streams' timelines show once the token is given." : "No streams yet: nothing to search."));
     return;
   }
+  const trackPx = Math.max(200, box.clientWidth - 170); // the bar's width, for the marks' label room
   for (const name of names) {
     const entry = state.streams.find((e) => e.stream === name);
     const covered = entry ? coveredOf(entry) : { t0: 0, t1: 0 };
@@ -291,23 +302,45 @@ function renderTimelines() {
     const marks = [];
     state.moments.forEach((m, i) => m.stream === name && marks.push({ ...m, kind: "moment", index: i }));
     state.citations.forEach((c, i) => c.stream === name && marks.push({ ...c, kind: "citation", index: i }));
+    const sel = state.selected;
+    if (sel && sel.kind === "event" && sel.stream === name) marks.push({ ...sel });
     for (const m of marks) {
       lo = Math.min(lo, m.t0);
       hi = Math.max(hi, m.t1);
     }
     if (hi <= lo) hi = lo + 1;
-    const at = (t) => `${(((t - lo) / (hi - lo)) * 100).toFixed(3)}%`;
-    const bar = el("div", { class: marks.some((m) => m.kind === "citation") ? "bar two-lanes" : "bar" },
-      el("div", { class: "covered", style: { left: at(covered.t0), width: `calc(${at(covered.t1)} - ${at(covered.t0)})` } }));
-    for (const m of marks) {
-      const sel = state.selected;
+    const frac = (t) => (t - lo) / (hi - lo);
+    const pct = (f) => `${(f * 100).toFixed(3)}%`;
+    // Marks that would cover each other go to the next lane down (moments and citations apart).
+    const room = 30 / trackPx; // a label's width, as a fraction of the bar
+    const lanes = { moment: [], citation: [] };
+    const laneOf = (m) => {
+      const ends = lanes[m.kind === "citation" ? "citation" : "moment"];
+      const left = frac(m.t0);
+      const right = Math.max(frac(m.t1), left + room);
+      let lane = ends.findIndex((end) => end <= left);
+      if (lane < 0) lane = ends.length < LANES_MAX ? ends.length : ends.indexOf(Math.min(...ends));
+      ends[lane] = right;
+      return lane;
+    };
+    const placed = marks.slice().sort((a, b) => a.t0 - b.t0).map((m) => ({ m, lane: m.kind === "event" ? 0 : laneOf(m) }));
+    const momentLanes = Math.max(1, lanes.moment.length);
+    const citationLanes = lanes.citation.length;
+    const LANE = 1.45; // rem
+    const height = 0.3 + momentLanes * LANE + citationLanes * 1.15 + (citationLanes ? 0.15 : 0);
+    const bar = el("div", { class: "bar", style: { height: `${height}rem` } },
+      el("div", { class: "covered", style: { left: pct(frac(covered.t0)), width: pct(frac(covered.t1) - frac(covered.t0)) } }));
+    for (const { m, lane } of placed) {
       const isSelected = sel && sel.kind === m.kind && sel.index === m.index;
-      const label = m.kind === "moment" ? String(m.index + 1) : `[${m.index + 1}]`;
-      const title = `${m.kind === "moment" ? `moment ${m.index + 1}` : `citation ${m.index + 1}`}: ${name} ${span(m.t0, m.t1)}`;
+      const label = m.kind === "moment" ? String(m.index + 1) : m.kind === "citation" ? `[${m.index + 1}]` : "";
+      const what = m.kind === "moment" ? `moment ${m.index + 1}` : m.kind === "citation" ? `citation ${m.index + 1}` : "event";
+      const title = `${what}: ${name} ${span(m.t0, m.t1)}`;
+      const top = m.kind === "event" ? 0.1 : m.kind === "moment" ? 0.2 + lane * LANE : 0.35 + momentLanes * LANE + lane * 1.15;
+      const tall = m.kind === "event" ? height - 0.2 : m.kind === "moment" ? LANE - 0.2 : 1.0;
       bar.append(
         el("button", {
           type: "button", class: `mark ${m.kind}${isSelected ? " selected" : ""}`, title, "aria-label": title,
-          style: { left: at(m.t0), width: `max(0.5rem, calc(${at(m.t1)} - ${at(m.t0)}))` },
+          style: { left: pct(frac(m.t0)), width: `max(0.5rem, ${pct(frac(m.t1) - frac(m.t0))})`, top: `${top}rem`, height: `${tall}rem` },
           dataset: { kind: m.kind, index: m.index, t0: m.t0, t1: m.t1, stream: name },
           onclick: () => select({ ...m, stream: name }),
         }, el("span", { class: "mark-label" }, label)),
@@ -516,7 +549,11 @@ async function loadRecentEvents() {
     showError("events-error", "");
     return null;
   } catch (exc) {
-    showError("events-error", exc.message);
+    if (exc.status === 503) {
+      // no catalog yet: no events either; try again until there is one
+      $("events").replaceChildren(el("li", { class: "empty muted" }, "No events yet: nothing has been ingested."));
+      showError("events-error", "");
+    } else showError("events-error", exc.status === 401 ? "" : exc.message);
     return exc;
   }
 }
@@ -554,7 +591,7 @@ async function follow() {
     retryFeed(controller);
   } catch (exc) {
     if (controller.signal.aborted) return;
-    if (exc instanceof ApiError) showError("events-error", exc.message);
+    if (exc instanceof ApiError && exc.status !== 401) showError("events-error", exc.message);
     retryFeed(controller, exc.status === 401);
   }
 }
@@ -565,9 +602,9 @@ function retryFeed(controller, needsToken = false) {
     setFeedState("needs a token", "down");
     return; // restarted when a token is given
   }
-  setFeedState(`reconnecting in ${Math.round(feed.retry / 1000)} s…`, "down");
+  setFeedState(feed.lastId === null ? "waiting for the server…" : `reconnecting in ${Math.round(feed.retry / 1000)} s…`, "down");
   feed.timer = setTimeout(follow, feed.retry);
-  feed.retry = Math.min(feed.retry * 2, 15000);
+  feed.retry = Math.min(feed.retry * 2, 10000);
 }
 
 function restartFeed() {
