@@ -17,6 +17,7 @@ const state = {
   streams: [], // entries of /api/streams
   moments: [], // the last search's moments
   citations: [], // the last answer's citations
+  shape: null, // the streams' names and covered times the timelines were last drawn for
   locked: false, // the server asked for a token (401) that the page does not have yet
   selected: null, // {stream, t0, t1, kind: "moment" | "citation" | "event", index}
   thumbs: new Map(), // stream -> [{t, path}] from its events, for the moments' thumbnails
@@ -253,6 +254,9 @@ function renderStreams() {
   }
   const select = $("search-stream");
   const chosen = select.value;
+  const names = JSON.stringify(state.streams.map((e) => e.stream));
+  if (select.dataset.names === names) return; // unchanged: leave an open list alone
+  select.dataset.names = names;
   select.replaceChildren(el("option", { value: "" }, "all streams"),
     ...state.streams.map((e) => el("option", { value: e.stream }, e.stream)));
   select.value = state.streams.some((e) => e.stream === chosen) ? chosen : "";
@@ -275,7 +279,13 @@ async function refreshStreams() {
     } else showError("streams-error", exc.status === 401 ? "" : exc.message);
   }
   renderStreams();
-  renderTimelines();
+  // Timelines are redrawn only when a stream's covered time changed: a redraw every few seconds would
+  // take the mark away from under the pointer.
+  const shape = JSON.stringify([state.locked, state.streams.map((e) => [e.stream, coveredOf(e)])]);
+  if (shape !== state.shape) {
+    state.shape = shape;
+    renderTimelines();
+  }
   streamsTimer = setTimeout(refreshStreams, STREAMS_EVERY_MS);
 }
 
@@ -697,6 +707,13 @@ function start() {
   $("ask-form").addEventListener("submit", ask);
   refreshStreams();
   follow();
+  // Leaving the page ends its streams at once: Chromium may keep a streamed response's socket open after
+  // the page is gone, and the server would feed it until it shuts down.
+  window.addEventListener("pagehide", () => {
+    clearTimeout(feed.timer);
+    feed.controller?.abort();
+    asking?.abort();
+  });
 }
 
 document.addEventListener("DOMContentLoaded", start);
