@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import Request  # at module level: the scripted route's annotation is resolved from here
 
 from vsalmonn.memory_store.rows.events import add_event
 from vsalmonn.memory_store.store import MemoryStore
@@ -216,3 +217,98 @@ def test_a_token_asked_for_once_is_kept_and_sent_on_every_call(
         wait(browser, lambda d: "talk" in text_of(d, "#streams"), "the streams after a reload")
         assert not browser.find_element(By.ID, "token-form").is_displayed()
         browser.get("about:blank")  # the page ends its feed as it goes: the server stops at once
+
+
+ANSWER = "Someone says goodbye at 00:00:17 [1]."
+
+
+def scripted_ask(asked: list[dict[str, Any]]) -> Any:
+    """A stand-in for ``POST /api/ask`` that speaks its SSE contract (``token`` events, then one ``answer``
+    with citations, or an ``error``; a refusal is JSON), so the page is tested without a language model.
+    Pieces are cut mid-line and one event ends in CRLF: the page's parser must put them together."""
+    import asyncio
+    import json
+
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    async def ask(request: Request) -> Any:
+        body = await request.json()
+        asked.append({"body": body, "accept": request.headers.get("accept")})
+        if body["question"] == "refuse":
+            return JSONResponse(status_code=422, content={"detail": "question: too long"})
+
+        async def events() -> Any:
+            for piece in ("Some", "one said ", "goodbye."):
+                yield f"event: token\ndata: {json.dumps({'text': piece})}\n\n"
+            await asyncio.sleep(0.6)  # the streamed text stands while the answer is awaited
+            if body["question"] == "break":
+                failure = json.dumps({"detail": "the model failed: out of memory"})
+                yield f"event: error\r\ndata: {failure}\r\n\r\n"
+                return
+            final = {"answer": ANSWER, "citations": [{"stream": "talk", "t0": 17.0, "t1": 19.0}], "steps": []}
+            text = f"event: answer\ndata: {json.dumps(final)}\n\n"
+            yield text[:20]
+            yield text[20:]
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return ask
+
+
+@needs_chromium
+def test_an_answer_streams_and_its_citations_show_their_moments(
+    browser: Any, ingested: Ingested, encoders: Encoders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.routing import APIRoute
+    from selenium.webdriver.common.by import By
+
+    from vsalmonn.serve import api
+
+    asked: list[dict[str, Any]] = []
+    real = api.create_app
+
+    def with_scripted_ask(*args: Any, **kwargs: Any) -> Any:
+        app = real(*args, **kwargs)  # first in the routes: it answers even where a real /api/ask exists
+        app.router.routes.insert(0, APIRoute("/api/ask", scripted_ask(asked), methods=["POST"]))
+        return app
+
+    monkeypatch.setattr(api, "create_app", with_scripted_ask)
+
+    def ask(question: str) -> None:
+        box = browser.find_element(By.ID, "ask-q")
+        box.clear()
+        box.send_keys(question)
+        browser.find_element(By.ID, "ask-button").click()
+
+    browser.get_log("browser")  # what earlier tests left (the token test's 401s)
+    with serving(settings_of(ingested.data), encoders.text) as client:
+        browser.get(f"{str(client.base_url).rstrip('/')}/")
+        wait(browser, lambda d: "talk" in text_of(d, "#streams"), "the streams")
+        ask("when did someone say goodbye?")
+        streaming = "#answer-text.streaming"
+        wait(browser, lambda d: text_of(d, streaming) == "Someone said goodbye.", "the streamed tokens")
+        wait(browser, lambda d: text_of(d, "#answer-text") == ANSWER, "the answer's text, replacing them")
+        assert asked[0] == {
+            "body": {"question": "when did someone say goodbye?"},
+            "accept": "text/event-stream",
+        }
+        (link,) = browser.find_elements(By.CSS_SELECTOR, "a.citation")
+        assert link.text == "[1] talk 00:00:17–00:00:19"
+        link.click()  # its moment: the citation's mark on talk's timeline, and the transcript around it
+        wait(browser, lambda d: "goodbye" in text_of(d, "#moment .line.hit").lower(), "the cited transcript")
+        (mark,) = browser.find_elements(By.CSS_SELECTOR, ".timeline[data-stream='talk'] .mark.citation")
+        assert "selected" in mark.get_attribute("class") and "00:00:17–00:00:19" in mark.get_attribute(
+            "title"
+        )
+        assert_no_console_errors(browser)
+
+        ask("break")
+        wait(
+            browser,
+            lambda d: text_of(d, "#ask-error") == "the model failed: out of memory",
+            "the error event",
+        )
+        assert browser.find_elements(By.CSS_SELECTOR, "#answer-text.partial")  # the text so far, marked so
+        ask("refuse")
+        wait(browser, lambda d: text_of(d, "#ask-error") == "question: too long", "the refusal's detail")
+        browser.get("about:blank")

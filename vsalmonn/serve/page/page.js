@@ -637,6 +637,7 @@ async function ask(e) {
   showError("ask-error", "");
   const text = $("answer-text");
   text.textContent = "";
+  text.classList.remove("partial");
   text.classList.add("streaming");
   $("citations").replaceChildren();
   $("answer").hidden = false;
@@ -674,6 +675,7 @@ async function ask(e) {
     if (exc.name !== "AbortError") showError("ask-error", exc.message);
   } finally {
     text.classList.remove("streaming");
+    if (!answered) text.classList.add("partial"); // what came before a failure, shown as such
     if (!text.textContent) $("answer").hidden = answered ? false : true;
     if (asking === controller) button.disabled = false;
   }
