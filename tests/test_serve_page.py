@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import Request  # at module level: the scripted route's annotation is resolved from here
 
 from vsalmonn.memory_store.rows.events import add_event
 from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.perception.ingest import Encoders
 
 from .test_serve import TOKEN, serving, settings_of
+from .test_serve_ask import Scripted
 from .test_tools import Ingested, encoders, ingested  # noqa: F401 (module fixtures)
 
 CHROMIUM = shutil.which("chromium")
@@ -52,8 +52,14 @@ def png(width: int, height: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def base_url(ingested: Ingested, encoders: Encoders) -> Iterator[str]:
-    with serving(settings_of(ingested.data), encoders.text) as client:
+def model() -> Scripted:
+    """The agent's chat model: scripted, so that ``POST /api/ask`` answers without a language model."""
+    return Scripted()
+
+
+@pytest.fixture(scope="module")
+def base_url(ingested: Ingested, encoders: Encoders, model: Scripted) -> Iterator[str]:
+    with serving(settings_of(ingested.data), encoders.text, chat_model=model) as client:
         yield str(client.base_url).rstrip("/")
 
 
@@ -184,6 +190,57 @@ def test_the_event_feed_shows_an_event_written_while_the_page_is_open(
     assert_no_console_errors(browser)
 
 
+@needs_chromium
+def test_an_answer_streams_and_its_citations_show_their_moments(
+    browser: Any, ingested: Ingested, model: Scripted
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    def ask(question: str) -> None:
+        box = browser.find_element(By.ID, "ask-q")
+        box.clear()
+        box.send_keys(question)
+        browser.find_element(By.ID, "ask-button").click()
+
+    # The answer names no time: the agent appends the best moment, which its answer event cites.
+    model.pieces, model.fail_at, model.pause_s = ["Someone", " says", " goodbye."], None, 0.4
+    ask("When does someone say goodbye?")
+    wait(
+        browser, lambda d: text_of(d, "#answer-text.streaming").startswith("Someone says"), "streamed tokens"
+    )
+    links = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "a.citation"), "the citations")
+    link = links[0]
+    answer = text_of(browser, "#answer-text")
+    assert answer.startswith("Someone says goodbye. (see talk at"), answer
+    assert not browser.find_elements(By.CSS_SELECTOR, "#answer-text.streaming, #answer-text.partial")
+    shown = re.findall(r"\d\d:\d\d:\d\d", link.text)
+    assert link.text.startswith("[1] talk ") and shown, link.text
+    said = ingested.said_at["goodbye"]
+    assert seconds(shown[0]) - 2 <= said <= seconds(shown[-1]) + 2, (link.text, said)
+    assert shown[0] in answer  # the text cites the moment the link shows
+
+    link.click()  # its moment: the citation's mark on talk's timeline, and the transcript around it
+    wait(browser, lambda d: "goodbye" in text_of(d, "#moment .line.hit").lower(), "the cited transcript")
+    (mark,) = browser.find_elements(By.CSS_SELECTOR, ".timeline[data-stream='talk'] .mark.citation")
+    assert "selected" in mark.get_attribute("class") and shown[0] in mark.get_attribute("title")
+    assert "selected" in link.get_attribute("class")
+    assert_no_console_errors(browser)
+
+    model.pieces, model.fail_at, model.pause_s = ["Someone", " says", " goodbye", " at"], 2, 0.0
+    ask("When does someone say goodbye?")  # the model fails mid-answer: an error event
+    wait(
+        browser, lambda d: "the model fell over mid-answer" in text_of(d, "#ask-error"), "the error's detail"
+    )
+    assert text_of(browser, "#answer-text.partial").startswith("Someone says")  # the text so far, marked
+    assert_no_console_errors(browser)
+    model.fail_at = 0
+    ask("When does someone say goodbye?")  # before any text: a JSON refusal (500), its detail inline
+    wait(browser, lambda d: "the model fell over" in text_of(d, "#ask-error"), "the refusal's detail")
+    assert not browser.find_element(By.ID, "answer").is_displayed()
+    model.fail_at = None
+    browser.get_log("browser")  # the refusal's failed load, logged as it should be
+
+
 def test_the_page_loads_without_the_token_its_calls_need(ingested: Ingested, encoders: Encoders) -> None:
     """The page holds no data: it loads without a token, and only its API calls are refused without one."""
     with serving(settings_of(ingested.data, token=TOKEN), encoders.text) as client:
@@ -217,98 +274,3 @@ def test_a_token_asked_for_once_is_kept_and_sent_on_every_call(
         wait(browser, lambda d: "talk" in text_of(d, "#streams"), "the streams after a reload")
         assert not browser.find_element(By.ID, "token-form").is_displayed()
         browser.get("about:blank")  # the page ends its feed as it goes: the server stops at once
-
-
-ANSWER = "Someone says goodbye at 00:00:17 [1]."
-
-
-def scripted_ask(asked: list[dict[str, Any]]) -> Any:
-    """A stand-in for ``POST /api/ask`` that speaks its SSE contract (``token`` events, then one ``answer``
-    with citations, or an ``error``; a refusal is JSON), so the page is tested without a language model.
-    Pieces are cut mid-line and one event ends in CRLF: the page's parser must put them together."""
-    import asyncio
-    import json
-
-    from fastapi.responses import JSONResponse, StreamingResponse
-
-    async def ask(request: Request) -> Any:
-        body = await request.json()
-        asked.append({"body": body, "accept": request.headers.get("accept")})
-        if body["question"] == "refuse":
-            return JSONResponse(status_code=422, content={"detail": "question: too long"})
-
-        async def events() -> Any:
-            for piece in ("Some", "one said ", "goodbye."):
-                yield f"event: token\ndata: {json.dumps({'text': piece})}\n\n"
-            await asyncio.sleep(0.6)  # the streamed text stands while the answer is awaited
-            if body["question"] == "break":
-                failure = json.dumps({"detail": "the model failed: out of memory"})
-                yield f"event: error\r\ndata: {failure}\r\n\r\n"
-                return
-            final = {"answer": ANSWER, "citations": [{"stream": "talk", "t0": 17.0, "t1": 19.0}], "steps": []}
-            text = f"event: answer\ndata: {json.dumps(final)}\n\n"
-            yield text[:20]
-            yield text[20:]
-
-        return StreamingResponse(events(), media_type="text/event-stream")
-
-    return ask
-
-
-@needs_chromium
-def test_an_answer_streams_and_its_citations_show_their_moments(
-    browser: Any, ingested: Ingested, encoders: Encoders, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from fastapi.routing import APIRoute
-    from selenium.webdriver.common.by import By
-
-    from vsalmonn.serve import api
-
-    asked: list[dict[str, Any]] = []
-    real = api.create_app
-
-    def with_scripted_ask(*args: Any, **kwargs: Any) -> Any:
-        app = real(*args, **kwargs)  # first in the routes: it answers even where a real /api/ask exists
-        app.router.routes.insert(0, APIRoute("/api/ask", scripted_ask(asked), methods=["POST"]))
-        return app
-
-    monkeypatch.setattr(api, "create_app", with_scripted_ask)
-
-    def ask(question: str) -> None:
-        box = browser.find_element(By.ID, "ask-q")
-        box.clear()
-        box.send_keys(question)
-        browser.find_element(By.ID, "ask-button").click()
-
-    browser.get_log("browser")  # what earlier tests left (the token test's 401s)
-    with serving(settings_of(ingested.data), encoders.text) as client:
-        browser.get(f"{str(client.base_url).rstrip('/')}/")
-        wait(browser, lambda d: "talk" in text_of(d, "#streams"), "the streams")
-        ask("when did someone say goodbye?")
-        streaming = "#answer-text.streaming"
-        wait(browser, lambda d: text_of(d, streaming) == "Someone said goodbye.", "the streamed tokens")
-        wait(browser, lambda d: text_of(d, "#answer-text") == ANSWER, "the answer's text, replacing them")
-        assert asked[0] == {
-            "body": {"question": "when did someone say goodbye?"},
-            "accept": "text/event-stream",
-        }
-        (link,) = browser.find_elements(By.CSS_SELECTOR, "a.citation")
-        assert link.text == "[1] talk 00:00:17–00:00:19"
-        link.click()  # its moment: the citation's mark on talk's timeline, and the transcript around it
-        wait(browser, lambda d: "goodbye" in text_of(d, "#moment .line.hit").lower(), "the cited transcript")
-        (mark,) = browser.find_elements(By.CSS_SELECTOR, ".timeline[data-stream='talk'] .mark.citation")
-        assert "selected" in mark.get_attribute("class") and "00:00:17–00:00:19" in mark.get_attribute(
-            "title"
-        )
-        assert_no_console_errors(browser)
-
-        ask("break")
-        wait(
-            browser,
-            lambda d: text_of(d, "#ask-error") == "the model failed: out of memory",
-            "the error event",
-        )
-        assert browser.find_elements(By.CSS_SELECTOR, "#answer-text.partial")  # the text so far, marked so
-        ask("refuse")
-        wait(browser, lambda d: text_of(d, "#ask-error") == "question: too long", "the refusal's detail")
-        browser.get("about:blank")

@@ -468,6 +468,7 @@ function renderResults(q) {
         el("div", { class: "card-head" },
           el("span", { class: "rank" }, String(i + 1)),
           el("time", { class: "moment-time", datetime: `PT${Math.floor(m.t0)}S` }, span(m.t0, m.t1)),
+          m.wall_t0 ? el("time", { class: "wall", datetime: m.wall_t0, title: "on the wall clock" }, clock(m.wall_t0)) : null,
           el("span", { class: "stream-name" }, m.stream),
           el("span", { class: `modality ${m.modality}` }, m.modality),
           el("span", { class: "score", title: "match score" }, m.score.toFixed(2))),
