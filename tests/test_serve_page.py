@@ -1,10 +1,10 @@
-# ruff: noqa: F811 (the module fixtures of test_tools, imported, are named as arguments)
 """The web page at ``/`` in headless Chromium, driven by selenium, against a live uvicorn server.
 
 The browser is Debian's ``chromium`` with its ``chromedriver`` (package ``chromium-driver``; ``.ci/run``
-installs them), named explicitly so that selenium never downloads a driver. The store is test_tools' module
-fixture (a 40 s clip with three spoken prompts at known times). The last test leaves a screenshot of the page
-in ``artifacts/serve-page.png`` at the repository root, which CI keeps.
+installs them), named explicitly so that selenium never downloads a driver. The store is this module's
+copy of the session's spoken clip (tests/talk_store.py: 40 s, three spoken prompts at known times); the
+agent behind ``POST /api/ask`` writes with test_serve_ask's scripted chat model. The event feed's test
+leaves a screenshot of the page in ``artifacts/serve-page.png`` at the repository root, which CI keeps.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from vsalmonn.memory_store.rows.events import add_event
 from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.perception.ingest import Encoders
 
+from .talk_store import Ingested
 from .test_serve import TOKEN, serving, settings_of
 from .test_serve_ask import Scripted
-from .test_tools import Ingested, encoders, ingested  # noqa: F401 (module fixtures)
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
