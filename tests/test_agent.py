@@ -21,6 +21,7 @@ from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.perception.ingest import ingest_file
 from vsalmonn.perception.pipeline import Encoders
 from vsalmonn.tools import VideoMemoryToolkit
+from vsalmonn.tools.timefmt import hms
 
 from .test_cli import assert_one_line_error, in_process
 from .test_ingest import MEMORY, PERCEPTION, needs_media, speech_clip
@@ -91,6 +92,25 @@ def test_a_tool_calling_model_is_looped_until_it_answers(
     at = onsets["goodbye"]
     assert answer.citations and answer.citations[0].t0 - 2 <= at <= answer.citations[0].t1 + 2
     assert "(see talk at" in answer.answer, "a time is appended where the model named none"
+
+
+def test_an_invented_time_is_removed_before_it_streams(
+    store_dir: tuple[Path, dict[str, float], Encoders], toolkit: VideoMemoryToolkit
+) -> None:
+    """A scripted model writes the demo's bad sentence, then a right one: only the right one streams."""
+    _, onsets, _ = store_dir
+    at = hms(onsets["goodbye"] + 0.5)
+    bad = "The person says goodbye at 00.00:10 in talk, and the other person says goodbye to them at 0.01:10."
+    malformed = at.replace(":", ".", 1)  # "00.00:18": a right time written wrong
+    script = iter([AIMessage(f"{bad} At {malformed} in talk, someone says goodbye.")])
+    agent = VideoAgent(ScriptedModel(messages=script), toolkit.get_tools(), use_tools=False)
+    streamed: list[str] = []
+    answer = agent.ask("When does someone say goodbye?", on_token=streamed.append)
+    assert "".join(streamed) == answer.answer == f"At {at} in talk, someone says goodbye."
+    assert len(streamed) == 1, "tokens were held until their sentence was checked"
+    assert answer.steps[-1]["dropped"][0]["reason"] == "time"
+    g = onsets["goodbye"]
+    assert [c.t0 - 2 <= g <= c.t1 + 2 for c in answer.citations] == [True], answer.citations
 
 
 def test_the_step_limit_ends_a_model_that_keeps_calling_tools(toolkit: VideoMemoryToolkit) -> None:
