@@ -259,9 +259,11 @@ def _cited(gate: SentenceGate, raw: str, steps: list[dict[str, Any]], note: str 
         if moments:
             best = moments[0]
             cited = [best]
+            said = evidence_sentence(best)
+            end = "" if said.rstrip('"').endswith((".", "!", "?")) else "."
             gate.emit(
                 f"The evidence found shows no more than this: at {hms(best['t0'])}-{hms(best['t1'])} in "
-                f"{best['stream']}, {evidence_sentence(best)}."
+                f"{best['stream']}, {said}{end}"
             )
         else:
             gate.emit("The tools found nothing that answers this question.")
