@@ -214,10 +214,19 @@ class VideoAgent:
 
 
 def _moments(artifact: Any) -> list[dict[str, Any]]:
-    if isinstance(artifact, dict):
-        found = artifact.get("moments") or []
-        return [m for m in found if isinstance(m, dict) and {"stream", "t0", "t1"} <= m.keys()]
-    return []
+    """The moments a tool result holds: a search's, or a transcript's lines (a model may cite those too)."""
+    if not isinstance(artifact, dict):
+        return []
+    found = artifact.get("moments") or []
+    moments = [m for m in found if isinstance(m, dict) and {"stream", "t0", "t1"} <= m.keys()]
+    if isinstance(artifact.get("stream"), str) and isinstance(artifact.get("lines"), list):
+        moments += [
+            {"stream": artifact["stream"], "t0": line["t0"], "t1": line["t1"], "modality": "audio",
+             "evidence": [f"said: {line.get('text', '')}"]}
+            for line in artifact["lines"]
+            if isinstance(line, dict) and {"t0", "t1"} <= line.keys()
+        ]  # fmt: skip
+    return moments
 
 
 def _evidence_line(moment: dict[str, Any]) -> str:
