@@ -66,6 +66,8 @@ def test_people_the_question_names_may_be_spoken_of() -> None:
     grounding = Grounding([GOODBYE], "When does the man say goodbye?")
     assert grounding.check("The man says goodbye at 00:00:25.").dropped is None
     assert grounding.check("The woman says goodbye at 00:00:25.").dropped == "person"
+    crowd = Grounding([GOODBYE], "When do people walk along the street?")
+    assert crowd.check("A person walks along the street.").dropped is None, "people licenses a person"
 
 
 def test_the_gate_passes_on_only_checked_sentences_as_they_end() -> None:

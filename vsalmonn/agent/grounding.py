@@ -10,7 +10,7 @@ citations, so the text is checked before anyone sees it, one sentence at a time:
   ``HH:MM:SS``; a sentence with any time outside every moment is dropped whole, since its claim is tied to a
   time nothing supports.
 - **people**: the general rule is that an answer may speak of people only in the words the question or the
-  evidence use. A sentence with a person word ("person", "man", "woman", "speaker", "he", "she", ...) that
+  evidence use (a word and its plural count as one). A sentence with a person word ("person", "man", "woman", "speaker", "he", "she", ...) that
   neither the question nor the evidence contains is dropped: the evidence of speech says *what* was said,
   never *who* said it or to whom, and the picture's labels name objects. "someone" is always allowed: it is
   how the answers' frame speaks of a voice.
@@ -82,6 +82,11 @@ PERSON_WORDS = frozenset(
         "herself",
     ]
 )
+# One word for a word and its plural: a question about "people" lets the answer speak of "a person".
+_PERSON_FORM = {
+    "persons": "person", "people": "person", "men": "man", "women": "woman", "boys": "boy", "girls": "girl",
+    "guys": "guy", "ladies": "lady", "gentlemen": "gentleman", "speakers": "speaker", "callers": "caller",
+}  # fmt: skip
 _WORD = re.compile(r"[A-Za-z']+")
 # A sentence ends at . ! ? (with any closing quotes or brackets) followed by white space, or at a line break.
 _SENTENCE_END = re.compile(r"""[.!?]+["'’”)\]]*(?=\s)|\n+""")
@@ -146,14 +151,14 @@ class Grounding:
         self.moments = list(moments)
         self.spans = [(float(m["t0"]), float(m["t1"])) for m in self.moments]
         said = " ".join(str(e) for m in self.moments for e in m.get("evidence") or [])
-        self.allowed_people = (words(question) | words(said) | words(extra_text)) & PERSON_WORDS
+        self.allowed_people = _people(words(question) | words(said) | words(extra_text))
 
     def check(self, sentence: str) -> Checked:
         """The sentence with its times rewritten as HH:MM:SS, or dropped (see the module docstring)."""
         mentions = find_times(sentence)
         if any(not inside(m.seconds, self.spans) for m in mentions):
             return Checked("", dropped="time")
-        if (words(sentence) & PERSON_WORDS) - self.allowed_people:
+        if _people(words(sentence)) - self.allowed_people:
             return Checked("", dropped="person")
         out, last = [], 0
         for m in mentions:
@@ -166,6 +171,11 @@ class Grounding:
         """The moments that the given instants fall in, in the evidence's order."""
         named = list(times)
         return [m for m in self.moments if any(inside(t, [(m["t0"], m["t1"])]) for t in named)]
+
+
+def _people(found: set[str]) -> set[str]:
+    """The person words among `found`, each in its one form (singular)."""
+    return {_PERSON_FORM.get(w, w) for w in found & PERSON_WORDS}
 
 
 def split_sentences(text: str) -> tuple[list[str], str]:
