@@ -10,10 +10,10 @@ citations, so the text is checked before anyone sees it, one sentence at a time:
   ``HH:MM:SS``; a sentence with any time outside every moment is dropped whole, since its claim is tied to a
   time nothing supports.
 - **people**: the general rule is that an answer may speak of people only in the words the question or the
-  evidence use (a word and its plural count as one). A sentence with a person word ("person", "man", "woman", "speaker", "he", "she", ...) that
-  neither the question nor the evidence contains is dropped: the evidence of speech says *what* was said,
-  never *who* said it or to whom, and the picture's labels name objects. "someone" is always allowed: it is
-  how the answers' frame speaks of a voice.
+  evidence use (a word and its plural count as one). A sentence with a person word ("person", "man",
+  "woman", "speaker", "he", "she", ...) that neither the question nor the evidence contains is dropped:
+  the evidence of speech says *what* was said, never *who* said it or to whom, and the picture's labels
+  name objects. "someone" is always allowed: it is how the answers' frame speaks of a voice.
 
 When nothing the model wrote survives, the code writes the answer from the best moment itself and says that
 the evidence shows no more than that; the time in it is the citation's, written by code.
