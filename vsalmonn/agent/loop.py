@@ -9,15 +9,17 @@ Two ways to answer, chosen by `AgentConfig.mode`:
   the model only writes the answer from that evidence. This is how a small local model (the embedded
   135M default) is used: it can write a sentence from evidence but does not call tools reliably.
 
-Either way the answer cites times. Citations are the moments the tools returned whose times the answer
-names; where the answer names none (small models often do not), the best moment is cited and its time is
-appended to the answer, so a reader can always go and look.
+Either way the answer's text is checked sentence by sentence before anyone sees it (`grounding`): a time
+outside every moment the tools returned, or a person the question and evidence never mention, drops its
+sentence; the times kept are rewritten as HH:MM:SS. `on_token` receives only checked sentences, so what
+streams is exactly the final text. Citations are the moments whose times the checked text names; where it
+names none (small models often do not), the best moment is cited and its time appended by code, and where
+nothing the model wrote survives, the code writes the answer from the best moment's own evidence.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,7 @@ from pydantic import BaseModel, Field
 from vsalmonn.tools.timefmt import hms
 
 from .config import AgentConfig
+from .grounding import Grounding, SentenceGate, evidence_sentence
 from .local_model import content_text
 
 if TYPE_CHECKING:
@@ -37,7 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SEARCH_TOOL = "search_video_memory"
-_HMS = re.compile(r"\b(\d{1,3}):([0-5]\d):([0-5]\d)\b")
 
 SYSTEM_TOOLS = (
     "You answer questions about video streams (camera feeds, meetings, recordings) from their memory. "
@@ -146,9 +148,9 @@ class VideoAgent:
             *EXAMPLE,
             HumanMessage(f"Evidence:\n{evidence}\n\nQuestion: {question}"),
         ]
-        text = self._write(prompt, on_token)
-        steps.append({"model": text})
-        return _cited(text, moments, steps, on_token)
+        gate = SentenceGate(Grounding(moments, question), on_token)
+        text = self._write(prompt, gate.feed)
+        return _cited(gate, text, steps)
 
     # ----- the tool-calling loop --------------------------------------------------------------------------
 
@@ -160,26 +162,27 @@ class VideoAgent:
         messages: list[BaseMessage] = [SystemMessage(self._system(SYSTEM_TOOLS)), HumanMessage(ask)]
         steps: list[dict[str, Any]] = []
         moments: list[dict[str, Any]] = []
+        results: list[str] = []  # what the tools said: people they name may be spoken of
         for turn in range(self.config.step_limit):
             reply = bound.invoke(messages)
             assert isinstance(reply, AIMessage)
             messages.append(reply)
             if not reply.tool_calls:
+                gate = SentenceGate(Grounding(moments, question, " ".join(results)), on_token)
                 text = content_text(reply.content)
-                steps.append({"model": text})
-                if on_token:
-                    on_token(text)
-                return _cited(text, moments, steps, on_token)
+                gate.feed(text)
+                return _cited(gate, text, steps)
             for i, call in enumerate(reply.tool_calls):
                 result = self._call_tool(call["name"], call["args"], call.get("id") or f"call-{turn}-{i}")
                 messages.append(result)
                 steps.append(_tool_step(call["name"], call["args"], result))
                 moments += _moments(result.artifact)
+                results.append(content_text(result.content))
         log.info("step limit of %d reached; asking for an answer without tools", self.config.step_limit)
         messages.append(HumanMessage("Answer now from what the tools returned, citing times."))
-        text = self._write(messages, on_token, model=self.model)
-        steps.append({"model": text, "note": "step limit reached"})
-        return _cited(text, moments, steps, on_token)
+        gate = SentenceGate(Grounding(moments, question, " ".join(results)), on_token)
+        text = self._write(messages, gate.feed, model=self.model)
+        return _cited(gate, text, steps, note="step limit reached")
 
     # ----- parts ------------------------------------------------------------------------------------------
 
@@ -198,25 +201,32 @@ class VideoAgent:
         return result
 
     def _write(
-        self,
-        messages: list[BaseMessage],
-        on_token: Callable[[str], None] | None,
-        model: BaseChatModel | None = None,
+        self, messages: list[BaseMessage], feed: Callable[[str], None], model: BaseChatModel | None = None
     ) -> str:
+        """The model's text as it wrote it; each piece goes to `feed` (a SentenceGate) as it comes."""
         parts = []
         for chunk in (model or self.model).stream(messages):
             piece = content_text(chunk.content)
             parts.append(piece)
-            if on_token and piece:
-                on_token(piece)
+            if piece:
+                feed(piece)
         return "".join(parts).strip()
 
 
 def _moments(artifact: Any) -> list[dict[str, Any]]:
-    if isinstance(artifact, dict):
-        found = artifact.get("moments") or []
-        return [m for m in found if isinstance(m, dict) and {"stream", "t0", "t1"} <= m.keys()]
-    return []
+    """The moments a tool result holds: a search's, or a transcript's lines (a model may cite those too)."""
+    if not isinstance(artifact, dict):
+        return []
+    found = artifact.get("moments") or []
+    moments = [m for m in found if isinstance(m, dict) and {"stream", "t0", "t1"} <= m.keys()]
+    if isinstance(artifact.get("stream"), str) and isinstance(artifact.get("lines"), list):
+        moments += [
+            {"stream": artifact["stream"], "t0": line["t0"], "t1": line["t1"], "modality": "audio",
+             "evidence": [f"said: {line.get('text', '')}"]}
+            for line in artifact["lines"]
+            if isinstance(line, dict) and {"t0", "t1"} <= line.keys()
+        ]  # fmt: skip
+    return moments
 
 
 def _evidence_line(moment: dict[str, Any]) -> str:
@@ -238,24 +248,40 @@ def _tool_step(name: str, args: dict[str, Any], result: ToolMessage) -> dict[str
     }
 
 
-def _cited(
-    text: str,
-    moments: list[dict[str, Any]],
-    steps: list[dict[str, Any]],
-    on_token: Callable[[str], None] | None,
-) -> Answer:
-    """The answer with its citations: the moments whose times it names, else the best one, appended."""
-    named = {int(h) * 3600 + int(m) * 60 + int(s) for h, m, s in _HMS.findall(text)}
-    cited = [m for m in moments if any(int(m["t0"]) - 1 <= t <= int(m["t1"]) + 1 for t in named)]
-    if not cited and moments:
+def _cited(gate: SentenceGate, raw: str, steps: list[dict[str, Any]], note: str | None = None) -> Answer:
+    """The checked answer with its citations: the moments its times name, else the best one, by code.
+
+    `gate` has passed on the model's checked sentences; what this adds (a citation's time, or an answer
+    written from the best moment where nothing the model wrote survived) goes through it too, so the
+    streamed text and the answer's text stay one.
+    """
+    gate.finish()
+    moments = gate.grounding.moments
+    step: dict[str, Any] = {"model": raw}
+    if gate.dropped:
+        step["dropped"] = [{"sentence": s, "reason": why} for s, why in gate.dropped]
+    if note:
+        step["note"] = note
+    steps.append(step)
+    cited = gate.grounding.cited(gate.times)
+    if not gate.kept:
+        if moments:
+            best = moments[0]
+            cited = [best]
+            said = evidence_sentence(best)
+            end = "" if said.rstrip('"').endswith((".", "!", "?")) else "."
+            gate.emit(
+                f"The evidence found shows no more than this: at {hms(best['t0'])}-{hms(best['t1'])} in "
+                f"{best['stream']}, {said}{end}"
+            )
+        else:
+            gate.emit("The tools found nothing that answers this question.")
+    elif not cited and moments:
         best = moments[0]
         cited = [best]
-        tail = f" (see {best['stream']} at {hms(best['t0'])}-{hms(best['t1'])})"
-        text = (text + tail).strip()
-        if on_token:
-            on_token(tail)
+        gate.emit(f" (see {best['stream']} at {hms(best['t0'])}-{hms(best['t1'])})")
     unique: dict[tuple[str, float, float], Citation] = {}
     for m in cited:
         c = Citation(stream=m["stream"], t0=float(m["t0"]), t1=float(m["t1"]))
         unique.setdefault((c.stream, c.t0, c.t1), c)
-    return Answer(answer=text, citations=list(unique.values()), steps=steps)
+    return Answer(answer=gate.text, citations=list(unique.values()), steps=steps)

@@ -1,4 +1,4 @@
-"""Chat models by name: `smollm2` (embedded), `hf:PATH`, `ollama:MODEL`, `openai:MODEL` (DESIGN §6).
+"""Chat models by name: `smollm2`, `gemma3` (embedded), `hf:PATH`, `ollama:MODEL`, `openai:MODEL` (DESIGN §6).
 
 Remote back-ends are optional extras (`pip install 'vsalmonn[ollama]'`, `'vsalmonn[openai]'`), imported only
 when chosen, so the core install never pulls their clients.
@@ -12,20 +12,23 @@ from pathlib import Path
 from langchain_core.language_models import BaseChatModel
 
 from .config import AgentConfig
-from .local_model import LocalChatModel, ModelError, converted_smollm2
+from .local_model import EMBEDDED, LocalChatModel, ModelError, embedded_model
 
-PROVIDERS = ("smollm2", "hf", "ollama", "openai")
+PROVIDERS = ("hf", "ollama", "openai")
 
 
 def parse_llm(spec: str) -> tuple[str, str]:
     """(provider, model) of `spec`; ModelError with a one-line reason when it is malformed."""
     spec = spec.strip()
-    if spec in ("smollm2", "embedded", ""):
-        return "smollm2", ""
+    if spec in ("embedded", ""):
+        return EMBEDDED[0], ""
+    if spec in EMBEDDED:
+        return spec, ""
     provider, sep, model = spec.partition(":")
-    if not sep or provider not in PROVIDERS[1:] or not model.strip():
+    if not sep or provider not in PROVIDERS or not model.strip():
         raise ModelError(
-            f"--llm {spec!r}: expected smollm2, hf:/path/to/folder, ollama:MODEL or openai:MODEL"
+            f"--llm {spec!r}: expected {', '.join(EMBEDDED)}, hf:/path/to/folder, ollama:MODEL or "
+            "openai:MODEL"
         )
     return provider, model.strip()
 
@@ -40,8 +43,8 @@ def tool_calling(config: AgentConfig) -> bool:
 def chat_model(config: AgentConfig, data_dir: Path) -> BaseChatModel:
     """The chat model `config.llm` names; ModelError (one line) when it cannot be had."""
     provider, model = parse_llm(config.llm)
-    if provider == "smollm2":
-        path = converted_smollm2(Path(data_dir) / "models")
+    if provider in EMBEDDED:
+        path = embedded_model(provider, Path(data_dir) / "models")
         return LocalChatModel(path=path, max_new_tokens=config.max_new_tokens, temperature=config.temperature)
     if provider == "hf":
         return LocalChatModel(

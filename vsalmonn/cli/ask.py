@@ -26,7 +26,9 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     ask.add_argument("question", metavar="QUESTION", help="what to ask, in words")
     ask.add_argument("--stream", metavar="NAME", help="one stream (default: every stream)")
     ask.add_argument(
-        "--llm", metavar="PROVIDER:MODEL", help="smollm2 (default), hf:/folder, ollama:MODEL or openai:MODEL"
+        "--llm",
+        metavar="PROVIDER:MODEL",
+        help="smollm2 (default), gemma3, hf:/folder, ollama:MODEL or openai:MODEL",
     )
     ask.add_argument("--json", action="store_true", help='print {"answer", "citations", "steps"}')
     ask.set_defaults(handler=run_ask)
