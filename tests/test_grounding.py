@@ -87,3 +87,18 @@ def test_the_gate_passes_on_only_checked_sentences_as_they_end() -> None:
 def test_sentences_end_at_their_marks_not_inside_times() -> None:
     done, rest = split_sentences("At 00.00:10 a car. Then 1.5 s later? Yes! And")
     assert done == ["At 00.00:10 a car.", "Then 1.5 s later?", "Yes!"] and rest == " And"
+
+
+def test_a_time_of_day_inside_a_live_moments_wall_clock_span_is_kept_as_written() -> None:
+    live = {
+        "stream": "cam", "t0": 65.0, "t1": 72.0, "modality": "audio", "evidence": ["said: 'Goodbye.'"],
+        "wall_t0": "2026-12-03T14:01:05Z", "wall_t1": "2026-12-03T14:01:12Z",
+    }  # fmt: skip
+    grounding = Grounding([live], "when did someone say goodbye today?")
+    kept = grounding.check("Someone says goodbye at 14:01:07 UTC.")
+    assert kept.text == "Someone says goodbye at 14:01:07 UTC." and kept.times == (67.0,)
+    assert grounding.cited(kept.times) == [live]
+    assert grounding.check("Someone says goodbye at 00:01:06.").text == "Someone says goodbye at 00:01:06."
+    assert grounding.check("Someone says goodbye at 15:30:00.").dropped == "time"  # neither clock holds it
+    a_file = {k: v for k, v in live.items() if not k.startswith("wall")}
+    assert Grounding([a_file], "when?").check("It is at 14:01:07.").dropped == "time"

@@ -114,7 +114,7 @@ def test_the_embedded_model_answers_as_ask_json_and_streams_the_same_answer(
 
     events = ask_sse(client, {"question": QUESTION, "stream": "talk"})
     names = [name for name, _ in events]
-    assert names[-1] == "answer" and set(names[:-1]) == {"token"} and len(names) > 2, names
+    assert names[-1] == "answer" and set(names[:-1]) == {"token"} and len(names) >= 2, names
     streamed = Answer.model_validate(events[-1][1])
     assert streamed.citations == answer.citations  # the citations travel inside the stream
     assert "".join(data["text"] for _, data in events[:-1]).strip() == streamed.answer
@@ -132,10 +132,12 @@ def test_tokens_stream_in_order_before_the_answer(
     top = scripted.get("/api/search", params={"q": QUESTION, "k": 1, "stream": "talk"}).json()["moments"][0]
     model.pieces, model.fail_at = ["At ", hms(top["t0"]), " someone", " says", ' "goodbye".'], None
     events = ask_sse(scripted, {"question": QUESTION})
-    assert events[:-1] == [("token", {"text": piece}) for piece in model.pieces]
+    # The agent passes text on a checked sentence at a time (agent.grounding): the tokens are the sentence.
+    assert [name for name, _ in events[:-1]] == ["token"] * (len(events) - 1) and len(events) > 1
     name, data = events[-1]
     answer = Answer.model_validate(data)
     assert name == "answer" and answer.answer == "".join(model.pieces)  # the agent appended nothing
+    assert "".join(piece["text"] for _, piece in events[:-1]) == answer.answer
     first = answer.citations[0]
     assert (first.stream, first.t0, first.t1) == ("talk", top["t0"], top["t1"])
     assert "Evidence:" in model.seen[-1][-1].content  # retrieve-then-answer, as the settings say
@@ -151,11 +153,12 @@ def test_tokens_stream_in_order_before_the_answer(
 def test_a_failure_mid_stream_is_an_error_event_and_the_next_question_is_answered(
     scripted: httpx.Client, model: Scripted
 ) -> None:
-    model.pieces, model.fail_at = ["Someone", " says", " goodbye", " at"], 2
+    # Text streams a checked sentence at a time (agent.grounding): the first one is out when the model fails.
+    model.pieces, model.fail_at = ["Someone says", " goodbye.", " Then", " someone"], 3
     events = ask_sse(scripted, {"question": QUESTION})
-    assert events[:2] == [("token", {"text": "Someone"}), ("token", {"text": " says"})]
-    assert events[2][0] == "error" and len(events) == 3
-    detail = events[2][1]["detail"]
+    assert events[:1] == [("token", {"text": "Someone says goodbye."})], events
+    assert events[1][0] == "error" and len(events) == 2
+    detail = events[1][1]["detail"]
     assert "the model fell over mid-answer" in detail and "\n" not in detail
     # Failing before any text: a JSON refusal with its status, streamed or not.
     model.fail_at = 0
@@ -163,7 +166,7 @@ def test_a_failure_mid_stream_is_an_error_event_and_the_next_question_is_answere
     one_line_detail(scripted.post("/api/ask", json={"question": QUESTION}), 500, "fell over")
     model.fail_at = None  # the lock was released: the agent answers again
     answered = scripted.post("/api/ask", json={"question": QUESTION})
-    assert answered.status_code == 200 and answered.json()["answer"].startswith("Someone says goodbye at")
+    assert answered.status_code == 200 and answered.json()["answer"].startswith("Someone says goodbye.")
 
 
 def test_questions_asked_at_once_are_answered_one_at_a_time(scripted: httpx.Client, model: Scripted) -> None:
@@ -205,6 +208,7 @@ def test_questions_asked_at_once_are_answered_one_at_a_time(scripted: httpx.Clie
         ({"question": 7}, 422, "question"),
         ({"question": QUESTION, "k": 3}, 422, "k: Extra inputs"),
         ("not json", 422, "JSON"),
+        ({"question": QUESTION, "start": "soon"}, 422, "start: Value error, 'soon' is not a time"),
     ],
 )
 def test_bad_questions_are_one_line_json_errors(
@@ -219,6 +223,21 @@ def test_bad_questions_are_one_line_json_errors(
         response = scripted.post("/api/ask", json=body, headers=headers)
     one_line_detail(response, status, fragment)
     assert len(model.seen) == asked  # refused before the model was asked
+
+
+def test_a_question_keeps_to_its_time_window(
+    scripted: httpx.Client, model: Scripted, ingested: Ingested
+) -> None:
+    model.pieces, model.fail_at = ["Someone", " says", " something."], None
+    answer = Answer.model_validate(
+        scripted.post("/api/ask", json={"question": QUESTION, "start": "0:25", "end": 40}).json()
+    )
+    (search,) = [step for step in answer.steps if step.get("tool") == "search_video_memory"]
+    assert (search["args"]["start"], search["args"]["end"]) == (25.0, 40.0)
+    assert answer.citations and all(c.t1 >= 25 and c.t0 <= 40 for c in answer.citations)
+    # A wall-clock window over a file's stream: the search refuses it, so the answer is refused.
+    refused = scripted.post("/api/ask", json={"question": QUESTION, "start": "2026-12-03T14:00:00Z"})
+    one_line_detail(refused, 422, "no stream has a wall-clock time")
 
 
 def test_a_question_of_2000_characters_once_collapsed_is_answered(
@@ -261,4 +280,5 @@ def test_the_route_is_in_the_openapi_document(scripted: httpx.Client) -> None:
     ask = document["paths"]["/api/ask"]["post"]
     assert "text/event-stream" in ask["responses"]["200"]["content"]
     schema = document["components"]["schemas"]["AskRequest"]
-    assert set(schema["properties"]) == {"question", "stream"} and schema["required"] == ["question"]
+    assert set(schema["properties"]) == {"question", "stream", "start", "end"}
+    assert schema["required"] == ["question"]

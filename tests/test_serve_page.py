@@ -202,8 +202,9 @@ def test_an_answer_streams_and_its_citations_show_their_moments(
         box.send_keys(question)
         browser.find_element(By.ID, "ask-button").click()
 
-    # The answer names no time: the agent appends the best moment, which its answer event cites.
-    model.pieces, model.fail_at, model.pause_s = ["Someone", " says", " goodbye."], None, 0.4
+    # The answer names no time: the agent appends the best moment, which its answer event cites. Text
+    # streams a checked sentence at a time (agent.grounding): the first is shown while the second is written.
+    model.pieces, model.fail_at, model.pause_s = ["Someone says", " goodbye.", " It was", " loud."], None, 0.4
     ask("When does someone say goodbye?")
     wait(
         browser, lambda d: text_of(d, "#answer-text.streaming").startswith("Someone says"), "streamed tokens"
@@ -211,7 +212,7 @@ def test_an_answer_streams_and_its_citations_show_their_moments(
     links = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "a.citation"), "the citations")
     link = links[0]
     answer = text_of(browser, "#answer-text")
-    assert answer.startswith("Someone says goodbye. (see talk at"), answer
+    assert answer.startswith("Someone says goodbye. It was loud. (see talk at"), answer
     assert not browser.find_elements(By.CSS_SELECTOR, "#answer-text.streaming, #answer-text.partial")
     shown = re.findall(r"\d\d:\d\d:\d\d", link.text)
     assert link.text.startswith("[1] talk ") and shown, link.text
@@ -226,7 +227,7 @@ def test_an_answer_streams_and_its_citations_show_their_moments(
     assert "selected" in link.get_attribute("class")
     assert_no_console_errors(browser)
 
-    model.pieces, model.fail_at, model.pause_s = ["Someone", " says", " goodbye", " at"], 2, 0.0
+    model.pieces, model.fail_at, model.pause_s = ["Someone says", " goodbye.", " Then", " someone"], 3, 0.0
     ask("When does someone say goodbye?")  # the model fails mid-answer: an error event
     wait(
         browser, lambda d: "the model fell over mid-answer" in text_of(d, "#ask-error"), "the error's detail"

@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from vsalmonn.tools.timefmt import hms
@@ -150,27 +151,54 @@ class Grounding:
     def __init__(self, moments: Sequence[dict[str, Any]], question: str, extra_text: str = "") -> None:
         self.moments = list(moments)
         self.spans = [(float(m["t0"]), float(m["t1"])) for m in self.moments]
+        # A live stream's moments are on the wall clock too, and a tool's text shows that time of day
+        # ("[wall clock 2026-12-03 14:03:05-14:03:12 UTC]"): a model may write it, and it is then true.
+        self.wall = [(span, float(m["t0"])) for m in self.moments if (span := _day_seconds(m)) is not None]
         said = " ".join(str(e) for m in self.moments for e in m.get("evidence") or [])
         self.allowed_people = _people(words(question) | words(said) | words(extra_text))
 
     def check(self, sentence: str) -> Checked:
-        """The sentence with its times rewritten as HH:MM:SS, or dropped (see the module docstring)."""
-        mentions = find_times(sentence)
-        if any(not inside(m.seconds, self.spans) for m in mentions):
-            return Checked("", dropped="time")
+        """The sentence with its times rewritten as HH:MM:SS, or dropped (see the module docstring). A time
+        of day inside a live moment's wall-clock span is kept as written and stands for that moment."""
+        out, last, named = [], 0, []
+        for m in find_times(sentence):
+            if inside(m.seconds, self.spans):
+                written, t = hms(m.seconds), m.seconds
+            elif (t := self._on_wall_clock(m.seconds)) is not None:
+                written = m.text
+            else:
+                return Checked("", dropped="time")
+            out += [sentence[last : m.start], written]
+            named.append(t)
+            last = m.end
         if _people(words(sentence)) - self.allowed_people:
             return Checked("", dropped="person")
-        out, last = [], 0
-        for m in mentions:
-            out += [sentence[last : m.start], hms(m.seconds)]
-            last = m.end
         out.append(sentence[last:])
-        return Checked("".join(out), times=tuple(m.seconds for m in mentions))
+        return Checked("".join(out), times=tuple(named))
+
+    def _on_wall_clock(self, day_seconds: float) -> float | None:
+        """The stream time of a moment whose wall-clock span holds this time of day (UTC), if one does."""
+        for (w0, w1), t0 in self.wall:
+            if inside(day_seconds, [(w0, w1)]):
+                return t0 + max(0.0, day_seconds - w0)
+        return None
 
     def cited(self, times: Iterable[float]) -> list[dict[str, Any]]:
         """The moments that the given instants fall in, in the evidence's order."""
         named = list(times)
         return [m for m in self.moments if any(inside(t, [(m["t0"], m["t1"])]) for t in named)]
+
+
+def _day_seconds(moment: dict[str, Any]) -> tuple[float, float] | None:
+    """A live moment's wall-clock span as seconds since midnight UTC (a span over midnight: None)."""
+    try:
+        w0, w1 = (datetime.fromisoformat(str(moment[k])).astimezone(UTC) for k in ("wall_t0", "wall_t1"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if w0.date() != w1.date():
+        return None
+    midnight = w0.replace(hour=0, minute=0, second=0, microsecond=0)
+    return (w0 - midnight).total_seconds(), (w1 - midnight).total_seconds()
 
 
 def _people(found: set[str]) -> set[str]:

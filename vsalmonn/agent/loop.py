@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
@@ -29,6 +30,7 @@ from langchain_core.tools import BaseTool
 from pydantic import BaseModel, Field
 
 from vsalmonn.tools.timefmt import hms
+from vsalmonn.tools.wallclock import TimeArg
 
 from .config import AgentConfig
 from .grounding import Grounding, SentenceGate, evidence_sentence
@@ -104,16 +106,25 @@ class VideoAgent:
             raise ValueError(f"the agent needs the {SEARCH_TOOL} tool")
 
     def ask(
-        self, question: str, *, stream: str | None = None, on_token: Callable[[str], None] | None = None
+        self,
+        question: str,
+        *,
+        stream: str | None = None,
+        start: TimeArg | None = None,
+        end: TimeArg | None = None,
+        on_token: Callable[[str], None] | None = None,
     ) -> Answer:
-        """Answer `question` (about one stream, or all); `on_token` receives the answer as it is written."""
+        """Answer `question` (about one stream, or all; about the moments between `start` and `end` when
+        given: stream seconds or wall-clock datetimes, `tools.wallclock`); `on_token` receives the answer
+        as it is written."""
         question = " ".join(question.split())
         if not question:
             raise ValueError("the question is empty")
+        window = {k: _time_value(v) for k, v in (("start", start), ("end", end)) if v is not None}
         if self.use_tools:
-            answer = self._ask_with_tools(question, stream, on_token)
+            answer = self._ask_with_tools(question, stream, window, on_token)
         else:
-            answer = self._retrieve_then_answer(question, stream, on_token)
+            answer = self._retrieve_then_answer(question, stream, window, on_token)
         if self.plugins is not None:  # plugins post-process the answer (hook on_answer)
             changed = self.plugins.answer(question, answer.model_dump())
             try:
@@ -125,9 +136,13 @@ class VideoAgent:
     # ----- retrieve-then-answer ---------------------------------------------------------------------------
 
     def _retrieve_then_answer(
-        self, question: str, stream: str | None, on_token: Callable[[str], None] | None
+        self,
+        question: str,
+        stream: str | None,
+        window: dict[str, float | str],
+        on_token: Callable[[str], None] | None,
     ) -> Answer:
-        args: dict[str, Any] = {"query": question, "k": self.config.evidence_k}
+        args: dict[str, Any] = {"query": question, "k": self.config.evidence_k, **window}
         if stream:
             args["stream"] = stream
         result = self._call_tool(SEARCH_TOOL, args, "retrieve-0")
@@ -155,10 +170,17 @@ class VideoAgent:
     # ----- the tool-calling loop --------------------------------------------------------------------------
 
     def _ask_with_tools(
-        self, question: str, stream: str | None, on_token: Callable[[str], None] | None
+        self,
+        question: str,
+        stream: str | None,
+        window: dict[str, float | str],
+        on_token: Callable[[str], None] | None,
     ) -> Answer:
         bound = self.model.bind_tools(list(self.tools.values()))
         ask = question if stream is None else f"{question}\n(The question is about stream {stream!r}.)"
+        if window:
+            bounds = " and ".join(f"{k} {v!r}" for k, v in window.items())
+            ask += f"\n(Only moments within this window count: search with {bounds}.)"
         messages: list[BaseMessage] = [SystemMessage(self._system(SYSTEM_TOOLS)), HumanMessage(ask)]
         steps: list[dict[str, Any]] = []
         moments: list[dict[str, Any]] = []
@@ -227,6 +249,11 @@ def _moments(artifact: Any) -> list[dict[str, Any]]:
             if isinstance(line, dict) and {"t0", "t1"} <= line.keys()
         ]  # fmt: skip
     return moments
+
+
+def _time_value(value: TimeArg) -> float | str:
+    """A window bound as a tool argument: seconds, or the wall-clock instant in ISO 8601 (JSON-safe)."""
+    return value.isoformat() if isinstance(value, datetime) else float(value)
 
 
 def _evidence_line(moment: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from vsalmonn.app import make_agent, make_toolkit, open_plugins, shared_text_encoder
-from vsalmonn.cli.checks import require_catalog
+from vsalmonn.cli.checks import add_window_arguments, require_catalog, window_arguments
 from vsalmonn.cli.output import UsageError, quiet_model_loading
 from vsalmonn.settings import Settings
 
@@ -20,11 +20,14 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         description=(
             "Answer a question about the streams in the memory. The embedded model (SmolLM2-135M) answers "
             "from the reader's evidence; --llm ollama:MODEL or openai:MODEL lets a larger model call the "
-            "tools. The answer streams to stdout as it is written; --json prints one object at the end."
+            "tools. The answer streams to stdout as it is written; --json prints one object at the end. "
+            "--start, --end and --since keep the question to a window: stream seconds, HH:MM:SS, an ISO "
+            "8601 wall-clock time (live streams), or for --since a span back from now (1h)."
         ),
     )
     ask.add_argument("question", metavar="QUESTION", help="what to ask, in words")
     ask.add_argument("--stream", metavar="NAME", help="one stream (default: every stream)")
+    add_window_arguments(ask)
     ask.add_argument(
         "--llm",
         metavar="PROVIDER:MODEL",
@@ -47,6 +50,7 @@ def run_ask(args: argparse.Namespace, settings: Settings) -> int:
         parse_llm(config.llm)
     except ModelError as exc:
         raise UsageError(str(exc)) from None
+    start, end = window_arguments(args)
     require_catalog(settings)
     quiet_model_loading(settings.perception.threads)
     encoder = shared_text_encoder(settings)  # one text model for the search tool and the plugins
@@ -66,7 +70,9 @@ def run_ask(args: argparse.Namespace, settings: Settings) -> int:
             sys.stdout.flush()
 
         try:
-            answer = agent.ask(question, stream=args.stream, on_token=None if args.json else write)
+            answer = agent.ask(
+                question, stream=args.stream, start=start, end=end, on_token=None if args.json else write
+            )
         except ModelError as exc:  # a model folder that is no model fails when it is first used
             raise UsageError(str(exc)) from None
         _refuse_tool_error(answer)

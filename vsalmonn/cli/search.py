@@ -5,15 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-from vsalmonn.cli.checks import require_catalog
+from vsalmonn.cli.checks import require_catalog, window_arguments
 from vsalmonn.cli.output import UsageError, format_table, quiet_model_loading
 from vsalmonn.settings import Settings
 from vsalmonn.tools.checks import QUERY_MAX
-
-if TYPE_CHECKING:
-    from vsalmonn.tools.wallclock import TimeArg
 
 SEARCH_PROMPT_LIMIT = QUERY_MAX
 """As the agent's search tool and the view (tools.checks.QUERY_MAX); the text encoder reads only its first
@@ -88,23 +84,6 @@ def run_search(args: argparse.Namespace, settings: Settings) -> int:
     head = ["stream", "t0 (s)", "t1 (s)"] + (["wall clock (UTC)"] if wall else [])
     print(format_table([*head, "score", "modality", "evidence"], rows))
     return 0
-
-
-def window_arguments(args: argparse.Namespace) -> tuple[TimeArg | None, TimeArg | None]:
-    """`--start`/`--since` and `--end` as the view takes them (`tools.wallclock`); UsageError, one line."""
-    from vsalmonn.tools.wallclock import ordered, parse_since, parse_time
-
-    if args.since is not None and args.start is not None:
-        raise UsageError("give --since or --start, not both")
-    try:
-        start = parse_since(args.since) if args.since is not None else None
-        if args.start is not None:
-            start = parse_time(args.start, "--start")
-        end = parse_time(args.end, "--end") if args.end is not None else None
-        ordered(start, end)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    return start, end
 
 
 def _clock(when: datetime | None) -> str:

@@ -37,6 +37,7 @@ from vsalmonn.settings import Settings
 from vsalmonn.tools.checks import QUERY_MAX
 from vsalmonn.tools.memory_view import MemoryView
 from vsalmonn.tools.results import UnknownStreamError, ViewError
+from vsalmonn.tools.wallclock import TIME_HELP, TimeArg, parse_time
 
 from .metrics import ServeMetrics, Timer
 
@@ -64,6 +65,15 @@ class AskRequest(BaseModel):
         examples=["When does someone say goodbye?"],
     )
     stream: str | None = Field(None, description="one stream (default: every stream)")
+    start: float | str | None = Field(
+        None, description=f"only moments that end at or after this time: {TIME_HELP}", examples=["00:01:05"]
+    )
+    end: float | str | None = Field(None, description="only moments that begin at or before this time")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _time(cls, value: float | str | None) -> TimeArg | None:
+        return None if value is None else parse_time(value)
 
     @field_validator("question")
     @classmethod
@@ -100,10 +110,12 @@ class Asker:
         self._toolkit: VideoMemoryToolkit | None = None
         self._plugins: PluginManager | None = None
 
-    def ask(self, question: str, stream: str | None, on_token: Callable[[str], None] | None = None) -> Answer:
+    def ask(self, body: AskRequest, on_token: Callable[[str], None] | None = None) -> Answer:
         with self._lock:
             agent = self._agent if self._agent is not None else self._build()
-            return agent.ask(question, stream=stream, on_token=on_token)
+            return agent.ask(
+                body.question, stream=body.stream, start=body.start, end=body.end, on_token=on_token
+            )
 
     def _build(self) -> "VideoAgent":
         from vsalmonn.app import make_agent, make_toolkit, open_plugins
@@ -202,7 +214,7 @@ def router(asker: Asker, view_dependency: object, guard: list[object], metrics: 
         if wants_events(request):
             return await _streamed(asker, body, lambda: timer.observe(metrics.ask_seconds))
         try:
-            answer = await run_in_threadpool(asker.ask, body.question, body.stream)
+            answer = await run_in_threadpool(asker.ask, body)
         except Exception as exc:
             return refusal(exc)
         refused = tool_refusal(answer)
@@ -230,7 +242,7 @@ async def _streamed(asker: Asker, body: AskRequest, answered: Callable[[], None]
 
     def work() -> None:
         try:
-            put("answer", asker.ask(body.question, body.stream, on_token=lambda piece: put("token", piece)))
+            put("answer", asker.ask(body, on_token=lambda piece: put("token", piece)))
         except BaseException as exc:
             put("error", exc)
 
