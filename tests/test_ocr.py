@@ -17,6 +17,9 @@ from vsalmonn.memory_store.rows.screen_text import ShownLine, add_screen_text, s
 from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.perception.config import PerceptionConfig
 from vsalmonn.perception.ingest import Encoders, ingest_file
+from vsalmonn.tools.exports import export
+from vsalmonn.tools.memory_view import MemoryView
+from vsalmonn.tools.timefmt import hms
 
 from .media import text_slide, write_images
 from .talk_store import MEMORY
@@ -111,3 +114,25 @@ def test_the_picker_reads_scene_changes_and_every_n_seconds_within_its_cap() -> 
     # 0: the first; 5-9: unchanged; 10: due (every 10 s); 12-14 change, but within 5 s of 10; 15: changed
     # from the blue read at 10 (a change held back by the cap is still seen); 20-24: unchanged; 25: due.
     assert picked == [0, 10, 15, 25], picked
+
+
+@pytest.mark.parametrize("query", ["platform nine departures", "emergency exit"])
+def test_search_for_a_phrase_shown_finds_its_moment_cited_with_the_text(built: Built, query: str) -> None:
+    start, _, phrase, _ = next(s for s in SLIDES if query.split()[0] in s[2].lower())
+    with MemoryView(MemoryStore(built.data), built.encoders.text, owns_store=True) as view:
+        (best, *_) = view.search(query, stream="slides", k=3)
+    assert best.modality == "audio"  # the text bank: sentence embeddings, beside the transcript's
+    assert best.t0 <= start + 1.0 and best.t1 >= start, best
+    shown = [e for e in best.evidence if e.startswith("shown: ")]
+    assert shown and similar(shown[0].removeprefix("shown: ").strip("'"), phrase) >= 0.8, best.evidence
+
+
+def test_the_markdown_export_lists_the_text_shown_with_its_time(built: Built) -> None:
+    with MemoryStore(built.data) as store:
+        md = export(store, "slides", "md")
+        vtt = export(store, "slides", "vtt")
+    section = md.split("## On screen", 1)[1]
+    for start, _, phrase, _ in SLIDES:
+        line = next(line for line in section.splitlines() if line.startswith(f"- [{hms(start)}]"))
+        assert similar(line.split("] ", 1)[1], phrase) >= 0.8, line
+    assert "QUARTERLY" not in vtt  # subtitles are speech only
