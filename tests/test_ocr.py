@@ -136,3 +136,13 @@ def test_the_markdown_export_lists_the_text_shown_with_its_time(built: Built) ->
         line = next(line for line in section.splitlines() if line.startswith(f"- [{hms(start)}]"))
         assert similar(line.split("] ", 1)[1], phrase) >= 0.8, line
     assert "QUARTERLY" not in vtt  # subtitles are speech only
+
+
+def test_a_portable_export_carries_the_screen_text(built: Built, tmp_path: Path) -> None:
+    from vsalmonn.memory_store.portable import export_stream, import_stream
+
+    with MemoryStore(built.data) as store:
+        export_stream(store, "slides", tmp_path / "slides.vsm")
+    with MemoryStore(tmp_path / "other") as store:
+        import_stream(store, tmp_path / "slides.vsm")
+    assert rows_of(tmp_path / "other", "slides") == rows_of(built.data, "slides")
