@@ -146,3 +146,11 @@ def test_a_portable_export_carries_the_screen_text(built: Built, tmp_path: Path)
     with MemoryStore(tmp_path / "other") as store:
         import_stream(store, tmp_path / "slides.vsm")
     assert rows_of(tmp_path / "other", "slides") == rows_of(built.data, "slides")
+
+
+def test_the_agent_reads_shown_evidence_of_a_text_bank_moment() -> None:
+    from vsalmonn.agent.loop import _evidence_line
+
+    moment = {"stream": "s", "t0": 10.0, "t1": 11.0, "modality": "audio"}
+    line = _evidence_line({**moment, "evidence": ["shown: 'PLATFORM NINE'", "seen: scoreboard (0.40)"]})
+    assert "shown: 'PLATFORM NINE'" in line and "seen:" not in line
