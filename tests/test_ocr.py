@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from vsalmonn.memory_store.catalog import Catalog
 from vsalmonn.memory_store.rows.screen_text import ShownLine, add_screen_text, stream_screen_text
 from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.perception.config import PerceptionConfig
@@ -154,3 +155,27 @@ def test_the_agent_reads_shown_evidence_of_a_text_bank_moment() -> None:
     moment = {"stream": "s", "t0": 10.0, "t1": 11.0, "modality": "audio"}
     line = _evidence_line({**moment, "evidence": ["shown: 'PLATFORM NINE'", "seen: scoreboard (0.40)"]})
     assert "shown: 'PLATFORM NINE'" in line and "seen:" not in line
+
+
+def test_retention_ages_screen_text_by_stream_time_and_bounds_its_bytes(
+    catalog: Catalog, tmp_path: Path
+) -> None:
+    from vsalmonn.memory_store.config import DataRetention, KindRetention
+    from vsalmonn.memory_store.retention import apply_data_retention, stream_sizes
+
+    cam = catalog.ensure_stream("cam").id
+    add_screen_text(catalog, cam, [ShownLine(float(t), f"GATE {t} OPEN", 0.9) for t in range(100)])
+    off = KindRetention(max_age_s=0, max_bytes=0)
+    kinds = ("labels", "transcript", "events", "thumbnails", "transcript_files")
+    policy = DataRetention(**dict.fromkeys(kinds, off), screen_text=KindRetention(max_age_s=50, max_bytes=0))
+    removed = apply_data_retention(catalog, tmp_path, cam, "cam", policy)
+    assert removed["screen_text"] == 49  # the newest is at t=99: rows before t=49 go
+    assert [r.t for r in stream_screen_text(catalog, cam)][:1] == [49.0]
+    size = stream_sizes(catalog, tmp_path, cam, "cam")["screen_text"]
+    assert size.rows == 51
+    budget = KindRetention(max_age_s=0, max_bytes=size.bytes // 2)
+    apply_data_retention(
+        catalog, tmp_path, cam, "cam", DataRetention(**dict.fromkeys(kinds, off), screen_text=budget)
+    )
+    left = stream_screen_text(catalog, cam)
+    assert 20 <= len(left) <= 26 and left[-1].t == 99.0  # the oldest went first
