@@ -363,16 +363,15 @@ class StreamSink:
             self.memory.write(
                 embeddings, [t0 for t0, _, _ in spans], [t1 for _, t1, _ in spans], modality="audio"
             )
-        if not segments:
-            return
-        add_transcript(self.store.catalog, self.stream_id, _spoken_lines(segments))
-        self.stats.segments += len(segments)
+        if segments:
+            add_transcript(self.store.catalog, self.stream_id, _spoken_lines(segments))
+            self.stats.segments += len(segments)
         if self.plugins is not None:
             for segment in segments:
                 self.plugins.call("on_transcript", stream=self.stream, segment=segment)
             self.plugins.call(
-                "on_memory_write", stream=self.stream, modality="audio", t0=segments[0].t0,
-                t1=max(s.t1 for s in segments), count=len(segments),
+                "on_memory_write", stream=self.stream, modality="audio", t0=spans[0][0],
+                t1=max(t1 for _, t1, _ in spans), count=len(spans),
             )  # fmt: skip
 
     # ----- checkpoints ------------------------------------------------------------------------------------
