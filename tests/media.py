@@ -292,3 +292,38 @@ def truncate(source: Path, target: Path, fraction: float) -> Path:
     data = source.read_bytes()
     target.write_bytes(data[: int(len(data) * fraction)])
     return target
+
+
+# -- on-screen text ------------------------------------------------------------------------------------------
+
+
+def text_slide(
+    text: str, background: tuple[int, int, int], size: tuple[int, int] = (640, 360), font_size: int = 40
+) -> np.ndarray:
+    """An RGB frame of `size` (width, height): `text` in white, centred, on a plain `background`."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.new("RGB", size, background)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=font_size)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    draw.text(((size[0] - (right - left)) / 2, (size[1] - (bottom - top)) / 2), text, fill="white", font=font)
+    return np.asarray(image)
+
+
+def write_images(path: Path, images: Sequence[np.ndarray], rate: int = 2) -> Path:
+    """Write RGB frames (all one size) as H.264 at `rate` frames a second, the i-th at i / rate."""
+    out = av.open(str(path), "w")
+    stream = out.add_stream("libx264", rate=rate)
+    stream.height, stream.width = images[0].shape[:2]
+    stream.pix_fmt = "yuv420p"
+    stream.options = {"preset": "ultrafast"}
+    for i, image in enumerate(images):
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame.pts, frame.time_base = i, Fraction(1, rate)
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode(None):
+        out.mux(packet)
+    out.close()
+    return Path(path)

@@ -35,7 +35,9 @@ LABELS = {"labels": [["street", 0.61], ["car", 0.22], ["traffic light", 0.07], [
 
 
 def _policy(**kinds: KindRetention) -> DataRetention:
-    base = {k: OFF for k in ("labels", "transcript", "events", "thumbnails", "transcript_files")}
+    base = {
+        k: OFF for k in ("labels", "transcript", "screen_text", "events", "thumbnails", "transcript_files")
+    }
     return DataRetention(**{**base, **kinds})
 
 

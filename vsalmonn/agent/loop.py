@@ -260,7 +260,8 @@ def _evidence_line(moment: dict[str, Any]) -> str:
     """One moment as the model reads it: "[talk 00:00:17-00:00:18] said: Goodbye.; seen: ..."."""
     # Only the evidence of the moment's own modality: what was said for speech, what was seen for pictures.
     # A small model otherwise answers a question about speech with the labels of the frames around it.
-    own = "said:" if moment.get("modality") == "audio" else "seen:"
+    # The audio bank also holds on-screen text (perception.ocr): its evidence is "shown:".
+    own = ("said:", "shown:") if moment.get("modality") == "audio" else ("seen:",)
     found = [str(e) for e in moment.get("evidence") or [] if str(e).startswith(own)]
     what = "; ".join(found) or f"{moment.get('modality', '')} match"
     return f"[{moment['stream']} {hms(moment['t0'])}-{hms(moment['t1'])}] {what}"

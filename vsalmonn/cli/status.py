@@ -11,7 +11,8 @@ from vsalmonn.cli.output import format_table
 from vsalmonn.settings import Settings
 
 SIZE_COLUMNS = {
-    "labels": "labels", "transcript": "transcript", "events": "events", "thumbnails": "thumbnails",
+    "labels": "labels", "transcript": "transcript", "screen_text": "screen text", "events": "events",
+    "thumbnails": "thumbnails",
     "transcript_files": "transcript files", "checkpoints": "checkpoints",
 }  # fmt: skip
 

@@ -170,9 +170,10 @@ MB = 1_000_000
 class KindRetention(BaseModel):
     """How long, and how much of, one kind of a stream's stored data is kept; 0 means unlimited.
 
-    Age is wall time (a row's `created_at`, a file's mtime) except for frame labels, which have only stream
-    time: they are aged against the stream's newest label. Bytes are per stream, estimated as
-    `memory_store.retention` explains; the oldest go first while a stream's total is above `max_bytes`.
+    Age is wall time (a row's `created_at`, a file's mtime) except for frame labels and on-screen text, which
+    have only stream time: they are aged against the stream's newest row of their kind. Bytes are per stream,
+    estimated as `memory_store.retention` explains; the oldest go first while a stream's total is above
+    `max_bytes`.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -197,6 +198,7 @@ class DataRetention(BaseModel):
     labels: KindRetention = Field(default_factory=lambda: KindRetention(max_bytes=256 * MB))
     transcript: KindRetention = Field(default_factory=lambda: KindRetention(max_bytes=128 * MB))
     events: KindRetention = Field(default_factory=lambda: KindRetention(max_bytes=64 * MB))
+    screen_text: KindRetention = Field(default_factory=lambda: KindRetention(max_bytes=64 * MB))
     thumbnails: KindRetention = Field(default_factory=lambda: KindRetention(max_bytes=512 * MB))
     transcript_files: KindRetention = Field(default_factory=lambda: KindRetention(max_bytes=64 * MB))
 

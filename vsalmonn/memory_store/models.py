@@ -247,3 +247,20 @@ class StreamStatus(Base):
     detail: Mapped[dict[str, Any] | None]  # kind-specific: reconnects, files pending/done/failed, …
     started_at: Mapped[datetime | None] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ScreenText(Base):
+    """A line of text read on a sampled frame (a slide, a screen, a sign), with the reader's score.
+
+    Written with the frame's window, before the checkpoint that covers it, and removed past the resume
+    offset on a restart, exactly as transcript rows are (revision 0005).
+    """
+
+    __tablename__ = "screen_text"
+    __table_args__ = (Index("ix_screen_text_stream_t", "stream_id", "t"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    stream_id: Mapped[str] = mapped_column(ForeignKey("streams.id", ondelete="CASCADE"))
+    t: Mapped[float] = mapped_column(Float)  # stream seconds of the frame read
+    text: Mapped[str] = mapped_column(Text)
+    score: Mapped[float] = mapped_column(Float)  # the recogniser's confidence, 0 to 1

@@ -37,7 +37,16 @@ from vsalmonn.errors import one_line
 from .catalog import SCHEMA_HEAD
 from .checkpoint import CheckpointError, read_group
 from .config import MemoryConfig
-from .models import Event, Evidence, FrameLabel, MomentRecord, Stream, TranscriptSegment, UTCDateTime
+from .models import (
+    Event,
+    Evidence,
+    FrameLabel,
+    MomentRecord,
+    ScreenText,
+    Stream,
+    TranscriptSegment,
+    UTCDateTime,
+)
 from .store import MemoryStore
 
 log = logging.getLogger(__name__)
@@ -49,6 +58,7 @@ GROUP_PREFIX = "checkpoint/"
 _TABLES: dict[str, type[Any]] = {
     "transcript_segments": TranscriptSegment,
     "frame_labels": FrameLabel,
+    "screen_text": ScreenText,  # absent from exports made before revision 0005: read as no rows
     "events": Event,
 }
 

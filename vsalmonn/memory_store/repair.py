@@ -31,7 +31,7 @@ from .store import CATALOG_FILE, GROUP_SUFFIX, MEMORY_DIR, STREAM_FILE, _groups_
 log = logging.getLogger(__name__)
 
 DAMAGED_SUFFIX = ".damaged"  # a group that fails its checksum, set aside by rebuild (no writer removes it)
-LOST_KINDS = "transcript rows, frame labels, moments, events and status"
+LOST_KINDS = "transcript rows, frame labels, on-screen text, moments, events and status"
 
 
 @dataclass

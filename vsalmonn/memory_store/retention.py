@@ -1,16 +1,16 @@
 """Retention of a stream's stored data besides its checkpoints: rows and files, by age and by bytes.
 
 Checkpoints have their own retention (`StreamWriter.apply_retention`). Everything else a stream stores grows
-with its running time: a frame-label row per sampled frame, transcript rows, events, the surveillance plugin's
-thumbnails under ``<data>/thumbs/<stream>/`` and the meeting monitor's live transcript
-``<data>/transcripts/<stream>.txt``. Each kind has a rule (`config.KindRetention`): a maximum age and a
-maximum of bytes per stream, 0 meaning unlimited. The rule is age and bytes only, oldest first: the memory
-itself is the checkpoint and is unaffected, and a moment of it whose label or transcript rows have gone still
-reads from the memory (its evidence then has no text).
+with its running time: a frame-label row per sampled frame, transcript rows, on-screen text rows, events,
+the surveillance plugin's thumbnails under ``<data>/thumbs/<stream>/`` and the meeting monitor's live
+transcript ``<data>/transcripts/<stream>.txt``. Each kind has a rule (`config.KindRetention`): a maximum
+age and a maximum of bytes per stream, 0 meaning unlimited. The rule is age and bytes only, oldest first:
+the memory itself is the checkpoint and is unaffected, and a moment of it whose label or transcript rows have
+gone still reads from the memory (its evidence then has no text).
 
-Age. Transcript rows and events carry `created_at` (wall time) and are aged by it; frame labels carry only
-stream time `t`, so they are aged against the stream's newest label (a label more than `max_age_s` of stream
-time before it goes); files by their mtime.
+Age. Transcript rows and events carry `created_at` (wall time) and are aged by it; frame labels and
+on-screen text rows carry only stream time `t`, so they are aged against the stream's newest row of their
+kind (a row more than `max_age_s` of stream time before it goes); files by their mtime.
 
 Bytes. Per stream and kind, estimated as the `length()` of the row's text and JSON columns plus a fixed
 overhead per row (`ROW_OVERHEAD`: the stream id, numbers, timestamp, record header and the index entry, as
@@ -37,19 +37,20 @@ from sqlalchemy import Text, cast, delete, func, select
 
 from .catalog import Catalog
 from .config import DataRetention, KindRetention
-from .models import Checkpoint, Event, FrameLabel, TranscriptSegment
+from .models import Checkpoint, Event, FrameLabel, ScreenText, TranscriptSegment
 from .names import path_component
 
 log = logging.getLogger(__name__)
 
 THUMBS_DIR = "thumbs"  # <data>/thumbs/<path_component(stream)>/…  (surveillance plugin)
 TRANSCRIPTS_DIR = "transcripts"  # <data>/transcripts/<stream>.txt  (meeting monitor)
-ROW_KINDS = ("labels", "transcript", "events")
+ROW_KINDS = ("labels", "transcript", "screen_text", "events")
+_STREAM_TIME_KINDS = ("labels", "screen_text")  # aged by stream time `t`, not by `created_at`
 FILE_KINDS = ("thumbnails", "transcript_files")
 KINDS = (*ROW_KINDS, *FILE_KINDS)
 # Bytes per row beyond its text/JSON columns: stream id (32), numbers (8 each), timestamp text (26), record
 # header and rowid (~10), and one index entry (stream id, key, rowid). Checked against dbstat in the tests.
-ROW_OVERHEAD = {"labels": 96, "transcript": 150, "events": 160}
+ROW_OVERHEAD = {"labels": 96, "transcript": 150, "screen_text": 104, "events": 160}
 # A live transcript file over its budget is cut to this share of it, so that it is not rewritten every pass.
 FILE_TRIM_TO = 0.95
 
@@ -82,6 +83,8 @@ def _row_kind(kind: str) -> _RowKind:
         m = TranscriptSegment
         size = _length(m.text) + _length(m.words) + _length(m.language) + ROW_OVERHEAD[kind]
         return _RowKind(m, m.t0, size, m.created_at)
+    if kind == "screen_text":
+        return _RowKind(ScreenText, ScreenText.t, _length(ScreenText.text) + ROW_OVERHEAD[kind], ScreenText.t)
     if kind == "events":
         size = _length(Event.kind) + _length(Event.source) + _length(Event.message) + _length(Event.payload)
         return _RowKind(Event, Event.created_at, size + ROW_OVERHEAD[kind], Event.created_at)
@@ -171,9 +174,9 @@ def _prune_rows(
     k = _row_kind(kind)
     removed = 0
     if rule.max_age_s:
-        if kind == "labels":
+        if kind in _STREAM_TIME_KINDS:
             with catalog.session() as s:
-                newest = s.scalar(select(func.max(FrameLabel.t)).where(FrameLabel.stream_id == stream_id))
+                newest = s.scalar(select(func.max(k.age)).where(k.model.stream_id == stream_id))
             cutoff: Any = None if newest is None else newest - rule.max_age_s
         else:
             cutoff = now - timedelta(seconds=rule.max_age_s)

@@ -41,6 +41,25 @@ class PerceptionConfig(BaseModel):
     language: str | None = Field(None, description="speech language; None lets Whisper detect it")
     threads: int = Field(2, ge=1, description="intra-op threads of the encoders")
     batch_frames: int = Field(16, ge=1, description="frames per vision batch")
+    # On-screen text (encoders/ocr.py): rapidocr on frames picked at scene changes or every `ocr_every_s`.
+    # Off by default: a frame costs ~0.5-1 s of CPU, and the full pipeline with it on falls under 4x real
+    # time on 2 cores (docs/benchmarks.md, "ocr"). Needs the `ocr` extra (`pip install 'vsalmonn[ocr]'`).
+    ocr: bool = Field(False, description="read on-screen text (slides, signs) into the catalog and memory")
+    ocr_every_s: float = Field(
+        10.0, gt=0, description="a frame is read at least this often, changed or not (stream seconds)"
+    )
+    ocr_change: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="share of a frame's thumbnail that must differ from the last frame read: a scene change",
+    )
+    ocr_min_score: float = Field(
+        0.6, ge=0, le=1, description="text lines read with a lower score are dropped"
+    )
+    ocr_max_per_minute: float = Field(
+        12.0, gt=0, description="at most this many frames read per minute of stream (caps the cost)"
+    )
     # live sources (vsalmonn.perception.sources): how long a silent connection is trusted, how reconnects back
     # off and when they stop. None means never give up: a camera that is down overnight is picked up again.
     live_timeout_s: float = Field(

@@ -36,12 +36,14 @@ from vsalmonn.memory_store.redact import redact
 from vsalmonn.memory_store.retention import RetentionSchedule
 from vsalmonn.memory_store.rows import resume
 from vsalmonn.memory_store.rows.labels import add_labels
+from vsalmonn.memory_store.rows.screen_text import ShownLine, add_screen_text
 from vsalmonn.memory_store.rows.transcript import SpokenLine, add_transcript
 from vsalmonn.memory_store.store import MemoryStore, StreamWriter
 
 from . import allocator
 from .config import PerceptionConfig
 from .encoders import FrameTokens, Segment, SpeechEncoder, TextEncoder, VisionEncoder, Word, create_encoder
+from .encoders.ocr import FramePicker, OcrReader
 from .media import AudioChunk, Frame
 
 if TYPE_CHECKING:
@@ -64,6 +66,7 @@ class Encoders:
     vision: VisionEncoder
     text: TextEncoder
     speech: SpeechEncoder | None
+    ocr: OcrReader | None = None  # perception.ocr: on-screen text (encoders/ocr.py)
 
     @classmethod
     def from_config(
@@ -76,7 +79,8 @@ class Encoders:
         speech = None
         if config.speech_encoder != "none":
             speech = create_encoder("speech", config.speech_encoder, config, data_dir)
-        return cls(vision=vision, text=text, speech=speech)
+        ocr = OcrReader(min_score=config.ocr_min_score, threads=config.threads) if config.ocr else None
+        return cls(vision=vision, text=text, speech=speech, ocr=ocr)
 
 
 _REDACTED_FIELDS = frozenset({"source", "last_error"})
@@ -139,6 +143,7 @@ class _Window:
     end: float
     frames: list[Frame] = field(default_factory=list)
     audio: list[AudioChunk] = field(default_factory=list)
+    shown: list[ShownLine] = field(default_factory=list)  # text read on its frames, tokens not yet written
 
 
 class StreamSink:
@@ -193,6 +198,13 @@ class StreamSink:
         self._window: _Window | None = None
         self._period = 1.0 / perception.fps
         self._last_frame_wall: float | None = None
+        self._picker: FramePicker | None = None
+        if getattr(encoders, "ocr", None) is not None:  # a stand-in without the field reads no text
+            self._picker = FramePicker(
+                every_s=perception.ocr_every_s, change=perception.ocr_change,
+                max_per_minute=perception.ocr_max_per_minute,
+            )  # fmt: skip
+        self._last_shown: frozenset[str] = frozenset()  # the lines of the last frame read
 
     @property
     def stream_id(self) -> str:
@@ -257,7 +269,7 @@ class StreamSink:
         window = self._window
         assert window is not None
         self._encode_frames(window.frames)
-        self._encode_audio(window.audio)
+        self._encode_audio(window.audio, window.shown)
         if final:
             ends = [f.t + self._period for f in window.frames[-1:]] + [c.t1 for c in window.audio[-1:]]
             end = max([self.committed, *ends])
@@ -289,40 +301,77 @@ class StreamSink:
                     "on_memory_write", stream=self.stream, modality="visual", t0=t0[0], t1=t1[-1],
                     count=len(t0),
                 )  # fmt: skip
+            if self._picker is not None:
+                self._read_text(batch)
             if batch[-1].wallclock is not None:
                 self._last_frame_wall = batch[-1].wallclock
                 self.stats.lag_s = max(0.0, time.time() - batch[-1].wallclock)
                 self.stats.advance(batch[-1].t)
 
-    def _encode_audio(self, chunks: list[AudioChunk]) -> None:
-        if self.encoders.speech is None or not chunks:
-            return
-        segments: list[Segment] = []
-        for run in _contiguous_runs(chunks):
-            audio = np.concatenate([c.samples for c in run])  # (n,) one contiguous stretch
+    def _read_text(self, frames: list[Frame]) -> None:
+        """Read the on-screen text of the frames the picker chooses into the catalog and the window.
+
+        A line the previous frame read showed too is not stored again: a slide on screen for a minute is
+        one row (and one token) at the time it appeared, not six.
+        """
+        assert self._picker is not None and self.encoders.ocr is not None
+        lines: list[ShownLine] = []
+        for frame in frames:
+            if not self._picker.pick(frame.t, frame.image):
+                continue
             with self._lock:
-                segments += self.encoders.speech.transcribe(audio, t_offset=run[0].t0)
-        segments = sorted(
-            (piece for s in segments if s.text.strip() for piece in split_sentences(s)), key=lambda s: s.t0
-        )
-        if not segments:
-            return
-        with self._lock:
-            embeddings = self.encoders.text.encode([s.text.strip() for s in segments])  # (k, d)
-            self.memory.write(
-                embeddings,
-                [s.t0 for s in segments],
-                [max(s.t1, s.t0) for s in segments],
-                modality="audio",
+                read = self.encoders.ocr.read(frame.image)
+            texts = frozenset(line.text for line in read)
+            lines += [
+                ShownLine(frame.t, line.text, line.score)
+                for line in read
+                if line.text not in self._last_shown
+            ]
+            self._last_shown = texts
+            self.stats.detail["ocr_frames"] = int(self.stats.detail.get("ocr_frames", 0)) + 1
+        if lines:
+            add_screen_text(self.store.catalog, self.stream_id, lines)
+            if self._window is not None:
+                self._window.shown += lines
+
+    def _encode_audio(self, chunks: list[AudioChunk], shown: list[ShownLine] | None = None) -> None:
+        """Speech into the transcript, and speech and on-screen text as text tokens of the audio memory.
+
+        Both are sentences embedded by the same text encoder, so both go to the memory's text-embedding
+        bank ("audio"): a query is compared with them on one scale, whereas the visual bank's tokens are the
+        vision encoder's, whose similarities to a query are on another. They are written in one time-ordered
+        write, since a modality's tokens must come in time order.
+        """
+        segments: list[Segment] = []
+        if self.encoders.speech is not None and chunks:
+            for run in _contiguous_runs(chunks):
+                audio = np.concatenate([c.samples for c in run])  # (n,) one contiguous stretch
+                with self._lock:
+                    segments += self.encoders.speech.transcribe(audio, t_offset=run[0].t0)
+            segments = sorted(
+                (piece for s in segments if s.text.strip() for piece in split_sentences(s)),
+                key=lambda s: s.t0,
             )
-        add_transcript(self.store.catalog, self.stream_id, _spoken_lines(segments))
-        self.stats.segments += len(segments)
+        shown = shown or []
+        if not segments and not shown:
+            return
+        spans = [(s.t0, max(s.t1, s.t0), s.text.strip()) for s in segments]
+        spans += [(line.t, line.t + self._period, line.text) for line in shown]
+        spans.sort(key=lambda span: span[0])
+        with self._lock:
+            embeddings = self.encoders.text.encode([text for _, _, text in spans])  # (k, d)
+            self.memory.write(
+                embeddings, [t0 for t0, _, _ in spans], [t1 for _, t1, _ in spans], modality="audio"
+            )
+        if segments:
+            add_transcript(self.store.catalog, self.stream_id, _spoken_lines(segments))
+            self.stats.segments += len(segments)
         if self.plugins is not None:
             for segment in segments:
                 self.plugins.call("on_transcript", stream=self.stream, segment=segment)
             self.plugins.call(
-                "on_memory_write", stream=self.stream, modality="audio", t0=segments[0].t0,
-                t1=max(s.t1 for s in segments), count=len(segments),
+                "on_memory_write", stream=self.stream, modality="audio", t0=spans[0][0],
+                t1=max(t1 for _, t1, _ in spans), count=len(spans),
             )  # fmt: skip
 
     # ----- checkpoints ------------------------------------------------------------------------------------

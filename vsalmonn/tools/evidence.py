@@ -1,4 +1,5 @@
-"""What a found moment or an instant rests on, in words a reader can check: speech, labels, memory slots.
+"""What a found moment or an instant rests on, in words a reader can check: speech, on-screen text, labels,
+memory slots.
 
 Catalog rows are read only up to a stream's committed offset (`before`): rows past it are work in progress
 that a restart of the writer removes.
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from vsalmonn.memory_store.rows.labels import labels_between, labels_of
+from vsalmonn.memory_store.rows.screen_text import screen_text_between
 from vsalmonn.memory_store.rows.transcript import transcript_between
 
 from .results import Line, SlotCover
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 
 SAID_MAX = 5  # transcript lines kept as one moment's evidence
 SAID_CHARS = 300  # characters of one transcript line in a moment's evidence
+SHOWN_MAX = 5  # lines of on-screen text kept as one moment's evidence
 SEEN_MAX = 3  # labels kept as one moment's evidence
 LABEL_ROWS_MAX = 3600  # frames whose labels are counted for one moment (an hour at 1 FPS)
 
@@ -47,10 +50,13 @@ def top_labels(rows: Sequence[FrameLabel], n: int = SEEN_MAX) -> list[tuple[str,
 
 
 def moment_evidence(catalog: Catalog, stream_id: str, t0: float, t1: float, before: float) -> list[str]:
-    """What a moment rests on that a reader can check: speech overlapping it, labels of frames inside it."""
+    """What a moment rests on that a reader can check: speech overlapping it, text read on its frames (OCR),
+    labels of frames inside it."""
     said = lines(catalog, stream_id, t0, t1, before, SAID_MAX)
+    shown = screen_text_between(catalog, stream_id, t0, t1, before=before, limit=SHOWN_MAX)
     frames = labels_between(catalog, stream_id, t0, max(t1, t0 + 1e-3), before=before, limit=LABEL_ROWS_MAX)
     evidence = [f"said: {_quote(line.text, SAID_CHARS)}" for line in said]
+    evidence += [f"shown: {_quote(row.text, SAID_CHARS)}" for row in shown]
     # ImageNet names list synonyms ("web site, website"): the first is enough to say what was seen.
     evidence += [f"seen: {label.split(',')[0].strip()} ({p:.2f})" for label, p, _ in top_labels(frames)]
     return evidence
@@ -88,6 +94,7 @@ __all__ = [
     "SAID_CHARS",
     "SAID_MAX",
     "SEEN_MAX",
+    "SHOWN_MAX",
     "lines",
     "moment_evidence",
     "slots_at",

@@ -2,7 +2,9 @@
 
 Pure functions over the catalog's transcript rows (`TranscriptSegment`): `transcript_rows` reads a stream's
 rows in time order, `to_vtt`, `to_srt` and `to_markdown` render them, `export` does both for the CLI. The
-Markdown export appends the stream's minutes when the meeting monitor has saved some (`load_minutes`).
+Markdown export appends the text read on screen (`screen_text` rows, perception.ocr) in an "On screen"
+section and the stream's minutes when the meeting monitor has saved some (`load_minutes`); subtitles (VTT,
+SRT) hold speech only, since a player would show screen text over the screen that shows it.
 
 Subtitle cues follow the segments' times, with two repairs that players need: a cue never starts before the
 previous one ends (overlapping segments are clamped to start at its end) and always lasts at least
@@ -21,7 +23,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from vsalmonn.memory_store.models import TranscriptSegment
+from vsalmonn.memory_store.models import ScreenText, TranscriptSegment
+from vsalmonn.memory_store.rows.screen_text import stream_screen_text
 from vsalmonn.memory_store.rows.transcript import stream_transcript
 from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.tools.timefmt import hms
@@ -57,14 +60,23 @@ class Minutes(BaseModel):
 # ----- reading ---------------------------------------------------------------------------------------------
 
 
-def transcript_rows(store: MemoryStore, stream: str) -> list[TranscriptSegment]:
-    """Stream `stream`'s transcript rows in time order; a one-line ValueError for an unknown stream."""
+def _stream_id(store: MemoryStore, stream: str) -> str:
     row = store.catalog.stream(stream)
     if row is None:
         names = [s.name for s in store.catalog.streams()]
         known = ", ".join(names[:10]) + (", …" if len(names) > 10 else "")
         raise ValueError(f"no stream named {stream!r}; known: {known or 'none yet'}")
-    return stream_transcript(store.catalog, row.id)
+    return row.id
+
+
+def transcript_rows(store: MemoryStore, stream: str) -> list[TranscriptSegment]:
+    """Stream `stream`'s transcript rows in time order; a one-line ValueError for an unknown stream."""
+    return stream_transcript(store.catalog, _stream_id(store, stream))
+
+
+def screen_rows(store: MemoryStore, stream: str) -> list[ScreenText]:
+    """Stream `stream`'s on-screen text rows in time order; a one-line ValueError for an unknown stream."""
+    return stream_screen_text(store.catalog, _stream_id(store, stream))
 
 
 # ----- rendering -------------------------------------------------------------------------------------------
@@ -124,11 +136,19 @@ def to_srt(rows: Iterable[TranscriptSegment]) -> str:
 
 
 def to_markdown(
-    rows: Sequence[TranscriptSegment], minutes: Minutes | None = None, *, title: str = "Transcript"
+    rows: Sequence[TranscriptSegment],
+    minutes: Minutes | None = None,
+    *,
+    title: str = "Transcript",
+    shown: Sequence[ScreenText] = (),
 ) -> str:
-    """A Markdown document: `title`, one ``- [HH:MM:SS] text`` line per segment, then the minutes if given."""
+    """A Markdown document: `title`, one ``- [HH:MM:SS] text`` line per segment, then the text read on
+    screen (when any) as an "On screen" section of the same lines, then the minutes if given."""
     lines = [f"- [{hms(row.t0)}] {_cue_text(row.text)}" for row in rows if _cue_text(row.text or "")]
     parts = [f"# {title}", "\n".join(lines) or "_nothing was said_"]
+    on_screen = [f"- [{hms(row.t)}] {_cue_text(row.text)}" for row in shown if _cue_text(row.text or "")]
+    if on_screen:
+        parts += ["## On screen", "\n".join(on_screen)]
     if minutes is not None:
         parts.append(minutes.to_markdown(level=2).rstrip("\n"))
     return "\n\n".join(parts) + "\n"
@@ -144,7 +164,12 @@ def export(store: MemoryStore, stream: str, fmt: str) -> str:
         return to_vtt(rows)
     if fmt == "srt":
         return to_srt(rows)
-    return to_markdown(rows, load_minutes(store.data_dir, stream), title=f"Transcript: {stream}")
+    return to_markdown(
+        rows,
+        load_minutes(store.data_dir, stream),
+        title=f"Transcript: {stream}",
+        shown=screen_rows(store, stream),
+    )
 
 
 # ----- saved minutes ---------------------------------------------------------------------------------------
