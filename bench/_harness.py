@@ -40,6 +40,10 @@ def environment() -> dict[str, Any]:
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
+        # How torch's OpenMP threads wait (the CLI sets these per command: `vsalmonn.cli.openmp_waits`); on 2
+        # cores they change speed more than anything else here does when other work shares the machine.
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
     }
 
 
@@ -91,7 +95,8 @@ def target(
 def render_environment(env: dict[str, Any]) -> str:
     return (
         f"torch {env['torch']}, {env['threads']} threads, {env['cores']} cores, {env['cpu']}, "
-        f"Python {env['python']}"
+        f"Python {env['python']}, OMP_WAIT_POLICY {env.get('omp_wait_policy') or 'unset'}, "
+        f"GOMP_SPINCOUNT {env.get('gomp_spincount') or 'unset'}"
     )
 
 

@@ -267,7 +267,7 @@ def run(quick: bool) -> dict[str, Any]:
     return {
         "benchmark": "qa",
         "quick": quick,
-        "environment": {**environment(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
+        "environment": environment(),
         "tolerance_s": TOLERANCE_S,
         "search_k": SEARCH_K,
         "streams": [_stream_info(p, files[p.recipe.name]) for p in plans],
@@ -583,8 +583,7 @@ def render(result: dict[str, Any]) -> str:
         [
             f"bench qa{' (quick)' if result['quick'] else ''}: {len(result['questions'])} questions over "
             f"{streams}; right = within ±{result['tolerance_s']:.0f} s of the truth",
-            render_environment(result["environment"])
-            + f", OMP_WAIT_POLICY {result['environment'].get('omp_wait_policy') or 'unset'}",
+            render_environment(result["environment"]),
             f"streams: {'; '.join(ingest)}; encoders loaded in {loading['encoders']:.1f} s, "
             f"{result['llm']} in "
             f"{loading['chat_model']:.1f} s, warm-up ask {loading['warmup_ask']:.1f} s",

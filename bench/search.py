@@ -152,7 +152,7 @@ def run(quick: bool) -> dict[str, Any]:
     return {
         "benchmark": "search",
         "quick": quick,
-        "environment": {**environment(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
+        "environment": environment(),
         "stream_s": SECONDS,
         "store": build,
         "queries": {"timed": len(queries), "windowed": windowed, "by_kind": _count(k for k, _ in queries)},
@@ -454,8 +454,7 @@ def render(result: dict[str, Any]) -> str:
             f"{cp['slots']['visual']:,} slots, {store['tokens_audio']:,} audio tokens in "
             f"{cp['slots']['audio']:,} slots; {store['frame_label_rows']:,} frame-label and "
             f"{store['transcript_rows']:,} transcript rows",
-            render_environment(result["environment"])
-            + f", OMP_WAIT_POLICY {result['environment'].get('omp_wait_policy') or 'unset'}",
+            render_environment(result["environment"]),
             f"checkpoint {cp['seq']} ({cp['bytes'] / 1e6:.1f} MB) loaded once in {cp['load_s'] * 1e3:.0f} "
             f"ms; prompts: {kinds}; torch threads alternate call by call: {', '.join(map(str, threads))}",
             "",

@@ -113,7 +113,7 @@ def run(quick: bool) -> dict[str, Any]:
     return {
         "benchmark": "serve",
         "quick": quick,
-        "environment": {**environment(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
+        "environment": environment(),
         "store": {
             "stream_s": search.SECONDS,
             "tokens_visual": build["tokens_visual"],
@@ -440,8 +440,7 @@ def render(result: dict[str, Any]) -> str:
             f"bench serve{' (quick)' if result['quick'] else ''}: the {store['stream_s'] / 3600:.0f}-hour "
             f"store of bench search ({store['tokens_visual']:,} visual, {store['tokens_audio']:,} audio "
             f"tokens{', cached' if store['cached'] else ''}); {result['prompts']} prompts",
-            render_environment(result["environment"])
-            + f", OMP_WAIT_POLICY {result['environment'].get('omp_wait_policy') or 'unset'}",
+            render_environment(result["environment"]),
             "",
             format_table(["measure", "calls", "p50 / p95 / max ms"], rows),
             f"same moments from both: {side['same_moments']} of {side['calls']}; {conc['clients']} clients: "

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from vsalmonn.cli import UsageError, build_parser, main
+from vsalmonn.cli import SPIN_COUNT, UsageError, build_parser, main
 from vsalmonn.cli.bench import available_benchmarks, load_benchmark
 from vsalmonn.cli.output import format_table
 from vsalmonn.memory_store import MemoryConfig
@@ -266,17 +266,21 @@ def test_status_of_a_store_and_of_nothing(capsys: pytest.CaptureFixture[str], tm
     assert all(size == {"rows": 0, "bytes": 0} for size in sizes.values()) and "checkpoints" in sizes
 
 
-def test_queries_make_openmp_threads_wait_passively_and_ingest_does_not(
+def test_queries_make_openmp_threads_wait_passively_and_ingest_spins_briefly(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     in_process(capsys, "--data", str(tmp_path), "ingest", str(tmp_path / "missing.mp4"))
-    assert "OMP_WAIT_POLICY" not in os.environ
+    assert "OMP_WAIT_POLICY" not in os.environ and os.environ["GOMP_SPINCOUNT"] == SPIN_COUNT
+    monkeypatch.delenv("GOMP_SPINCOUNT")
     in_process(capsys, "--data", str(tmp_path), "status")
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and "GOMP_SPINCOUNT" not in os.environ
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     in_process(capsys, "--data", str(tmp_path), "status")
+    in_process(capsys, "--data", str(tmp_path), "ingest", str(tmp_path / "missing.mp4"))
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE", "a user's own setting wins"
+    assert "GOMP_SPINCOUNT" not in os.environ, "and is not bent by a spin count"
 
 
 def test_built_in_plugins_run_inside_ingest_when_enabled(

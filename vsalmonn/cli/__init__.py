@@ -122,15 +122,29 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------------------------- main
 
 
+SPIN_COUNT = "10000"
+"""Spins an OpenMP thread waits before it sleeps, outside the query commands (libgomp's default: 300,000)."""
+
+
+def openmp_waits(command: str) -> None:
+    """How torch's OpenMP threads wait at a barrier, set before torch loads (its runtime reads it once).
+
+    A thread that spins takes the core its partner needs when other work shares the 2 cores, and then every
+    barrier costs a scheduler slice. Queries sleep at once (`OMP_WAIT_POLICY=PASSIVE`): the 3-hour search
+    went from 25 ms to 780 ms at p95 with one other job running. Every other command spins briefly
+    (`GOMP_SPINCOUNT`, `SPIN_COUNT`) and then sleeps: idle, that keeps 96 % of the default's TTT speed and
+    all of its ingest speed, and beside one busy process it wrote the memory 1.8-2.3x faster
+    (docs/benchmarks.md, "ttt"). A user's own setting of either wins.
+    """
+    if command in QUERY_COMMANDS:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    elif "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in QUERY_COMMANDS:
-        # Before torch loads (its OpenMP runtime reads this once): waiting threads sleep instead of spinning.
-        # A query shares the cores with a running daemon, and a spinning thread takes the core the working
-        # one needs: the 3-hour search went from 25 ms to 780 ms at p95 with one other job running. Ingest
-        # keeps OpenMP's default, spinning, which transcribes ~20 % faster on free cores (docs/benchmarks.md,
-        # "search"). A user's own setting wins.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    openmp_waits(args.command)
     from vsalmonn.memory_store.redact import redact
 
     _configure_logging(getattr(args, "verbose", 0))
