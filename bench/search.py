@@ -48,6 +48,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,16 +131,9 @@ VISUAL_QUERIES = (
 def run(quick: bool) -> dict[str, Any]:
     started = time.perf_counter()
     loadavg_start = os.getloadavg()
-    shared = shared_media("search")
-    data_dir = bench_data_dir().resolve()
-    folder = data_dir / "bench"
-    perception = PerceptionConfig()
-    quiet_model_loading(perception.threads)
-    encoders = Encoders.from_config(perception, data_dir)
-    transcripts = qs.prompt_transcripts(shared, encoders.speech, folder)
-    store_dir = folder / f"search-store-{SECONDS:.0f}s-v{BUILD_VERSION}"
-    build = _build(shared, store_dir, encoders, transcripts)
-    queries = _queries(transcripts, SEARCHES["quick" if quick else "full"])
+    store = three_hour_store(shared_media("search"))
+    perception, encoders, store_dir, build = store.perception, store.encoders, store.path, store.build
+    queries = queries_of(store.transcripts, SEARCHES["quick" if quick else "full"])
     windowed = WINDOWED["quick" if quick else "full"]
     threads = tuple(dict.fromkeys((perception.threads, 1)))
     timing = _measure(store_dir, encoders, queries, windowed, threads)
@@ -172,6 +166,32 @@ def _count(kinds: Any) -> dict[str, int]:
 
 
 # -- the store -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Store:
+    """The 3-hour store, built once and cached under the bench data folder, with what built it (`bench serve`
+    serves the same one)."""
+
+    perception: PerceptionConfig
+    encoders: Encoders
+    folder: Path  # <data>/bench: the cached store, prompt transcripts and clips
+    transcripts: dict[str, list[dict[str, Any]]]  # each prompt's sentences, as Whisper heard them
+    path: Path
+    build: dict[str, Any]  # what it holds (`_build`)
+
+
+def three_hour_store(shared: Path) -> Store:
+    """The default encoders, loaded, and the store they built (built now if absent or unfinished)."""
+    data_dir = bench_data_dir().resolve()
+    folder = data_dir / "bench"
+    perception = PerceptionConfig()
+    quiet_model_loading(perception.threads)
+    encoders = Encoders.from_config(perception, data_dir)
+    transcripts = qs.prompt_transcripts(shared, encoders.speech, folder)
+    path = folder / f"search-store-{SECONDS:.0f}s-v{BUILD_VERSION}"
+    build = _build(shared, path, encoders, transcripts)
+    return Store(perception, encoders, folder, transcripts, path, build)
 
 
 def _build(
@@ -325,7 +345,7 @@ def _transcript_row(stream_id: str, segment: Segment) -> TranscriptSegment:
 # -- the searches --------------------------------------------------------------------------------------------
 
 
-def _queries(transcripts: dict[str, list[dict[str, Any]]], n: int) -> list[tuple[str, str]]:
+def queries_of(transcripts: dict[str, list[dict[str, Any]]], n: int) -> list[tuple[str, str]]:
     """`n` different prompts (kind, text), the kinds taken in turn while each lasts: transcript sentences
     ("said"), bench qa's questions ("question") and descriptions of what the clips show ("seen")."""
     rng = np.random.default_rng(QUERY_SEED)

@@ -41,7 +41,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from vsalmonn.cli.output import format_table, quiet_model_loading
+from vsalmonn.cli.output import format_table
 from vsalmonn.memory_store import MemoryConfig
 from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.perception.config import DaemonConfig, PerceptionConfig, StreamSpec
@@ -50,10 +50,8 @@ from vsalmonn.perception.pipeline import Encoders
 from vsalmonn.settings import Settings
 from vsalmonn.tools.memory_view import MemoryView
 
-from . import _qa_streams as qs
 from . import live, search
 from ._harness import (
-    bench_data_dir,
     checkout_module,
     environment,
     render_environment,
@@ -83,15 +81,10 @@ def run(quick: bool) -> dict[str, Any]:
     loadavg_start = os.getloadavg()
     size = "quick" if quick else "full"
     shared = shared_media("serve", checkout=("media", "stream_server"))
-    data_dir = bench_data_dir().resolve()
-    folder = data_dir / "bench"
-    perception = PerceptionConfig()
-    quiet_model_loading(perception.threads)
-    encoders = Encoders.from_config(perception, data_dir)
-    transcripts = qs.prompt_transcripts(shared, encoders.speech, folder)
-    store_dir = folder / f"search-store-{search.SECONDS:.0f}s-v{search.BUILD_VERSION}"
-    build = search._build(shared, store_dir, encoders, transcripts)
-    prompts = [text for _, text in search._queries(transcripts, PROMPTS[size])]
+    store = search.three_hour_store(shared)
+    perception, encoders, folder = store.perception, store.encoders, store.folder
+    store_dir, build = store.path, store.build
+    prompts = [text for _, text in search.queries_of(store.transcripts, PROMPTS[size])]
 
     with _Server(store_dir, perception) as server:
         side_by_side = _side_by_side(store_dir, encoders, server.url, prompts)

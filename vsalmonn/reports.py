@@ -24,11 +24,11 @@ def search_result(
     *,
     stream: str | None = None,
     k: int = 5,
-    start: TimeArg | None = None,
-    end: TimeArg | None = None,
+    start: TimeArg | str | None = None,
+    end: TimeArg | str | None = None,
 ) -> SearchResult:
     """The moments of `prompt` in one stream or all (overlapping [start, end] when given: stream seconds or
-    wall-clock datetimes, `tools.wallclock`), from their newest committed checkpoints.
+    wall-clock datetimes, or text in the forms of `tools.wallclock`), from their newest committed checkpoints.
 
     Raises `UnknownStreamError` for a stream the catalog lacks, `ViewError` for an argument the view
     refuses, and `ViewError` too when streams have checkpoints but every one failed its checksum (no moments

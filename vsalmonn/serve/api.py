@@ -29,7 +29,7 @@ from vsalmonn.tools.checks import QUERY_MAX
 from vsalmonn.tools.encoding import TextEncoder
 from vsalmonn.tools.memory_view import EVENTS_MAX, MemoryView
 from vsalmonn.tools.results import Events, SearchResult, Transcript, UnknownStreamError, ViewError
-from vsalmonn.tools.wallclock import TIME_HELP, TimeArg, parse_time
+from vsalmonn.tools.wallclock import TIME_HELP, read_time
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -200,7 +200,9 @@ def create_app(
         from vsalmonn.serve.metrics import Timer
 
         timer = Timer()
-        found = search_result(view, q, stream=stream, k=k, start=_time(start, "start"), end=_time(end, "end"))
+        found = search_result(
+            view, q, stream=stream, k=k, start=read_time(start, "start"), end=read_time(end, "end")
+        )
         timer.observe(metrics.search_seconds)
         return found
 
@@ -212,7 +214,7 @@ def create_app(
         end: Annotated[str | None, Query(max_length=64, description="to, as start (default: all)")] = (None),
     ) -> Transcript:
         """What was said in a stream between two times, as far as it is committed."""
-        begin, until = _time(start, "start") or 0.0, _time(end, "end")
+        begin, until = read_time(start, "start") or 0.0, read_time(end, "end")
         if until is None:
             view.stream(name)  # 404 for an unknown stream before its summary is looked for
             covered = next((s.covered_until for s in view.streams() if s.name == name), None)
@@ -276,16 +278,6 @@ def _thumbnail_file(settings: Settings, path: str) -> Path:
     if not inside or found.suffix.lower() not in THUMBNAIL_TYPES:
         raise HTTPException(404, f"no thumbnail {path[:80]!r}")
     return found
-
-
-def _time(text: str | None, what: str) -> TimeArg | None:
-    """A time argument of a query (`tools.wallclock`); 422 with the accepted forms for anything else."""
-    if text is None or not text.strip():
-        return None
-    try:
-        return parse_time(text, what)
-    except ValueError as exc:
-        raise ViewError(str(exc)) from None
 
 
 def _since(text: str | None) -> float | datetime | None:

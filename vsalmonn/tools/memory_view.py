@@ -45,7 +45,7 @@ from .results import (
     UnknownStreamError,
     ViewError,
 )
-from .wallclock import TimeArg, epoch_of, ordered, parse_time, stream_seconds, wall_of
+from .wallclock import TimeArg, epoch_of, ordered, read_time, stream_seconds, wall_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -208,7 +208,7 @@ class MemoryView:
         query = check_query(query)
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= K_MAX:
             raise ViewError(f"k must be an integer from 1 to {K_MAX}, got {k!r}")
-        start, end = _time_arg(start, "start"), _time_arg(end, "end")
+        start, end = read_time(start, "start"), read_time(end, "end")
         ordered(start, end)
         rows = [self.stream(stream)] if stream is not None else self.store.catalog.streams()
         loaded = [(row, got) for row in rows if (got := self._latest(row.name)) is not None]
@@ -268,8 +268,8 @@ class MemoryView:
         row, loaded = self._require(stream)
         epoch = epoch_of(loaded.info)
         start, end = check_window(
-            stream_seconds(_time_arg(start, "start"), epoch, stream, "start"),
-            stream_seconds(_time_arg(end, "end"), epoch, stream, "end"),
+            stream_seconds(read_time(start, "start"), epoch, stream, "start"),
+            stream_seconds(read_time(end, "end"), epoch, stream, "end"),
         )
         assert start is not None and end is not None
         covered = horizon(loaded.info)
@@ -291,7 +291,7 @@ class MemoryView:
         (stream seconds, HH:MM:SS or, for a live stream, a wall-clock datetime)."""
         row, loaded = self._require(stream)
         epoch = epoch_of(loaded.info)
-        t = check_time(stream_seconds(_time_arg(t, "t"), epoch, stream, "t"), "t")
+        t = check_time(stream_seconds(read_time(t, "t"), epoch, stream, "t"), "t")
         covered = horizon(loaded.info)
         if t > covered:
             raise ViewError(past(stream, t, covered))
@@ -368,18 +368,6 @@ class MemoryView:
     def last_event_id(self) -> int:
         """The id of the newest stored event (0 when none)."""
         return last_event_id(self.store.catalog)
-
-
-def _time_arg(value: object, what: str) -> TimeArg | None:
-    """A time argument (`wallclock.parse_time`) as the view takes it; ViewError, one line, when it is none."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float | str | datetime):
-        raise ViewError(f"{what} must be a number of seconds, not {type(value).__name__}")
-    try:
-        return parse_time(value, what)
-    except ValueError as exc:
-        raise ViewError(str(exc)) from None
 
 
 def _record(e: Any, names: dict[str, str]) -> EventRecord:

@@ -72,6 +72,17 @@ def parse_time(value: Any, what: str = "") -> TimeArg:
     return seconds
 
 
+def read_time(value: Any, what: str) -> TimeArg | None:
+    """A time argument as the view and the REST API take it: None (or blank text) for none, else
+    `parse_time`'s value; ViewError, one line, naming `what` and the accepted forms, for anything else."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return parse_time(value, what)
+    except ValueError as exc:
+        raise ViewError(str(exc)) from None
+
+
 def parse_since(text: str, now: datetime | None = None) -> TimeArg:
     """`--since`: a span back from now (``90s``, ``30m``, ``1h``, ``2d``) as a wall-clock instant, or any
     time argument."""
@@ -135,6 +146,7 @@ __all__ = [
     "ordered",
     "parse_since",
     "parse_time",
+    "read_time",
     "show",
     "stream_seconds",
     "utc",
