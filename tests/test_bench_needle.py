@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from vsalmonn.cli.bench import load_benchmark
+from vsalmonn.cli.output import UsageError
 from vsalmonn.memory_store import MemoryConfig, StreamMemory
 
 from .media import SHARED_MEDIA
@@ -225,3 +226,48 @@ def test_frames_put_each_visual_needle_where_its_truth_says() -> None:
         assert inside < apart(first - 1, first) and inside < apart(last, last + 1)
     # A scene's frames move on (footage), and no two scenes' first frames are the same picture.
     assert not np.array_equal(frames[0], frames[1])
+
+
+def test_variants_file_adds_rows_with_the_layer_their_weights_were_trained_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vsalmonn.memory_store.config import TTTConfig
+    from vsalmonn.memory_store.slow_weights import save_slow_weights
+    from vsalmonn.memory_store.ttt import TTTLayer
+
+    trained_under = {"rope": True, "mlp_ratio": 1, "optimizer": "hf_cg_paper", "visual_slots": 7}
+    layer = TTTLayer(TTTConfig(rope=True, mlp_ratio=1))
+    save_slow_weights(
+        tmp_path / "theta.safetensors",
+        layer.state_dict(),
+        vision_encoder="efficientnet-lite0",
+        text_encoder="minilm",
+        dim=384,
+        heads=8,
+        mlp_ratio=1,
+        trained={"train": {"memory": trained_under}},
+    )
+    (tmp_path / "variants.toml").write_text(
+        '[ropey]\nslow_weights = "theta.safetensors"\n\n[ropey-gd]\nslow_weights = "theta.safetensors"\n'
+        'optimizer = "gd"\npolicies = ["discard"]\n'
+    )
+    monkeypatch.setenv("VSALMONN_BENCH_NEEDLE_VARIANTS", str(tmp_path / "variants.toml"))
+    settings = needle.settings()
+    ropey = settings["merge/ropey"]
+    assert (ropey.rope, ropey.mlp_ratio, ropey.optimizer) == (True, 1, "hf_cg_paper")
+    assert ropey.visual_slots == needle.VISUAL_SLOTS  # the bench's budget, not the training's
+    assert ropey.slow_weights == str((tmp_path / "theta.safetensors").resolve())
+    assert settings["discard/ropey-gd"].optimizer == "gd"
+    assert "merge/ropey-gd" not in settings and "discard/ropey" in settings
+    # the weights load into the memory the row builds
+    assert needle._memory("merge/ropey", ropey).config.rope
+
+    monkeypatch.setenv("VSALMONN_BENCH_NEEDLE_ONLY", "merge/off, */ropey")
+    assert set(needle.settings()) == {"merge/off", "merge/ropey", "discard/ropey"}
+    monkeypatch.setenv("VSALMONN_BENCH_NEEDLE_ONLY", "nothing/*")
+    with pytest.raises(UsageError, match="matches no setting"):
+        needle.settings()
+    monkeypatch.delenv("VSALMONN_BENCH_NEEDLE_ONLY")
+    (tmp_path / "variants.toml").write_text('[bad]\nslow_weights = "theta.safetensors"\nrope_base = 0.5\n')
+    with pytest.raises(UsageError, match=r"\[bad\] rope_base"):
+        needle.settings()

@@ -70,7 +70,9 @@ class TrainConfig(BaseModel):
     validate_every: int = Field(50, gt=0, description="steps between validations")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or a torch device")
     memory: dict[str, Any] = Field(
-        default_factory=dict, description="MemoryConfig fields the memory is trained under (optimizer: gd)"
+        default_factory=dict,
+        description="MemoryConfig fields the memory is trained under; the inner optimiser is gd unless set "
+        "(every optimiser is ordinary differentiable torch, so hf_cg and hf_cg_paper train through their CG)",
     )
 
 
@@ -240,7 +242,7 @@ def train(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     device = resolve_device(config.device)
-    memory = MemoryConfig(**{**config.memory, "optimizer": "gd", "visual_slots": config.visual_slots})
+    memory = MemoryConfig(**{"optimizer": "gd", **config.memory, "visual_slots": config.visual_slots})
     layer = TTTLayer(ttt_config(memory)).to(device)
     layer.reader_proj.requires_grad_(config.train_reader)
     start = {name: p.detach().clone() for name, p in layer.named_parameters()}
