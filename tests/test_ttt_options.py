@@ -184,10 +184,41 @@ def test_rope_changes_the_update_and_at_time_zero_is_the_plain_layer() -> None:
 
 def test_rope_without_times_and_with_an_odd_head_width_is_refused() -> None:
     layer = TTTLayer(small(rope=True))
-    with pytest.raises(ValueError, match="rope needs the tokens' stream times"):
+    with pytest.raises(ValueError, match="need the tokens' stream times"):
         layer(torch.zeros(1, 4, DIM), layer.init_state(1))
     with pytest.raises(ValidationError, match="head width 5 is odd"):
         TTTConfig(dim=20, heads=4, rope=True)
+    with pytest.raises(ValidationError, match="head width 5 is odd"):
+        TTTConfig(dim=20, heads=4, value_time_code=1.0)
+
+
+# ----- time-coded values --------------------------------------------------------------------------------
+def test_time_code_adds_a_unit_code_of_time_to_the_values_only() -> None:
+    weight = 0.7
+    plain = perturbed_layer(small(rope_base=100.0))
+    coded = perturbed_layer(small(rope_base=100.0, value_time_code=weight))
+    x, t = tokens(2, 24), stream_times(2, 24)
+    with torch.no_grad():
+        a = plain.inner_problem(x, plain.init_state(2), t)
+        b = coded.inner_problem(x, coded.init_state(2), t)
+        # the reference from the equation: v + w·(cos θ_0, sin θ_0, …)/√(p/2), θ_j = t·100^(−2j/p)
+        _, k, v = (plain._split_heads(u) for u in (x @ plain.qkv.t()).split(DIM, dim=-1))
+        k = F.normalize(k, dim=-1)
+        freq = 100.0 ** (-2.0 * torch.arange(P // 2, dtype=F64) / P)  # (p/2,)
+        angle = t[:, None, :, None] * freq  # (B, 1, n, p/2)
+        code = torch.stack([angle.cos(), angle.sin()], dim=-1).flatten(-2) / (P // 2) ** 0.5  # (B, 1, n, p)
+        c = (v + weight * code) - k
+        c = c - c.mean(-1, keepdim=True)
+        expected = c / torch.sqrt((c * c).mean(-1, keepdim=True) + 1e-6) + k
+    torch.testing.assert_close(b.target, expected, rtol=0, atol=1e-10)
+    torch.testing.assert_close(code.norm(dim=-1), torch.ones_like(code[..., 0]), rtol=0, atol=1e-12)
+    # keys and queries carry no time (that is RoPE's job), so the views equal the plain layer's
+    torch.testing.assert_close(b.keys, a.keys, rtol=0, atol=0)
+    torch.testing.assert_close(b.queries, a.queries, rtol=0, atol=0)
+    assert (b.target - a.target).abs().max() > 1e-3
+    # unlike RoPE's scores, the code is of absolute time: the same tokens later get other targets
+    shifted = coded.inner_problem(x, coded.init_state(2), t + 500.0)
+    assert (shifted.target - b.target).abs().max() > 1e-3
 
 
 # ----- γ/β on the target LayerNorm ----------------------------------------------------------------------
@@ -313,7 +344,12 @@ def test_hidden_width_is_validated() -> None:
 
 # ----- a memory with every option on ----------------------------------------------------------------------
 ALL_ON: dict[str, Any] = dict(
-    rope=True, long_span_target="mapped", target_ln_affine=True, inner_gelu="tanh", mlp_ratio=1
+    rope=True,
+    long_span_target="mapped",
+    target_ln_affine=True,
+    inner_gelu="tanh",
+    mlp_ratio=1,
+    value_time_code=0.5,
 )
 
 

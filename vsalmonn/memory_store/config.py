@@ -66,6 +66,12 @@ class TTTConfig(BaseModel):
         10000.0, gt=1, description="RoPE: channel pair j turns at rope_base^(-2j/p) radians per rope_unit_s"
     )
     rope_unit_s: float = Field(1.0, gt=0, description="RoPE: seconds of stream time per unit of position")
+    value_time_code: float = Field(
+        0.0,
+        ge=0,
+        description="weight of a unit time code (RoPE's frequencies, as cos/sin pairs) added to each value v "
+        "before its target, so the fast weights also answer 'when'; 0 turns it off",
+    )
     optimizer: Optimizer = Field("hf_cg", description="inner optimiser of the fast weights")
     cg_max_iter: int = Field(4, gt=0, description="conjugate-gradient iterations at most per update")
     cg_tol: float = Field(
@@ -89,9 +95,14 @@ class TTTConfig(BaseModel):
     def _heads_divide_dim(self) -> Self:
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
-        if self.rope and self.head_dim % 2:
-            raise ValueError(f"rope rotates channel pairs: head width {self.head_dim} is odd")
+        if (self.rope or self.value_time_code) and self.head_dim % 2:
+            raise ValueError(f"rope and the time code use channel pairs: head width {self.head_dim} is odd")
         return self
+
+    @property
+    def uses_times(self) -> bool:
+        """Whether the layer reads the tokens' stream times (RoPE or the time code)."""
+        return self.rope or self.value_time_code > 0
 
     @property
     def head_dim(self) -> int:

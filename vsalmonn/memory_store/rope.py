@@ -28,3 +28,11 @@ def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     c, s = cos.to(x.dtype), sin.to(x.dtype)
     even, odd = x[..., 0::2], x[..., 1::2]  # (B, H, n, p/2) each
     return torch.stack([even * c - odd * s, even * s + odd * c], dim=-1).flatten(-2)  # (B, H, n, p)
+
+
+def time_code(cos: Tensor, sin: Tensor) -> Tensor:
+    """The unit vector (cos θ_0, sin θ_0, cos θ_1, …)/√(p/2) of each token's angles: two (B, 1, n, p/2) →
+    (B, 1, n, p). Added to the values (`TTTConfig.value_time_code`), it makes what the fast weights return
+    for a key carry when that key was seen; its inner products depend on time differences only, as RoPE's."""
+    pairs = cos.shape[-1]
+    return torch.stack([cos, sin], dim=-1).flatten(-2) / pairs**0.5  # (B, 1, n, p)

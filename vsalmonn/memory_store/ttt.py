@@ -27,7 +27,7 @@ from .inner import (
     layer_norm,
     mlp_forward,
 )
-from .rope import rope_angles, rotate
+from .rope import rope_angles, rotate, time_code
 
 log = logging.getLogger(__name__)
 
@@ -178,14 +178,18 @@ class TTTLayer(nn.Module):
         q, k, v = (self._split_heads(t) for t in qkv.split(d, dim=-1))  # (B, H, n, p) each
         k = F.normalize(k, dim=-1)  # (B, H, n, p)
         q = F.normalize(q, dim=-1)  # (B, H, n, p)
-        if cfg.rope:
+        if cfg.uses_times:
             if times is None or times.shape != x.shape[:2]:
                 got = None if times is None else list(times.shape)
                 raise ValueError(
-                    f"rope needs the tokens' stream times of shape {list(x.shape[:2])}, got {got}"
+                    f"rope and the time code need the tokens' stream times of shape {list(x.shape[:2])}, "
+                    f"got {got}"
                 )
             cos, sin = rope_angles(times, cfg.head_dim, base=cfg.rope_base, unit_s=cfg.rope_unit_s)
-            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+            if cfg.rope:
+                q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+            if cfg.value_time_code:
+                v = v + cfg.value_time_code * time_code(cos, sin).to(v.dtype)  # (B, H, n, p)
         k = k.contiguous()  # contiguous so the inner bmm views are free
         q = q.contiguous()
         recon = layer_norm(v - k)  # (B, H, n, p)
