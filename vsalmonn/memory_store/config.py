@@ -6,7 +6,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-Policy = Literal["merge", "discard", "fifo", "uniform"]
+Policy = Literal["merge", "discard", "fifo", "uniform", "whole"]
 Modality = Literal["visual", "audio"]
 # "hf_cg": today's solver (η-weighted G, a full Gauss-Newton step); "hf_cg_paper": TTT_HF as the paper defines
 # it (unweighted G, the official φ rule, a step scale). Which one carries the name "hf_cg" waits for the
@@ -129,6 +129,13 @@ class MemoryConfig(TTTConfig):
     audio_slots: int = Field(4096, gt=0, le=MAX_SLOTS, description="budget M_a of the audio bank")
     policy: Policy = Field("merge", description="how the visual bank reduces when it would overflow")
     audio_policy: Policy = Field("merge", description="how the audio bank reduces (the paper: merge)")
+    slot_members: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="policy 'whole': tokens each slot keeps whole beside its merged vector; the reader "
+        "scores a slot by its best one",
+    )
     ttt: bool = Field(True, description="rewrite visual tokens with the TTT layer before they enter the bank")
     reader_visual_slots: int = Field(
         32, gt=0, le=MAX_READER_SLOTS, description="visual slots B the reader keeps per prompt"

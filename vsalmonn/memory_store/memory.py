@@ -18,11 +18,12 @@ import torch
 from torch import Tensor
 
 from .bank import Bank
-from .config import MemoryConfig, Modality
+from .config import MemoryConfig, Modality, Policy
 from .inner import FastWeights
 from .reader import Candidates, Moment, read
 from .slow_weights import resolve_slow_weights
 from .ttt import TTTConfig, TTTLayer, TTTState
+from .whole_bank import WholeBank
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +77,17 @@ class StreamMemory:
         """Empty banks whose keys are their values: the reader compares prompts with the slots themselves
         (the TTT layer's learned reader view acts on the prompt), so each slot is stored once."""
         cfg = self.config
-        kw: dict[str, Any] = dict(dtype=self.dtype, device=self.device, tied_keys=True)
+
+        def bank(capacity: int, policy: Policy) -> Bank:
+            if policy == "whole":
+                return WholeBank(
+                    capacity, cfg.dim, members=cfg.slot_members, dtype=self.dtype, device=self.device
+                )
+            return Bank(capacity, cfg.dim, policy, dtype=self.dtype, device=self.device, tied_keys=True)
+
         return {
-            "visual": Bank(cfg.visual_slots, cfg.dim, cfg.policy, **kw),
-            "audio": Bank(cfg.audio_slots, cfg.dim, cfg.audio_policy, **kw),
+            "visual": bank(cfg.visual_slots, cfg.policy),
+            "audio": bank(cfg.audio_slots, cfg.audio_policy),
         }
 
     # ----- size -----------------------------------------------------------------------------------------
@@ -221,10 +229,7 @@ class StreamMemory:
                 cand = self._candidates(m)
                 if bounded:
                     # Slots are in time order, so the window is one contiguous run: adjacency is kept.
-                    keep = (cand.t1 >= lo) & (cand.t0 <= hi)  # (S,)
-                    cand = Candidates(
-                        m, cand.keys[keep], cand.t0[keep], cand.t1[keep], cand.id0[keep], cand.id1[keep]
-                    )
+                    cand = cand.select((cand.t1 >= lo) & (cand.t0 <= hi))  # keep: (S,)
                 query = self.layer.reader_view(prompt) if m == "visual" else prompt  # (q, d)
                 moments += read(
                     query,
@@ -239,23 +244,29 @@ class StreamMemory:
 
     def _candidates(self, modality: Modality) -> Candidates:
         bank = self.banks[modality]
+        whole = isinstance(bank, WholeBank)
+        keys = bank.member_values if whole else bank.keys  # (S, d), or (R, d) members
+        members = bank.member_slot if whole else None  # (R,)
         if modality != "visual" or self.pending == 0:
-            return Candidates(modality, bank.keys, bank.t0, bank.t1, bank.id0, bank.id1)
+            return Candidates(modality, keys, bank.t0, bank.t1, bank.id0, bank.id1, members)
         pend = self._pending
         # Bank and pending tensors are replaced on every change, never mutated: while the same objects are
         # current, the joined candidates are still valid, and repeated reads skip copying the whole bank.
         cached = self._joined
-        if cached is not None and cached[0] is bank.keys and cached[1] is pend["values"]:
+        if cached is not None and cached[0] is keys and cached[1] is pend["values"]:
             return cached[2]
+        if members is not None:  # each pending token is a slot of its own with one member
+            members = torch.cat([members, len(bank) + torch.arange(self.pending, device=members.device)])
         joined = Candidates(
             modality,
-            torch.cat([bank.keys, pend["values"]]),
+            torch.cat([keys, pend["values"]]),
             torch.cat([bank.t0, pend["t0"]]),
             torch.cat([bank.t1, pend["t1"]]),
             torch.cat([bank.id0, pend["ids"]]),
             torch.cat([bank.id1, pend["ids"]]),
+            members,
         )
-        self._joined = (bank.keys, pend["values"], joined)
+        self._joined = (keys, pend["values"], joined)
         return joined
 
     # ----- checkpoint state -----------------------------------------------------------------------------

@@ -43,7 +43,9 @@ class Moment(BaseModel):
 class Candidates:
     """What one modality offers the reader: its slots' keys and spans, in time order.
 
-    ``keys`` is (S, d) and unnormalised; ``t0``, ``t1``, ``id0``, ``id1`` are (S,).
+    ``keys`` is (S, d) and unnormalised; ``t0``, ``t1``, ``id0``, ``id1`` are (S,). With ``members`` (R,), the
+    keys are R member rows instead (policy ``whole``: tokens a slot keeps whole), ``members[r]`` the slot of
+    row r, and a slot scores as its best member.
     """
 
     modality: Modality
@@ -52,6 +54,24 @@ class Candidates:
     t1: Tensor
     id0: Tensor
     id1: Tensor
+    members: Tensor | None = None
+
+    def select(self, keep: Tensor) -> Candidates:
+        """Only the slots where ``keep`` (S,) is true, with their members."""
+        spans = (self.t0[keep], self.t1[keep], self.id0[keep], self.id1[keep])
+        if self.members is None:
+            return Candidates(self.modality, self.keys[keep], *spans)
+        rows = keep[self.members]  # (R,) members of kept slots
+        renumber = torch.cumsum(keep, 0) - 1  # (S,) a kept slot's new position
+        return Candidates(self.modality, self.keys[rows], *spans, members=renumber[self.members[rows]])
+
+    def slot_scores(self, prompt: Tensor) -> Tensor:
+        """Each slot's score for ``prompt``: (S,)."""
+        rows = score(prompt, self.keys)  # (S,) or (R,)
+        if self.members is None:
+            return rows
+        best = torch.full((self.t0.shape[0],), -torch.inf, dtype=rows.dtype, device=rows.device)  # (S,)
+        return best.scatter_reduce(0, self.members.to(rows.device), rows, "amax")  # (S,)
 
 
 def score(prompt: Tensor, keys: Tensor) -> Tensor:
@@ -99,7 +119,7 @@ def read(
         return []
     moments: list[Moment] = []
     for cand in candidates:
-        size = cand.keys.shape[0]
+        size = cand.t0.shape[0]
         if size == 0:
             continue
         if cand.keys.dim() != 2 or cand.keys.shape[1] != prompt.shape[1]:
@@ -108,7 +128,7 @@ def read(
             )
         if cand.modality not in budgets:
             raise KeyError(f"no reader budget for modality {cand.modality!r}")
-        scores = score(prompt, cand.keys)
+        scores = cand.slot_scores(prompt)
         moments.extend(_moments(cand, scores, int(budgets[cand.modality]), join_ratio, join_gap_s))
     moments.sort(key=lambda m: (-m.score, m.t0))
     logger.debug("reader: %d moments from %d modalities, returning %d", len(moments), len(candidates), k)
