@@ -60,6 +60,7 @@ from vsalmonn.cli.output import UsageError, format_table, quiet_model_loading
 from vsalmonn.memory_store import MemoryConfig, StreamMemory, resolve_slow_weights
 from vsalmonn.memory_store.config import MAX_SLOTS
 from vsalmonn.memory_store.memory import ttt_config
+from vsalmonn.memory_store.rope import frame_positions
 from vsalmonn.memory_store.ttt import TTTLayer
 from vsalmonn.perception.config import PerceptionConfig
 from vsalmonn.perception.pipeline import Encoders
@@ -238,8 +239,8 @@ def _measure(stream: ns.NeedleStream, memory: StreamMemory) -> tuple[list[dict[s
     """Write the stream into a fresh `memory`, then look for every needle."""
     started = time.perf_counter()
     for visual, audio in _windows(stream):
-        for tokens, t0, t1 in visual:
-            memory.write(tokens, t0, t1, modality="visual")
+        for tokens, t0, t1, where in visual:
+            memory.write(tokens, t0, t1, modality="visual", positions=where)
         if audio is not None:
             memory.write(*audio, modality="audio")
     memory.flush()
@@ -273,7 +274,7 @@ def _measure(stream: ns.NeedleStream, memory: StreamMemory) -> tuple[list[dict[s
     }
 
 
-Write = tuple[np.ndarray, np.ndarray, np.ndarray]  # tokens (n, d), t0 (n,), t1 (n,)
+Write = tuple[np.ndarray, ...]  # tokens (n, d), t0 (n,), t1 (n,), and for frames their positions (n, 2)
 
 
 def _windows(stream: ns.NeedleStream) -> Iterator[tuple[list[Write], Write | None]]:
@@ -282,6 +283,7 @@ def _windows(stream: ns.NeedleStream) -> Iterator[tuple[list[Write], Write | Non
     batch = PerceptionConfig().batch_frames
     per_frame = stream.visual.shape[1]
     dim = stream.visual.shape[2]
+    where = np.asarray(frame_positions(per_frame))  # (per_frame, 2) for 3-D RoPE
     for start in np.arange(0.0, stream.seconds, WINDOW_S):
         end = start + WINDOW_S
         lo, hi = np.searchsorted(stream.frame_t, [start, end], side="left")
@@ -290,7 +292,7 @@ def _windows(stream: ns.NeedleStream) -> Iterator[tuple[list[Write], Write | Non
             e = min(b + batch, hi)
             tokens = stream.visual[b:e].reshape(-1, dim)  # (n * per_frame, d)
             t0 = np.repeat(stream.frame_t[b:e], per_frame)  # (n * per_frame,)
-            visual.append((tokens, t0, t0 + 1.0 / ns.FPS))
+            visual.append((tokens, t0, t0 + 1.0 / ns.FPS, np.tile(where, (e - b, 1))))
         a_lo, a_hi = np.searchsorted(stream.audio_t0, [start, end], side="left")
         audio = None
         if a_hi > a_lo:

@@ -445,3 +445,65 @@ def test_training_reaches_every_slow_weight_with_every_option_on() -> None:
     assert np.isfinite(stats["loss"]) and stats["asked"] > 0
     for name, p in layer.named_parameters():
         assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
+
+
+# ----- 3-D RoPE: the region of a frame's tokens -------------------------------------------------------------
+def test_region_positions_of_the_encoders_kinds() -> None:
+    from vsalmonn.memory_store.rope import frame_positions, kind_positions
+
+    kinds = ["global", "region 0 0", "region 0 1", "region 1 0", "region 1 1"]
+    expected = [(0.0, 0.0), (-0.5, -0.5), (-0.5, 0.5), (0.5, -0.5), (0.5, 0.5)]
+    assert kind_positions(kinds) == expected == frame_positions(5)
+    assert frame_positions(1) == [(0.0, 0.0)]
+    assert kind_positions(["global", "a plugin's own kind"]) == [(0.0, 0.0), (0.0, 0.0)]
+    with pytest.raises(ValueError, match="square grid"):
+        frame_positions(4)
+
+
+def test_3d_rope_scores_depend_on_time_and_position_differences_only() -> None:
+    layer = perturbed_layer(small(rope=True, rope_regions=True, rope_base=100.0))
+    x, t = tokens(2, 25), stream_times(2, 25)
+    gen = torch.Generator().manual_seed(4)
+    where = torch.randn(2, 25, 2, generator=gen, dtype=F64)  # (B, n, 2)
+    with torch.no_grad():
+
+        def views(times: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            problem = layer.inner_problem(x, layer.init_state(2), times, positions)
+            return problem.queries, problem.keys
+
+        q, k = views(t, where)
+        q_shift, k_shift = views(t + 77.0, where + torch.tensor([3.0, -2.0], dtype=F64))
+        q_flat, k_flat = views(t, torch.zeros_like(where))
+    scores = q @ k.transpose(-1, -2)  # (B, H, n, n)
+    torch.testing.assert_close(q_shift @ k_shift.transpose(-1, -2), scores, rtol=0, atol=1e-10)
+    # the same tokens at the frame's centre score otherwise: the regions turn q and k
+    assert (q_flat @ k_flat.transpose(-1, -2) - scores).abs().max() > 1e-3
+    with pytest.raises(ValidationError, match="needs rope = true"):
+        TTTConfig(rope_regions=True)
+
+
+def test_a_memory_with_3d_rope_takes_positions_and_resumes_with_them() -> None:
+    from vsalmonn.memory_store.rope import frame_positions
+
+    cfg = memory_config(rope=True, rope_regions=True)
+    where = torch.tensor(frame_positions(5), dtype=F64).repeat(4, 1)  # (20, 2): 4 frames of 5 tokens
+    x = F.normalize(torch.randn(20, 64, generator=torch.Generator().manual_seed(5)), dim=-1)
+    t = torch.arange(20, dtype=F64) // 5
+    straight, placed = StreamMemory(cfg), StreamMemory(cfg)
+    straight.write(x, t, t + 1, positions=where)
+    placed.write(x[:10], t[:10], t[:10] + 1, positions=where[:10])
+    assert placed.state_dict()["pending"]["pos"].shape == (10, 2)
+    resumed = StreamMemory(cfg)
+    resumed.load_state_dict(placed.state_dict())
+    resumed.write(x[10:], t[10:], t[10:] + 1, positions=where[10:])
+    straight.flush()
+    resumed.flush()
+    assert_states_equal(straight.state_dict(), resumed.state_dict())
+    centred = StreamMemory(cfg)
+    centred.write(x, t, t + 1)  # no positions: every token at the centre
+    centred.flush()
+    assert not torch.equal(centred.banks["visual"].values, straight.banks["visual"].values)
+    with pytest.raises(ValueError, match=r"positions must be finite with shape \[20, 2\]"):
+        StreamMemory(cfg).write(x, t, t + 1, positions=where[:3])
+    # without rope_regions positions are not kept: states stay what they were
+    assert "pos" not in StreamMemory(memory_config(rope=True)).state_dict()["pending"]

@@ -62,6 +62,11 @@ class TTTConfig(BaseModel):
         False, description="learned γ, β on the reconstruction target's LayerNorm (init 1, 0)"
     )
     rope: bool = Field(False, description="rotate q and k by stream time (RoPE) after their l2 norm")
+    rope_regions: bool = Field(
+        False,
+        description="3-D RoPE: a quarter of the channel pairs each turn with the token's region row and "
+        "column instead of time (needs rope)",
+    )
     rope_base: float = Field(
         10000.0, gt=1, description="RoPE: channel pair j turns at rope_base^(-2j/p) radians per rope_unit_s"
     )
@@ -95,6 +100,8 @@ class TTTConfig(BaseModel):
     def _heads_divide_dim(self) -> Self:
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if self.rope_regions and not self.rope:
+            raise ValueError("rope_regions turns part of RoPE by region: it needs rope = true")
         if (self.rope or self.value_time_code) and self.head_dim % 2:
             raise ValueError(f"rope and the time code use channel pairs: head width {self.head_dim} is odd")
         return self

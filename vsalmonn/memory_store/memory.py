@@ -105,26 +105,41 @@ class StreamMemory:
         return dict(self._next_id)
 
     # ----- writing --------------------------------------------------------------------------------------
-    def write(self, tokens: ArrayLike, t0: ArrayLike, t1: ArrayLike, modality: Modality = "visual") -> None:
+    def write(
+        self,
+        tokens: ArrayLike,
+        t0: ArrayLike,
+        t1: ArrayLike,
+        modality: Modality = "visual",
+        positions: ArrayLike | None = None,
+    ) -> None:
         """Add n tokens [n, dim] with their spans t0, t1 [n] (seconds of stream time, never going back).
+
+        `positions` [n, 2] says where in its frame each visual token lies (`rope.kind_positions`: the
+        global token at the centre (0, 0), regions in grid cells); only a layer with `rope_regions` reads
+        it, and without it every token counts as the centre.
 
         Raises ValueError with a one-line reason, leaving the memory untouched, on a wrong dim, NaN or inf,
         mismatched lengths, t1 < t0, or times earlier than what the modality already holds.
         """
         x, start, end = self._validate(tokens, t0, t1, modality)
         n = x.shape[0]
+        where = self._positions(positions, n)
         if n == 0:
             return
         ids = torch.arange(self._next_id[modality], self._next_id[modality] + n, dtype=torch.int64)
         self._next_id[modality] += n
         self._last_t0[modality] = float(start[-1])
         if modality == "visual" and self.config.ttt:
+            before = self._pending
             self._pending = {
                 "values": torch.cat([self._pending["values"], x]),
                 "t0": torch.cat([self._pending["t0"], start]),
                 "t1": torch.cat([self._pending["t1"], end]),
                 "ids": torch.cat([self._pending["ids"], ids]),
             }
+            if where is not None:
+                self._pending["pos"] = torch.cat([before["pos"], where])
             self._drain(full_only=True)
         else:
             self._store(modality, x, start, end, ids)
@@ -140,9 +155,10 @@ class StreamMemory:
             chunk = {k: v[:take] for k, v in self._pending.items()}
             self._pending = {k: v[take:] for k, v in self._pending.items()}
             # a token's time for RoPE is the start of its span; the layer ignores times when rope is off
+            where = chunk["pos"][None] if "pos" in chunk else None  # (1, take, 2) with rope_regions
             with torch.no_grad():
                 y, self.ttt_state = self.layer.step(
-                    chunk["values"][None], self.ttt_state, times=chunk["t0"][None]
+                    chunk["values"][None], self.ttt_state, times=chunk["t0"][None], positions=where
                 )  # (1, take, d)
             self._store("visual", y[0], chunk["t0"], chunk["t1"], chunk["ids"])
 
@@ -156,7 +172,24 @@ class StreamMemory:
             "t0": torch.empty(0, dtype=torch.float64, device=self.device),
             "t1": torch.empty(0, dtype=torch.float64, device=self.device),
             "ids": torch.empty(0, dtype=torch.int64, device=self.device),
+            # where each pending token lies in its frame; kept (and checkpointed) only with rope_regions
+            **({"pos": torch.empty(0, 2, dtype=torch.float64, device=self.device)} if self._regions else {}),
         }
+
+    @property
+    def _regions(self) -> bool:
+        return self.config.ttt and self.config.rope_regions
+
+    def _positions(self, positions: ArrayLike | None, n: int) -> Tensor | None:
+        """The write's positions as (n, 2) float64 when the layer reads them, else None (ignored)."""
+        if not self._regions:
+            return None
+        if positions is None:
+            return torch.zeros(n, 2, dtype=torch.float64, device=self.device)
+        where = _as_tensor(positions, "positions", torch.float64)
+        if tuple(where.shape) != (n, 2) or not torch.isfinite(where).all():
+            raise ValueError(f"positions must be finite with shape [{n}, 2], got {list(where.shape)}")
+        return where.to(self.device)
 
     def _validate(
         self, tokens: ArrayLike, t0: ArrayLike, t1: ArrayLike, modality: str

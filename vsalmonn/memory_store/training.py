@@ -177,6 +177,7 @@ def stream_loss(
     x = torch.from_numpy(stream.tokens).to(device)  # (N, d)
     t0 = torch.from_numpy(stream.t0).to(device)  # (N,)
     t1 = t0 + 1.0  # (N,)
+    where = torch.from_numpy(stream.positions).to(device) if layer.config.rope_regions else None  # (N, 2)
     state = layer.init_state(1)
     bank = SlotBank.empty(x.shape[1], device)
     mb = layer.config.mini_batch
@@ -184,7 +185,8 @@ def stream_loss(
     losses, asked = [], 0
     for i in range(chunks):
         lo, hi = i * mb, min((i + 1) * mb, x.shape[0])
-        y, state = layer.step(x[None, lo:hi], state, times=t0[None, lo:hi])  # (1, n, d) times: rope
+        at = None if where is None else where[None, lo:hi]  # (1, n, 2)
+        y, state = layer.step(x[None, lo:hi], state, times=t0[None, lo:hi], positions=at)  # (1, n, d)
         bank = reduce_bank(bank, y[0], t0[lo:hi], t1[lo:hi], config.visual_slots, policy)
         if (i + 1) % config.bptt_chunks and i + 1 < chunks:
             continue
@@ -207,7 +209,8 @@ def recall_at(
     found = total = 0
     for stream in streams:
         memory = StreamMemory(memory_config, layer=layer)
-        memory.write(stream.tokens, stream.t0, stream.t0 + 1.0)
+        where = stream.positions if memory_config.rope_regions else None
+        memory.write(stream.tokens, stream.t0, stream.t0 + 1.0, positions=where)
         memory.flush()
         for needle, query in zip(stream.needles, stream.queries, strict=True):
             moments = memory.read(query[None], k=k, modality="visual")

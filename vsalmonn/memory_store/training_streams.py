@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from .rope import frame_positions
+
 FPS = 1.0
 SCENE_S = (20.0, 90.0)
 NEEDLE_S = (3, 6)  # whole seconds, both ends included
@@ -100,6 +102,12 @@ class TrainStream:
     t0: np.ndarray  # (N,) float64
     needles: list[TrainNeedle]
     queries: np.ndarray  # (len(needles), d) float32
+    per_frame: int = 1  # tokens a frame, in the encoders' order (global, then the regions)
+
+    @property
+    def positions(self) -> np.ndarray:
+        """(N, 2): where in its frame each token lies (`rope.frame_positions`), for 3-D RoPE."""
+        return np.tile(np.asarray(frame_positions(self.per_frame)), (len(self.t0) // self.per_frame, 1))
 
     @property
     def seconds(self) -> float:
@@ -157,7 +165,7 @@ def compose(
     tokens = np.stack(frames).reshape(-1, pool.dim).astype(np.float32)  # (N, d)
     t0 = np.repeat(np.arange(len(frames), dtype=np.float64) / FPS, per_frame)  # (N,)
     q = np.stack(queries).astype(np.float32) if queries else np.zeros((0, pool.dim), np.float32)
-    return TrainStream(tokens=tokens, t0=t0, needles=plan, queries=q)
+    return TrainStream(tokens=tokens, t0=t0, needles=plan, queries=q, per_frame=per_frame)
 
 
 def _needle_starts(rng: np.random.Generator, seconds: float, lengths: list[int]) -> list[int]:

@@ -27,7 +27,7 @@ from .inner import (
     layer_norm,
     mlp_forward,
 )
-from .rope import rope_angles, rotate, time_code
+from .rope import rope_angles, rope_angles_3d, rotate, time_code
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +169,12 @@ class TTTLayer(nn.Module):
         return TTTState(fast=fast, carry=carry, seen=0)
 
     # ----- one mini-batch ----------------------------------------------------------------------------
-    def inner_problem(self, x: Tensor, state: TTTState, times: Tensor | None = None) -> InnerProblem:
+    def inner_problem(
+        self, x: Tensor, state: TTTState, times: Tensor | None = None, positions: Tensor | None = None
+    ) -> InnerProblem:
         """Views, targets and learning rates of a mini-batch x (B, n, d); `times` (B, n): stream seconds,
-        needed (and only used) when the layer rotates q and k by time (`rope`)."""
+        needed (and only used) with `rope` or the time code; `positions` (B, n, 2): each token's region
+        (`rope.kind_positions`), used with `rope_regions` (zeros, the frame's centre, when not given)."""
         cfg = self.config
         n, d = x.shape[1:]
         qkv = x @ self.qkv.t()  # (B, n, 3d)
@@ -185,7 +188,17 @@ class TTTLayer(nn.Module):
                     f"rope and the time code need the tokens' stream times of shape {list(x.shape[:2])}, "
                     f"got {got}"
                 )
-            cos, sin = rope_angles(times, cfg.head_dim, base=cfg.rope_base, unit_s=cfg.rope_unit_s)
+            if cfg.rope_regions:
+                where = times.new_zeros(*times.shape, 2) if positions is None else positions  # (B, n, 2)
+                if where.shape != (*times.shape, 2):
+                    raise ValueError(
+                        f"rope_regions needs positions of shape {[*times.shape, 2]}, got {list(where.shape)}"
+                    )
+                cos, sin = rope_angles_3d(
+                    times, where, cfg.head_dim, base=cfg.rope_base, unit_s=cfg.rope_unit_s
+                )
+            else:
+                cos, sin = rope_angles(times, cfg.head_dim, base=cfg.rope_base, unit_s=cfg.rope_unit_s)
             if cfg.rope:
                 q, k = rotate(q, cos, sin), rotate(k, cos, sin)
             if cfg.value_time_code:
@@ -271,21 +284,26 @@ class TTTLayer(nn.Module):
         o = self.out_norm(z) @ self.out_proj.t()  # (B, n, d)
         return x + torch.tanh(self.gate) * o  # (B, n, d)
 
-    def step(self, x: Tensor, state: TTTState, times: Tensor | None = None) -> tuple[Tensor, TTTState]:
-        """Update on one mini-batch x (B, n, d) at stream times (B, n), then rewrite it with the post-update
-        weights."""
-        problem = self.inner_problem(x, state, times)
+    def step(
+        self, x: Tensor, state: TTTState, times: Tensor | None = None, positions: Tensor | None = None
+    ) -> tuple[Tensor, TTTState]:
+        """Update on one mini-batch x (B, n, d) at stream times (B, n) and regions (B, n, 2), then rewrite it
+        with the post-update weights."""
+        problem = self.inner_problem(x, state, times, positions)
         fast, info = self.update(problem, state.fast)
         y = self.read_out(x, problem.queries, fast)  # (B, n, d)
         return y, TTTState(fast=fast, carry=problem.carry, seen=state.seen + x.shape[1], last_cg=info)
 
-    def forward(self, x: Tensor, state: TTTState, times: Tensor | None = None) -> tuple[Tensor, TTTState]:
+    def forward(
+        self, x: Tensor, state: TTTState, times: Tensor | None = None, positions: Tensor | None = None
+    ) -> tuple[Tensor, TTTState]:
         """Process x (B, n, d) as consecutive mini-batches of `mini_batch` tokens (the last may be short)."""
         mb = self.config.mini_batch
         outputs = []
         for start in range(0, x.shape[1], mb):
             span = None if times is None else times[:, start : start + mb]
-            y, state = self.step(x[:, start : start + mb], state, span)
+            where = None if positions is None else positions[:, start : start + mb]
+            y, state = self.step(x[:, start : start + mb], state, span, where)
             outputs.append(y)
         if not outputs:
             return x, state

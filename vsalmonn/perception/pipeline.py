@@ -34,6 +34,7 @@ from vsalmonn.errors import one_line
 from vsalmonn.memory_store import StreamMemory
 from vsalmonn.memory_store.redact import redact
 from vsalmonn.memory_store.retention import RetentionSchedule
+from vsalmonn.memory_store.rope import kind_positions
 from vsalmonn.memory_store.rows import resume
 from vsalmonn.memory_store.rows.labels import add_labels
 from vsalmonn.memory_store.rows.screen_text import ShownLine, add_screen_text
@@ -284,8 +285,8 @@ class StreamSink:
             batch = frames[start : start + batch_size]
             with self._lock:
                 encoded = self.encoders.vision.encode([f.image for f in batch])
-                tokens, t0, t1 = _frame_tokens(batch, encoded, self._period)
-                self.memory.write(tokens, t0, t1, modality="visual")
+                tokens, t0, t1, where = _frame_tokens(batch, encoded, self._period)
+                self.memory.write(tokens, t0, t1, modality="visual", positions=where)
             self.stats.frames += len(batch)
             add_labels(
                 self.store.catalog,
@@ -446,11 +447,19 @@ def _contiguous_runs(chunks: list[AudioChunk]) -> Iterator[list[AudioChunk]]:
 
 def _frame_tokens(
     frames: list[Frame], encoded: list[FrameTokens], period: float
-) -> tuple[np.ndarray, list[float], list[float]]:
-    """All tokens of a batch of frames with each token's span: the frame's time to the next sample."""
+) -> tuple[np.ndarray, list[float], list[float], list[tuple[float, float]]]:
+    """All tokens of a batch of frames with each token's span (the frame's time to the next sample) and
+    where in its frame it lies (for the memory's 3-D RoPE)."""
     tokens = np.concatenate([e.tokens for e in encoded])  # (Σ n_i, d)
     t0 = [f.t for f, e in zip(frames, encoded, strict=True) for _ in range(e.tokens.shape[0])]
-    return tokens, t0, [t + period for t in t0]
+    where = [
+        p
+        for e in encoded
+        for p in (
+            kind_positions(e.kinds) if len(e.kinds) == e.tokens.shape[0] else [(0.0, 0.0)] * e.tokens.shape[0]
+        )
+    ]
+    return tokens, t0, [t + period for t in t0], where
 
 
 def _spoken_lines(segments: list[Segment]) -> list[SpokenLine]:
