@@ -291,7 +291,12 @@ class MemoryStore:
 
     # ----- garbage ---------------------------------------------------------------------------------
     def collect_garbage(
-        self, stream_id: str | None = None, *, min_age_s: float = 0.0, skip_busy: bool = True
+        self,
+        stream_id: str | None = None,
+        *,
+        min_age_s: float = 0.0,
+        skip_busy: bool = True,
+        dry_run: bool = False,
     ) -> list[str]:
         """Delete the groups that no catalog row names (of one stream, or of all); their locations.
 
@@ -300,7 +305,7 @@ class MemoryStore:
         (which holds the lock, `StreamWriter.recover`) may take `min_age_s` = 0. Everyone else passes the
         store's grace (`gc_grace_s`): a group whose newest part is younger is left alone, and a writer never
         commits a group that took half the grace to write (`StreamWriter.commit`). Streams whose writer
-        lock is held on this machine are skipped when `skip_busy`.
+        lock is held on this machine are skipped when `skip_busy`; `dry_run` only lists.
         """
         listed = self.groups.groups(stream_id)
         query = select(Checkpoint.path)
@@ -316,9 +321,10 @@ class MemoryStore:
                 continue
             if skip_busy and busy.setdefault(entry.stream_id, stream_busy(self.stream_dir(entry.stream_id))):
                 continue
-            self.groups.delete(entry.key)
+            if not dry_run:
+                self.groups.delete(entry.key)
             removed.append(self.groups.describe(entry.key))
-        if removed and self.groups.local:
+        if removed and self.groups.local and not dry_run:
             for folder in {self.root / e.split("/")[-2] for e in removed}:
                 if folder.is_dir():
                     fsync_dir(folder)
