@@ -12,6 +12,7 @@ Target (issue 19): the write to loopback S3 ≤ 2× the local-disk write.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import time
@@ -40,6 +41,7 @@ def measure_checkpoint(quick: bool) -> dict[str, Any]:
     """Median write and load times of the full memory, local disk against loopback S3 (moto)."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request at INFO
     reps = _repeats(quick)
     started = time.perf_counter()
     config = MemoryConfig()
