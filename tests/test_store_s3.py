@@ -279,3 +279,46 @@ def test_s3_groups_with_a_postgresql_catalog(
         state, info = store.load_latest("cam")
         assert info.seq == 1
         assert_states_equal(memory.state_dict(), state)
+
+
+def test_settings_checkpoints_url_and_s3_secrets(tmp_path: Path) -> None:
+    from vsalmonn.settings import SettingsError, load_settings
+
+    environ = {
+        "VSALMONN_DATA_DIR": str(tmp_path),
+        "VSALMONN_STORE__CHECKPOINTS_URL": "s3://site-a/memory",
+        "VSALMONN_STORE__S3__ENDPOINT_URL": "http://127.0.0.1:9",
+        "VSALMONN_STORE__S3__SECRET_ACCESS_KEY": "hunter2",
+    }
+    settings = load_settings(environ=environ)
+    store = settings.store
+    assert store.checkpoints_url == "s3://site-a/memory"
+    assert (
+        store.s3.secret_access_key is not None and store.s3.secret_access_key.get_secret_value() == "hunter2"
+    )
+    assert "hunter2" not in repr(settings) and "hunter2" not in settings.model_dump_json()
+    # the default stays today's folder; a path or file:// URL is a folder too
+    default = load_settings(environ={"VSALMONN_DATA_DIR": str(tmp_path)}).store
+    assert default.checkpoints_url is None
+    from vsalmonn.memory_store.objects import LocalGroups, open_groups
+
+    assert open_groups(default, tmp_path).location("") == tmp_path / "memory"
+    elsewhere = open_groups(StoreConfig(checkpoints_url=f"file://{tmp_path}/elsewhere"), tmp_path / "data")
+    assert isinstance(elsewhere, LocalGroups)
+    assert elsewhere.row_path("s/1.zarr") == str(tmp_path / "elsewhere/s/1.zarr")  # absolute: outside data
+    inside = open_groups(StoreConfig(checkpoints_url="ckpt"), tmp_path)  # relative: below the data dir
+    assert inside.row_path("s/1.zarr") == "ckpt/s/1.zarr" and inside.key_of("ckpt/s/1.zarr") == "s/1.zarr"
+    for bad, reason in (("ftp://x/y", "scheme 'ftp'"), ("s3:///prefix", "needs a bucket")):
+        with pytest.raises(SettingsError, match=reason):
+            load_settings(environ={**environ, "VSALMONN_STORE__CHECKPOINTS_URL": bad})
+
+
+def test_local_checkpoints_url_elsewhere(tmp_path: Path) -> None:
+    """A folder outside the data directory: rows keep absolute paths, the protocol is the folder one."""
+    config = StoreConfig(checkpoints_url=str(tmp_path / "shared-disk"))
+    memory = fed(range(2))
+    with MemoryStore.open(tmp_path / "data", config) as store, store.writer("cam", config=memory.config) as w:
+        info = w.commit(memory.state_dict())
+        assert info.location == str(tmp_path / "shared-disk" / w.stream_id / "00000001.zarr")
+        assert info.path.is_dir() and not list((tmp_path / "data" / "memory").rglob("*.zarr"))
+        assert_states_equal(memory.state_dict(), store.load_latest("cam")[0])
