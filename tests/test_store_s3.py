@@ -19,7 +19,7 @@ from vsalmonn.memory_store import StreamMemory
 from vsalmonn.memory_store.config import RetentionPolicy, S3Options, StoreConfig
 from vsalmonn.memory_store.models import Checkpoint
 from vsalmonn.memory_store.objects import ObjectStoreError, S3Groups
-from vsalmonn.memory_store.store import MemoryStore
+from vsalmonn.memory_store.store import MemoryStore, StoreError
 
 from . import s3_server, store_worker
 from .test_cli import assert_one_line_error, in_process
@@ -170,6 +170,21 @@ def test_store_gc_command(
     assert result.returncode == 0, result
     assert f"deleted s3://{bucket}/{PREFIX}/{orphan}" in result.stdout and "deleted 1 " in result.stdout
     assert groups_of(endpoint, bucket) == {_key(committed.location)}
+    # export copies the group's objects; deleting the stream deletes them
+    from vsalmonn.memory_store.deletion import delete_stream
+    from vsalmonn.memory_store.portable import export_stream
+
+    with MemoryStore.open(tmp_path, config) as store:
+        manifest = export_stream(store, "cam", tmp_path / "cam.zip")
+        assert manifest.checkpoint_checksum == committed.checksum
+        assert delete_stream(store, "cam") is not None
+    assert groups_of(endpoint, bucket) == set()
+    # a lost catalog with groups in the bucket: refused, not started afresh over them
+    with MemoryStore.open(tmp_path, config) as store, store.writer("cam", config=memory.config) as writer:
+        writer.commit(memory.state_dict())
+    (tmp_path / "catalog.sqlite").unlink()
+    with pytest.raises(StoreError, match=f"s3://{bucket}/{PREFIX} holds checkpoint groups"):
+        MemoryStore.open(tmp_path, config)
     shown = in_process(capsys, "config", "show", *common)
     assert shown.returncode == 0 and s3_server.SECRET_KEY not in shown.stdout and "**********" in shown.stdout
 

@@ -112,6 +112,11 @@ class GroupStore(ABC):
     def location(self, key: str) -> Path:
         """The group's folder on disk; for an object store, its key (there is no folder)."""
 
+    def first_group(self) -> GroupEntry | None:
+        """Any one group below the root (None: there is none)."""
+        found = self.groups()
+        return found[0] if found else None
+
     def describe(self, key: str) -> str:
         return f"{self.url.rstrip('/')}/{key}"
 
@@ -330,6 +335,16 @@ class S3Groups(GroupStore):
         except self._errors as exc:
             raise self._fail(f"cannot list {self.url}", exc) from None
         return [GroupEntry(k, newest[k]) for k in sorted(newest)]
+
+    def first_group(self) -> GroupEntry | None:
+        try:
+            for meta in self._list(None):
+                parts = meta["path"].split("/")
+                if len(parts) >= 3 and parts[1].endswith(GROUP_SUFFIX):
+                    return GroupEntry(group_key(parts[0], parts[1]), meta["last_modified"])
+        except self._errors as exc:
+            raise self._fail(f"cannot list {self.url}", exc) from None
+        return None
 
     def files(self, key: str) -> dict[str, bytes]:
         import obstore

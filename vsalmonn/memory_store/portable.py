@@ -113,8 +113,8 @@ def export_stream(store: MemoryStore, name: str, target: Path) -> Manifest:
     members: dict[str, bytes] = {}
     key = store.groups.key_of(info.location)
     assert key is not None  # load_latest read the group through this very key
-    for name, data in sorted(store.groups.files(key).items()):
-        members[GROUP_PREFIX + name] = data
+    for part, data in sorted(store.groups.files(key).items()):
+        members[GROUP_PREFIX + part] = data
     counts: dict[str, int] = {}
     with store.catalog.session() as s:
         stream = s.scalars(select(Stream).where(Stream.name == name)).one()

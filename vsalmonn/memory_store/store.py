@@ -393,7 +393,8 @@ class StreamWriter:
         try:
             info = groups.write(key, state, extra_attrs={COMMIT_ATTR: commit_attrs})
         except BaseException:
-            self._discard(key)
+            if not groups.local:  # a folder's write cleans up its own temporary; its final name is untouched
+                self._discard(key)
             raise
         took = time.perf_counter() - started
         if not groups.local and took > self.store.gc_grace_s / 2:
@@ -646,11 +647,10 @@ def refuse_lost_catalog(
         if groups is not None:
             where = groups.location("")
         found = _groups_on_disk(Path(where))
-    else:
+    else:  # one group is enough to refuse: no listing of a whole bucket at every start
         where = groups.url
-        found = {}
-        for entry in groups.groups():
-            found.setdefault(entry.stream_id, []).append(entry.key)
+        first = groups.first_group()
+        found = {first.stream_id: [first.key]} if first is not None else {}
     if not found:
         return
     if sqlite_file is not None:
@@ -664,8 +664,13 @@ def refuse_lost_catalog(
                 return
         what = "the catalog holds no streams"
     count = sum(len(g) for g in found.values())
+    holds = (
+        f"{count} checkpoint group(s) of {len(found)} stream(s)"
+        if groups is None or groups.local
+        else ("checkpoint groups")
+    )
     raise StoreError(
-        f"{what} but {where} holds {count} checkpoint group(s) of {len(found)} stream(s); "
+        f"{what} but {where} holds {holds}; "
         "refusing to start a new catalog over them: run 'vsalmonn store check', then 'vsalmonn store rebuild'"
     )
 
