@@ -337,3 +337,26 @@ def test_local_checkpoints_url_elsewhere(tmp_path: Path) -> None:
         assert info.location == str(tmp_path / "shared-disk" / w.stream_id / "00000001.zarr")
         assert info.path.is_dir() and not list((tmp_path / "data" / "memory").rglob("*.zarr"))
         assert_states_equal(memory.state_dict(), store.load_latest("cam")[0])
+
+
+def test_store_gc_on_local_disk(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same command on today's folders: orphans go, a stream being written is left alone."""
+    memory = fed(range(2))
+    with MemoryStore(tmp_path) as store:
+        with store.writer("cam", config=memory.config) as writer:
+            committed = writer.commit(memory.state_dict())
+            orphan = store.groups.new_key(writer.stream_id, 2)
+            store.groups.write(orphan, memory.state_dict(), {})
+        with store.writer("busy", config=memory.config) as busy:
+            busy_orphan = store.groups.new_key(busy.stream_id, 1)
+            store.groups.write(busy_orphan, memory.state_dict(), {})
+            result = in_process(capsys, "store", "gc", "--min-age", "0", "--data", str(tmp_path))
+            assert result.returncode == 0, result
+            assert result.stdout.splitlines() == [
+                f"deleted {tmp_path / 'memory' / orphan}",
+                f"deleted 1 checkpoint group(s) without a catalog row from {tmp_path / 'memory'}",
+            ]
+            assert (tmp_path / "memory" / busy_orphan).is_dir()  # its writer holds the lock
+        assert committed.path.is_dir() and not (tmp_path / "memory" / orphan).exists()
+    refused = in_process(capsys, "store", "gc", "--min-age", "-1", "--data", str(tmp_path))
+    assert_one_line_error(refused, "--min-age -1.0 is negative")
