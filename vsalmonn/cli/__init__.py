@@ -178,6 +178,7 @@ _FAULT_TYPES = (
     ("vsalmonn.memory_store.store", "StreamBusyError"),
     ("vsalmonn.memory_store.store", "StoreError"),
     ("vsalmonn.memory_store.checkpoint", "CheckpointError"),
+    ("vsalmonn.memory_store.objects", "ObjectStoreError"),
     ("vsalmonn.agent.local_model", "ModelError"),
     ("vsalmonn.perception.media", "DecodeError"),
 )

@@ -1,4 +1,4 @@
-"""``vsalmonn store check|rebuild``: the store against its disk, and a lost catalog rebuilt."""
+"""``vsalmonn store check|rebuild|gc``: store against disk, lost catalog rebuilt, garbage deleted."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     store = commands.add_parser(
         "store",
         parents=[common],
-        help="check the store against its disk, or rebuild a lost catalog from the checkpoint groups",
+        help="check the store against its disk, rebuild a lost catalog, or delete groups without a row",
         description=(
             "check: verify every checkpoint group on disk and compare with the catalog (writes nothing; "
             "exit 1 when something is wrong). rebuild: when the catalog is missing, empty or unreadable, "
@@ -29,11 +29,56 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         "rebuild", parents=[common], help="re-catalogue checkpoint groups after the catalog was lost"
     )
     rebuild.set_defaults(handler=run_rebuild)
+    gc = actions.add_parser(
+        "gc",
+        parents=[common],
+        help="delete checkpoint groups that no catalog row names (abandoned writes), locally or in S3",
+        description=(
+            "A checkpoint write that failed or was killed leaves a group without a row: garbage, which the "
+            "stream's next writer removes when it starts. This removes it now, for every stream, leaving "
+            "alone streams whose writer runs on this machine and groups younger than --min-age (a writer on "
+            "another node may still be writing them)."
+        ),
+    )
+    gc.add_argument(
+        "--min-age",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="only groups whose newest part is at least this old (default: [store] gc_grace_s)",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
+    gc.set_defaults(handler=run_gc)
+
+
+def _local_groups_only(settings: Settings, what: str) -> None:
+    """check and rebuild read the groups under <data>/memory: refuse, with the reason, anywhere else."""
+    if settings.store.checkpoints_url is not None:
+        raise UsageError(
+            f"store {what} reads checkpoint groups under <data>/memory; with [store] checkpoints_url "
+            f"{settings.store.checkpoints_url} it is not supported yet ('vsalmonn store gc' is)"
+        )
+
+
+def run_gc(args: argparse.Namespace, settings: Settings) -> int:
+    from vsalmonn.memory_store.store import MemoryStore
+
+    if args.min_age is not None and args.min_age < 0:
+        raise UsageError(f"--min-age {args.min_age} is negative")
+    min_age = settings.store.gc_grace_s if args.min_age is None else args.min_age
+    with MemoryStore.open(settings.data_dir, settings.store) as store:
+        removed = store.collect_garbage(min_age_s=min_age, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    for location in removed:
+        print(f"{verb} {location}")
+    print(f"{verb} {len(removed)} checkpoint group(s) without a catalog row from {store.groups.url}")
+    return 0
 
 
 def run_check(args: argparse.Namespace, settings: Settings) -> int:
     from vsalmonn.memory_store.repair import check_store
 
+    _local_groups_only(settings, "check")
     if not settings.data_dir.is_dir():
         raise UsageError(f"no data directory {settings.data_dir}")
     report = check_store(settings.data_dir, settings.store.catalog_target())
@@ -61,6 +106,7 @@ def run_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from vsalmonn.memory_store.catalog import CatalogError
     from vsalmonn.memory_store.repair import rebuild_catalog
 
+    _local_groups_only(settings, "rebuild")
     try:
         result = rebuild_catalog(settings.data_dir, settings.store.catalog_target())
     except CatalogError as exc:

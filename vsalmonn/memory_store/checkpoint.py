@@ -5,8 +5,8 @@ The state is a nested dict of tensors and plain values. Tensors become arrays at
 content (every array's path, dtype, shape and bytes, then the JSON), so it catches flipped bytes whether they
 land in a compressed chunk, in metadata, or in the attribute, and it does not depend on the codec.
 
-This module only writes and reads a group at a path; where groups live and when one counts as committed is
-the store's business (`store.py`).
+This module only writes and reads a group at a path or at the root of a Zarr store; where groups live is
+`objects.py`'s business, and when one counts as committed the store's (`store.py`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import zarr.api.asynchronous as zarr_async
 from torch import Tensor
+from zarr.abc.store import Store
 from zarr.codecs import BloscCodec
 from zarr.storage import LocalStore
 
@@ -142,6 +143,40 @@ def _checksum(arrays: dict[str, np.ndarray], dtypes: dict[str, str], scalars_jso
 
 
 # ----- writing -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EncodedState:
+    """A state ready to be written anywhere: its arrays under their short names, the group's attributes
+    (manifest, scalars, checksum) and the checksum of the whole."""
+
+    arrays: dict[str, np.ndarray]
+    attrs: dict[str, Any]
+    checksum: str
+    bytes_raw: int
+
+
+def encode_state(state: dict[str, Any], extra_attrs: dict[str, Any] | None = None) -> EncodedState:
+    """Split `state` into arrays and attributes and checksum it; nothing is written yet."""
+    tensors, scalars = split_state(state)
+    arrays = {p: _numpy(t) for p, t in tensors.items()}
+    dtypes = {p: str(t.dtype).removeprefix("torch.") for p, t in tensors.items()}
+    scalars_json = _scalars_json(scalars)
+    checksum = _checksum(arrays, dtypes, scalars_json)
+    manifest = {
+        p: {"name": _array_name(i), "dtype": dtypes[p], "shape": list(arrays[p].shape)}
+        for i, p in enumerate(sorted(arrays))
+    }
+    attrs = {
+        **(extra_attrs or {}),
+        _FORMAT_ATTR: FORMAT, _SCALARS_ATTR: scalars_json, _MANIFEST_ATTR: manifest, _CHECKSUM_ATTR: checksum,
+    }  # fmt: skip
+    return EncodedState(
+        arrays={manifest[p]["name"]: a for p, a in arrays.items()},
+        attrs=attrs,
+        checksum=checksum,
+        bytes_raw=sum(a.nbytes for a in arrays.values()),
+    )
+
+
 def write_group(
     path: Path,
     state: dict[str, Any],
@@ -157,26 +192,14 @@ def write_group(
     power cut could still lose. Arrays are written concurrently: a state has a few dozen of them, and one
     after the other the per-array overhead cost more than compressing the bank.
     """
-    tensors, scalars = split_state(state)
-    arrays = {p: _numpy(t) for p, t in tensors.items()}
-    dtypes = {p: str(t.dtype).removeprefix("torch.") for p, t in tensors.items()}
-    scalars_json = _scalars_json(scalars)
-    checksum = _checksum(arrays, dtypes, scalars_json)
-    manifest = {
-        p: {"name": _array_name(i), "dtype": dtypes[p], "shape": list(arrays[p].shape)}
-        for i, p in enumerate(sorted(arrays))
-    }
+    encoded = encode_state(state, extra_attrs)
     if path.exists():
         raise CheckpointError(f"checkpoint group {path} already exists; groups are never overwritten")
-    attrs = {
-        **(extra_attrs or {}),
-        _FORMAT_ATTR: FORMAT, _SCALARS_ATTR: scalars_json, _MANIFEST_ATTR: manifest, _CHECKSUM_ATTR: checksum,
-    }  # fmt: skip
-    _run(_write_arrays(path, attrs, {manifest[p]["name"]: a for p, a in arrays.items()}, level))
+    run_sync(write_encoded(LocalStore(path), encoded, level))
     if fsync:
         fsync_tree(path)
     stored = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return GroupInfo(checksum=checksum, bytes_raw=sum(a.nbytes for a in arrays.values()), bytes_stored=stored)
+    return GroupInfo(checksum=encoded.checksum, bytes_raw=encoded.bytes_raw, bytes_stored=stored)
 
 
 def _array_name(index: int) -> str:
@@ -184,8 +207,9 @@ def _array_name(index: int) -> str:
     return f"a{index:03d}"
 
 
-async def _write_arrays(path: Path, attrs: dict[str, Any], arrays: dict[str, np.ndarray], level: int) -> None:
-    group = await zarr_async.open_group(store=LocalStore(path), mode="w-", zarr_format=3, attributes=attrs)
+async def write_encoded(store: Store, encoded: EncodedState, level: int = 5) -> None:
+    """Write an encoded state as a new group at the root of `store` (a folder or an object-store prefix)."""
+    group = await zarr_async.open_group(store=store, mode="w-", zarr_format=3, attributes=encoded.attrs)
     codec = compressor(level)
 
     async def one(name: str, a: np.ndarray) -> None:
@@ -196,7 +220,7 @@ async def _write_arrays(path: Path, attrs: dict[str, Any], arrays: dict[str, np.
         if a.size:
             await array.setitem(Ellipsis, a)
 
-    await asyncio.gather(*(one(name, a) for name, a in arrays.items()))
+    await asyncio.gather(*(one(name, a) for name, a in encoded.arrays.items()))
 
 
 def fsync_tree(root: Path) -> None:
@@ -228,10 +252,27 @@ def read_group(path: Path, expected_checksum: str | None = None) -> tuple[dict[s
     """
     if not path.is_dir():
         raise CheckpointError(f"checkpoint group {path} is missing")
+    return read_store(LocalStore(path, read_only=True), str(path), expected_checksum)
+
+
+def read_store(
+    store: Store,
+    where: str,
+    expected_checksum: str | None = None,
+    *,
+    passthrough: tuple[type[BaseException], ...] = (),
+) -> tuple[dict[str, Any], str]:
+    """`read_group` for the group at the root of any Zarr store; `where` names it in errors.
+
+    Errors of a type in `passthrough` are raised as they are instead of as CheckpointError: an object store
+    that cannot be reached says nothing about the group, which must not be taken for damaged.
+    """
     try:
-        attrs, by_name = _run(_read_arrays(path))
+        attrs, by_name = run_sync(_read_arrays(store))
         if attrs.get(_FORMAT_ATTR) != FORMAT:
-            raise CheckpointError(f"{path} is not a vsalmonn memory checkpoint ({attrs.get(_FORMAT_ATTR)!r})")
+            raise CheckpointError(
+                f"{where} is not a vsalmonn memory checkpoint ({attrs.get(_FORMAT_ATTR)!r})"
+            )
         scalars_json = str(attrs[_SCALARS_ATTR])
         manifest: dict[str, dict[str, str]] = attrs[_MANIFEST_ATTR]
         arrays = {p: by_name[entry["name"]].reshape(entry["shape"]) for p, entry in manifest.items()}
@@ -239,17 +280,18 @@ def read_group(path: Path, expected_checksum: str | None = None) -> tuple[dict[s
         scalars = _decode_float(json.loads(scalars_json))
     except CheckpointError:
         raise
+    except passthrough:
+        raise
     except Exception as exc:  # zarr, numcodecs and json raise many kinds on damaged data
-        raise CheckpointError(f"checkpoint group {path} is unreadable: {type(exc).__name__}: {exc}") from exc
+        raise CheckpointError(f"checkpoint group {where} is unreadable: {type(exc).__name__}: {exc}") from exc
     checksum = _checksum(arrays, dtypes, scalars_json)
     if expected_checksum is not None and checksum != expected_checksum:
-        raise CheckpointError(f"checkpoint group {path} fails its checksum")
+        raise CheckpointError(f"checkpoint group {where} fails its checksum")
     tensors = {p: _tensor(a, dtypes[p]) for p, a in arrays.items()}
     return join_state(tensors, scalars), checksum
 
 
-async def _read_arrays(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    store = LocalStore(path, read_only=True)
+async def _read_arrays(store: Store) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     group = await zarr_async.open_group(store=store, mode="r", zarr_format=3)
     attrs = dict(group.attrs)
     names = [entry["name"] for entry in attrs.get(_MANIFEST_ATTR, {}).values()]
@@ -262,7 +304,7 @@ async def _read_arrays(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray
     return attrs, dict(zip(names, values, strict=True))
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion, also from a thread whose event loop is already running."""
     try:
         asyncio.get_running_loop()
@@ -283,7 +325,9 @@ def _tensor(a: np.ndarray, dtype: str) -> Tensor:
 def read_group_attrs(path: Path) -> dict[str, Any]:
     """The attributes of the group at `path` (no arrays read); CheckpointError when it is unreadable."""
     try:
-        group = _run(zarr_async.open_group(store=LocalStore(path, read_only=True), mode="r", zarr_format=3))
+        group = run_sync(
+            zarr_async.open_group(store=LocalStore(path, read_only=True), mode="r", zarr_format=3)
+        )
         return dict(group.attrs)
     except Exception as exc:
         raise CheckpointError(f"checkpoint group {path} is unreadable: {type(exc).__name__}: {exc}") from exc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 Policy = Literal["merge", "discard", "fifo", "uniform", "whole"]
 Modality = Literal["visual", "audio"]
@@ -232,6 +232,39 @@ class DataRetention(BaseModel):
         return rule
 
 
+class S3Options(BaseModel):
+    """How to reach an S3-compatible object store for ``checkpoints_url = "s3://bucket/prefix"``.
+
+    Every value left unset falls back to the usual AWS_* environment variables (AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION, ...). The timeouts and retries bound how long a
+    checkpoint write may hang on a dead endpoint before it fails with one line: a failed write costs nothing
+    but the work since the last commit, a hung one stalls the stream.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    endpoint_url: str | None = Field(
+        None, description="e.g. http://minio:9000; unset: AWS_ENDPOINT_URL, else Amazon S3 of `region`"
+    )
+    region: str | None = Field(None, description="unset: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1")
+    access_key_id: SecretStr | None = Field(
+        None, description="set it as VSALMONN_STORE__S3__ACCESS_KEY_ID; unset: AWS_ACCESS_KEY_ID"
+    )
+    secret_access_key: SecretStr | None = Field(
+        None, description="set it as VSALMONN_STORE__S3__SECRET_ACCESS_KEY; unset: AWS_SECRET_ACCESS_KEY"
+    )
+    session_token: SecretStr | None = Field(None, description="temporary credentials' token, if any")
+    connect_timeout_s: float = Field(5.0, gt=0, description="connecting to the endpoint, per attempt")
+    request_timeout_s: float = Field(60.0, gt=0, description="one request (a chunk is ≤ 6.3 MB), per attempt")
+    max_retries: int = Field(3, ge=0, le=20, description="retries of a failed request")
+    retry_timeout_s: float = Field(
+        20.0, gt=0, description="no retry starts this long after a request's first attempt"
+    )
+
+
+CHECKPOINT_SCHEMES = ("file", "s3")
+
+
 class StoreConfig(BaseModel):
     """Where and how memories persist (DESIGN §4)."""
 
@@ -246,10 +279,42 @@ class StoreConfig(BaseModel):
         "set it as VSALMONN_STORE__CATALOG_PASSWORD",
     )
     busy_timeout_s: float = Field(30.0, gt=0, description="how long SQLite waits for a lock before failing")
+    checkpoints_url: str | None = Field(
+        None,
+        description="where checkpoint groups live: a folder (a path or file:///path) or an S3-compatible "
+        "object store (s3://bucket/prefix, see [store.s3]); default <data>/memory",
+    )
+    s3: S3Options = Field(
+        default_factory=S3Options, description="the object store of an s3:// checkpoints_url"
+    )
+    gc_grace_s: float = Field(
+        3600.0,
+        gt=0,
+        description="object stores: garbage collection leaves a group without a row alone until its newest "
+        "object is this old, and a writer whose group took half of this to write does not commit it",
+    )
     retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
     data_retention: DataRetention = Field(
         default_factory=DataRetention, description="labels, transcripts, events and files: age and bytes"
     )
+
+    @field_validator("checkpoints_url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not value:
+            raise ValueError("checkpoints_url is empty")
+        if "://" in value:
+            scheme, rest = value.split("://", 1)
+            if scheme.lower() not in CHECKPOINT_SCHEMES:
+                raise ValueError(
+                    f"checkpoints_url: scheme {scheme!r} is not one of {', '.join(CHECKPOINT_SCHEMES)}"
+                )
+            if scheme.lower() == "s3" and not rest.split("/", 1)[0]:
+                raise ValueError("checkpoints_url: s3:// needs a bucket (s3://bucket/prefix)")
+        return value
 
     def catalog_target(self) -> str | None:
         """`catalog_url` with `catalog_password` put in, as the database driver needs it; None: the default.

@@ -29,6 +29,7 @@ from .models import (
     StreamStatus,
     TranscriptSegment,
 )
+from .objects import ObjectStoreError
 from .store import LOCK_FILE, MemoryStore, _acquire_lock
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,9 @@ def stream_footprint(
             .where(Evidence.moment_id.in_(select(MomentRecord.id).where(MomentRecord.stream_id == stream.id)))
         )
     stream_dir = store.stream_dir(footprint.stream_id)
-    if stream_dir.is_dir():
+    if not store.groups.local:
+        footprint.groups = len(store.groups.groups(footprint.stream_id))
+    elif stream_dir.is_dir():
         footprint.groups = sum(1 for p in stream_dir.iterdir() if p.is_dir())
     footprint.paths = [Path(p) for p in extra_paths if os.path.lexists(p)]
     return footprint
@@ -115,6 +118,11 @@ def delete_stream(store: MemoryStore, name: str, extra_paths: Sequence[Path] = (
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+        if not store.groups.local:  # a group left behind has no row: `store gc` takes it later
+            try:
+                store.groups.delete_stream(footprint.stream_id)
+            except ObjectStoreError as exc:
+                log.warning("stream %s: groups left for 'vsalmonn store gc': %s", name, exc)
         store.verified.pop(footprint.stream_id, None)
         store.failed.pop(footprint.stream_id, None)
         for entry in stream_dir.iterdir():

@@ -111,8 +111,10 @@ def export_stream(store: MemoryStore, name: str, target: Path) -> Manifest:
         raise PortableError(f"stream {name} has no committed checkpoint that verifies: nothing to export")
     _, info = latest
     members: dict[str, bytes] = {}
-    for path in sorted(p for p in info.path.rglob("*") if p.is_file()):
-        members[GROUP_PREFIX + path.relative_to(info.path).as_posix()] = path.read_bytes()
+    key = store.groups.key_of(info.location)
+    assert key is not None  # load_latest read the group through this very key
+    for part, data in sorted(store.groups.files(key).items()):
+        members[GROUP_PREFIX + part] = data
     counts: dict[str, int] = {}
     with store.catalog.session() as s:
         stream = s.scalars(select(Stream).where(Stream.name == name)).one()

@@ -1,9 +1,10 @@
 """Persistent memories: Zarr checkpoints committed by catalog rows (DESIGN §4, "Commit protocol").
 
-A checkpoint is written completely under a temporary name, made durable, renamed to its final name, and
-only then committed by inserting its row in one transaction. So at every instant the store is in one of
-two states that a reader can tell apart: a group without a row (garbage, removed by the next writer) or a
-group with a row (whole). A process killed at any instant loses at most the work since its last commit.
+A checkpoint is written completely (on disk: under a temporary name, made durable and renamed; in an object
+store: under a fresh key never used before, `objects.py`), and only then committed by inserting its row in
+one transaction. So at every instant the store is in one of two states that a reader can tell apart: a
+group without a row (garbage, removed by the next writer or `collect_garbage`) or a group with a row
+(whole). A process killed at any instant loses at most the work since its last commit.
 
 One process at a time writes a stream (an OS file lock, released by the kernel when the process dies);
 any number of processes read it, and readers never delete anything.
@@ -16,10 +17,8 @@ import json
 import logging
 import math
 import os
-import shutil
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,20 +28,27 @@ from typing import Any
 from sqlalchemy import delete, func, select
 
 from .catalog import Catalog
-from .checkpoint import COMMIT_ATTR, CheckpointError, fsync_dir, read_group, write_group
+from .checkpoint import COMMIT_ATTR, CheckpointError, fsync_dir
 from .config import DataRetention, MemoryConfig, RetentionPolicy, StoreConfig
 from .memory import StreamMemory
 from .models import Checkpoint, Stream
 from .names import validate_stream_name
+from .objects import (
+    GROUP_SUFFIX,
+    MEMORY_DIR,
+    TMP_PREFIX,
+    GroupStore,
+    LocalGroups,
+    ObjectStoreError,
+    open_groups,
+)
 
 log = logging.getLogger(__name__)
 
-MEMORY_DIR = "memory"
 CATALOG_FILE = "catalog.sqlite"
 STREAM_FILE = "stream.json"  # beside a stream's groups: its name, source and kind, for `store rebuild`
 LOCK_FILE = ".writer.lock"
-TMP_PREFIX = ".tmp-"
-GROUP_SUFFIX = ".zarr"
+__all__ = ["GROUP_SUFFIX", "MEMORY_DIR", "TMP_PREFIX", "ObjectStoreError"]  # re-exported for older imports
 
 
 class StreamBusyError(RuntimeError):
@@ -69,7 +75,8 @@ class CheckpointInfo:
     stream: str
     stream_id: str
     seq: int
-    path: Path  # absolute path of the Zarr group
+    path: Path  # absolute path of the Zarr group; in an object store, its key below the checkpoints URL
+    location: str  # where the catalog row says the group is: a path relative to the data dir, or a URL
     t_start: float | None
     t_end: float | None
     source_offset: float | None
@@ -96,9 +103,13 @@ class MemoryStore:
         catalog: Catalog | None = None,
         retention: RetentionPolicy | None = None,
         data_retention: DataRetention | None = None,
+        groups: GroupStore | None = None,
+        gc_grace_s: float = 3600.0,
     ) -> None:
         self.data_dir = Path(data_dir)
-        self.root = self.data_dir / MEMORY_DIR
+        self.root = self.data_dir / MEMORY_DIR  # writer locks and stream sidecars, wherever groups live
+        self.groups = groups or LocalGroups(self.root, self.data_dir)
+        self.gc_grace_s = gc_grace_s
         self.catalog = catalog or Catalog.for_data_dir(self.data_dir)
         self.retention = retention or RetentionPolicy()
         self.data_retention = data_retention or DataRetention()  # rows and files: memory_store.retention
@@ -121,18 +132,20 @@ class MemoryStore:
         """
         config = config or StoreConfig()
         data_dir = Path(data_dir)
+        groups = open_groups(config, data_dir)
+        groups.probe()  # a dead object store: one line now, not a failed checkpoint an hour into a stream
         if not read_only and config.catalog_url is None:
-            refuse_lost_catalog(data_dir, data_dir / CATALOG_FILE)
+            refuse_lost_catalog(data_dir, data_dir / CATALOG_FILE, groups=groups)
         catalog = Catalog.for_data_dir(
             data_dir, config.catalog_target(), busy_timeout_s=config.busy_timeout_s, read_only=read_only
         )
         if not read_only:
             try:
-                refuse_lost_catalog(data_dir, None, catalog)
+                refuse_lost_catalog(data_dir, None, catalog, groups=groups)
             except BaseException:
                 catalog.close()
                 raise
-        return cls(data_dir, catalog, config.retention, config.data_retention)
+        return cls(data_dir, catalog, config.retention, config.data_retention, groups, config.gc_grace_s)
 
     def stream_groups(self) -> dict[str, list[Path]]:
         """Checkpoint groups found on disk, by stream id (folder name), oldest first; temporaries left out."""
@@ -170,7 +183,7 @@ class MemoryStore:
             restart = False
             for info in self.checkpoints(name):
                 try:
-                    state, _ = read_group(info.path, info.checksum)
+                    state, _ = self.read_checkpoint(info)
                     self.verified[info.stream_id] = max(info.seq, self.verified.get(info.stream_id, 0))
                     return state, info
                 except CheckpointError as exc:
@@ -203,6 +216,21 @@ class MemoryStore:
         memory.load_state_dict(loaded[0])
         return memory, loaded[1]
 
+    def read_checkpoint(self, info: CheckpointInfo) -> tuple[dict[str, Any], str]:
+        """The state of a committed checkpoint, verified against its row's checksum.
+
+        CheckpointError: the group is missing or damaged. StoreError: the row names a place outside the
+        configured checkpoints store (a setting, not damage: nothing is marked failed for it).
+        ObjectStoreError: the object store cannot be reached (not damage either).
+        """
+        key = self.groups.key_of(info.location)
+        if key is None:
+            raise StoreError(
+                f"stream {info.stream}: checkpoint {info.seq} is at {info.location}, outside the checkpoints "
+                f"store {self.groups.url}; set [store] checkpoints_url to where its groups are"
+            )
+        return self.groups.read(key, info.checksum)
+
     def _row_exists(self, info: CheckpointInfo) -> bool:
         with self.catalog.session() as s:
             return (
@@ -215,11 +243,13 @@ class MemoryStore:
             ) > 0
 
     def _info(self, stream: Stream, row: Checkpoint) -> CheckpointInfo:
+        key = self.groups.key_of(row.path)
         return CheckpointInfo(
             stream=stream.name,
             stream_id=stream.id,
             seq=row.seq,
-            path=self.data_dir / row.path,
+            path=self.groups.location(key) if key is not None else self.data_dir / row.path,
+            location=row.path,
             t_start=row.t_start,
             t_end=row.t_end,
             source_offset=row.source_offset,
@@ -255,7 +285,50 @@ class MemoryStore:
         return writer
 
     def stream_dir(self, stream_id: str) -> Path:
+        """The stream's local folder: its writer lock and sidecar (and its groups, unless they live in an
+        object store)."""
         return self.root / stream_id
+
+    # ----- garbage ---------------------------------------------------------------------------------
+    def collect_garbage(
+        self,
+        stream_id: str | None = None,
+        *,
+        min_age_s: float = 0.0,
+        skip_busy: bool = True,
+        dry_run: bool = False,
+    ) -> list[str]:
+        """Delete the groups that no catalog row names (of one stream, or of all); their locations.
+
+        The groups are listed first and the rows read after: a group committed in between is then among
+        the rows, never deleted. A group still being written has no row yet either; only its own writer
+        (which holds the lock, `StreamWriter.recover`) may take `min_age_s` = 0. Everyone else passes the
+        store's grace (`gc_grace_s`): a group whose newest part is younger is left alone, and a writer never
+        commits a group that took half the grace to write (`StreamWriter.commit`). Streams whose writer
+        lock is held on this machine are skipped when `skip_busy`; `dry_run` only lists.
+        """
+        listed = self.groups.groups(stream_id)
+        query = select(Checkpoint.path)
+        if stream_id is not None:
+            query = query.where(Checkpoint.stream_id == stream_id)
+        with self.catalog.session() as s:
+            committed = {self.groups.key_of(p) for p in s.scalars(query)}
+        now = datetime.now(UTC)
+        busy: dict[str, bool] = {}
+        removed = []
+        for entry in listed:
+            if entry.key in committed or (now - _aware(entry.modified)).total_seconds() < min_age_s:
+                continue
+            if skip_busy and busy.setdefault(entry.stream_id, stream_busy(self.stream_dir(entry.stream_id))):
+                continue
+            if not dry_run:
+                self.groups.delete(entry.key)
+            removed.append(self.groups.describe(entry.key))
+        if removed and self.groups.local and not dry_run:
+            for folder in {self.root / e.split("/")[-2] for e in removed}:
+                if folder.is_dir():
+                    fsync_dir(folder)
+        return removed
 
 
 class StreamWriter:
@@ -284,23 +357,17 @@ class StreamWriter:
 
     # ----- recovery --------------------------------------------------------------------------------
     def recover(self) -> list[str]:
-        """Remove what a killed writer left: temporary groups, and groups that no row commits."""
-        with self.store.catalog.session() as s:
-            committed = {
-                Path(p).name
-                for p in s.scalars(select(Checkpoint.path).where(Checkpoint.stream_id == self.stream_id))
-            }
-        removed = []
-        for entry in self.dir.iterdir():
-            orphan = entry.name.endswith(GROUP_SUFFIX) and entry.name not in committed
-            if entry.is_dir() and (entry.name.startswith(TMP_PREFIX) or orphan):
-                shutil.rmtree(entry, ignore_errors=True)
-                removed.append(entry.name)
+        """Remove what a killed writer left: temporary groups, and groups that no row commits.
+
+        This writer holds the stream's lock, so no group of the stream is being written: no grace needed."""
+        removed = [
+            loc.rsplit("/", 1)[-1]
+            for loc in self.store.collect_garbage(self.stream_id, min_age_s=0.0, skip_busy=False)
+        ]
         if removed:
             log.warning(
                 "stream %s: removed %d uncommitted checkpoint group(s): %s", self.name, len(removed), removed
             )
-            fsync_dir(self.dir)
         return removed
 
     # ----- committing ------------------------------------------------------------------------------
@@ -316,26 +383,32 @@ class StreamWriter:
         with self.store.catalog.session() as s:
             last = s.scalar(select(func.max(Checkpoint.seq)).where(Checkpoint.stream_id == self.stream_id))
         seq = (last or 0) + 1
-        final = self.dir / f"{seq:08d}{GROUP_SUFFIX}"
-        tmp = self.dir / f"{TMP_PREFIX}{seq:08d}-{uuid.uuid4().hex[:8]}{GROUP_SUFFIX}"
+        groups = self.store.groups
+        key = groups.new_key(self.stream_id, seq)
         started = time.perf_counter()
+        commit_attrs = {
+            "stream": self.name, "stream_id": self.stream_id, "seq": seq,
+            "source_offset": source_offset, "source_state": source_state,
+        }  # fmt: skip
         try:
-            commit_attrs = {
-                "stream": self.name, "stream_id": self.stream_id, "seq": seq,
-                "source_offset": source_offset, "source_state": source_state,
-            }  # fmt: skip
-            info = write_group(tmp, state, extra_attrs={COMMIT_ATTR: commit_attrs})
-            os.rename(tmp, final)
-            fsync_dir(self.dir)
+            info = groups.write(key, state, extra_attrs={COMMIT_ATTR: commit_attrs})
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if not groups.local:  # a folder's write cleans up its own temporary; its final name is untouched
+                self._discard(key)
             raise
+        took = time.perf_counter() - started
+        if not groups.local and took > self.store.gc_grace_s / 2:
+            self._discard(key)  # garbage collection elsewhere may already count it as abandoned
+            raise StoreError(
+                f"stream {self.name}: checkpoint {seq} took {took:.0f} s to write, more than half of "
+                f"gc_grace_s ({self.store.gc_grace_s:.0f} s); not committed"
+            )
         t_start, t_end = _span(state)
         next_id = state.get("next_id", {})
         row = Checkpoint(
             stream_id=self.stream_id,
             seq=seq,
-            path=str(final.relative_to(self.store.data_dir)),
+            path=groups.row_path(key),
             t_start=t_start,
             t_end=t_end,
             source_offset=source_offset,
@@ -354,7 +427,7 @@ class StreamWriter:
                 assert stream is not None
                 committed = self.store._info(stream, row)
         except BaseException:
-            shutil.rmtree(final, ignore_errors=True)  # no row: the group is garbage either way
+            self._discard(key)  # no row: the group is garbage either way
             raise
         log.info(
             "stream %s: checkpoint %d committed (%.1f MB, %.0f ms)",
@@ -373,6 +446,13 @@ class StreamWriter:
             except Exception as exc:
                 log.warning("stream %s: a checkpoint listener failed: %s", self.name, exc)
         return committed
+
+    def _discard(self, key: str) -> None:
+        """Delete a group that will get no row; one that cannot be deleted now is left to `recover`."""
+        try:
+            self.store.groups.delete(key)
+        except ObjectStoreError as exc:
+            log.warning("stream %s: uncommitted group left for garbage collection: %s", self.name, exc)
 
     def submit(
         self,
@@ -461,8 +541,13 @@ class StreamWriter:
                 delete(Checkpoint).where(Checkpoint.stream_id == self.stream_id, Checkpoint.seq.in_(seqs))
             )
         self.store.failed.get(self.stream_id, set()).difference_update(seqs)
-        for r in drop:
-            shutil.rmtree(self.store.data_dir / r.path, ignore_errors=True)
+        for r in drop:  # the rows are gone: a group not deleted now is garbage, collected later
+            key = self.store.groups.key_of(r.path)
+            try:
+                if key is not None:
+                    self.store.groups.delete(key)
+            except ObjectStoreError as exc:
+                log.warning("stream %s: retention left a group for garbage collection: %s", self.name, exc)
         log.debug("stream %s: retention removed checkpoints %s", self.name, seqs)
         return seqs
 
@@ -549,11 +634,24 @@ def _groups_on_disk(root: Path) -> dict[str, list[Path]]:
     return found
 
 
-def refuse_lost_catalog(data_dir: Path, sqlite_file: Path | None, catalog: Catalog | None = None) -> None:
+def refuse_lost_catalog(
+    data_dir: Path,
+    sqlite_file: Path | None,
+    catalog: Catalog | None = None,
+    groups: GroupStore | None = None,
+) -> None:
     """StoreError when checkpoint groups exist but the catalog that commits them is missing, empty or
     holds no stream: a new catalog there would silently orphan every stream's memory."""
-    groups = _groups_on_disk(data_dir / MEMORY_DIR)
-    if not groups:
+    where: Path | str = data_dir / MEMORY_DIR
+    if groups is None or groups.local:
+        if groups is not None:
+            where = groups.location("")
+        found = _groups_on_disk(Path(where))
+    else:  # one group is enough to refuse: no listing of a whole bucket at every start
+        where = groups.url
+        first = groups.first_group()
+        found = {first.stream_id: [first.key]} if first is not None else {}
+    if not found:
         return
     if sqlite_file is not None:
         if sqlite_file.exists() and sqlite_file.stat().st_size > 0:
@@ -565,9 +663,14 @@ def refuse_lost_catalog(data_dir: Path, sqlite_file: Path | None, catalog: Catal
             if s.scalar(select(func.count()).select_from(Stream)):
                 return
         what = "the catalog holds no streams"
-    count = sum(len(g) for g in groups.values())
+    count = sum(len(g) for g in found.values())
+    holds = (
+        f"{count} checkpoint group(s) of {len(found)} stream(s)"
+        if groups is None or groups.local
+        else ("checkpoint groups")
+    )
     raise StoreError(
-        f"{what} but {data_dir / MEMORY_DIR} holds {count} checkpoint group(s) of {len(groups)} stream(s); "
+        f"{what} but {where} holds {holds}; "
         "refusing to start a new catalog over them: run 'vsalmonn store check', then 'vsalmonn store rebuild'"
     )
 

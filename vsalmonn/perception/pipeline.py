@@ -217,8 +217,10 @@ class StreamSink:
 
     def _committed(self, info: Any) -> None:
         assert self.plugins is not None
-        path = info.path.relative_to(self.store.data_dir) if info.path.is_absolute() else info.path
-        self.plugins.call("on_checkpoint", stream=self.stream, seq=info.seq, t_end=info.t_end, path=str(path))
+        # the row's own path: relative to the data directory on local disk (as always), a URL in S3
+        self.plugins.call(
+            "on_checkpoint", stream=self.stream, seq=info.seq, t_end=info.t_end, path=info.location
+        )
 
     # ----- input ------------------------------------------------------------------------------------------
 
