@@ -507,3 +507,21 @@ def test_a_memory_with_3d_rope_takes_positions_and_resumes_with_them() -> None:
         StreamMemory(cfg).write(x, t, t + 1, positions=where[:3])
     # without rope_regions positions are not kept: states stay what they were
     assert "pos" not in StreamMemory(memory_config(rope=True)).state_dict()["pending"]
+
+
+def test_configs_stored_before_an_option_existed_read_it_as_it_was() -> None:
+    from vsalmonn.memory_store.config import LEGACY_FIELDS, saved_config
+
+    fields = MemoryConfig(rope=True, mlp_ratio=2, value_time_code=1.0).model_dump(mode="json")
+    for key in ("rope", "mlp_ratio", "value_time_code"):
+        del fields[key]
+    old = saved_config(fields)
+    # whatever today's defaults are, a config that predates a field was made with its old value
+    assert (old.rope, old.mlp_ratio, old.value_time_code) == (False, 4, 0.0)
+    assert set(LEGACY_FIELDS) <= set(MemoryConfig.model_fields)
+    # a memory with the option on refuses the old state: it was not made with it
+    mem = StreamMemory(memory_config())
+    state = mem.state_dict()
+    del state["config"]["rope"]
+    with pytest.raises(ValueError, match=r"different configuration \(rope\)"):
+        StreamMemory(memory_config(rope=True)).load_state_dict(state)

@@ -328,3 +328,29 @@ class StoreConfig(BaseModel):
 
         url = make_url(self.catalog_url).set(password=self.catalog_password.get_secret_value())
         return url.render_as_string(hide_password=False)
+
+
+# What each field added after the first saved states meant before it existed. A state, checkpoint or catalog
+# row written before a field lacks it, and was made with this value whatever today's default is; reading it
+# with today's defaults instead would silently turn options on for memories made without them.
+LEGACY_FIELDS: dict[str, object] = {
+    "mlp_ratio": 4,
+    "inner_gelu": "exact",
+    "long_span_target": "value",
+    "target_ln_affine": False,
+    "rope": False,
+    "rope_regions": False,
+    "value_time_code": 0.0,
+    "cg_step_scale": CG_STEP_SCALE,
+    "slot_members": 2,
+}
+
+
+def saved_fields(fields: dict[str, object]) -> dict[str, object]:
+    """A stored config's fields with the ones it predates filled in as they were (`LEGACY_FIELDS`)."""
+    return {**{k: v for k, v in LEGACY_FIELDS.items() if k in MemoryConfig.model_fields}, **fields}
+
+
+def saved_config(fields: dict[str, object]) -> MemoryConfig:
+    """The MemoryConfig a stored config (a checkpoint's, a catalog row's) was made with."""
+    return MemoryConfig(**saved_fields(fields))  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .bank import Bank
-from .config import MemoryConfig, Modality, Policy
+from .config import MemoryConfig, Modality, Policy, saved_fields
 from .inner import FastWeights
 from .reader import Candidates, Moment, read
 from .slow_weights import resolve_slow_weights
@@ -337,7 +337,7 @@ class StreamMemory:
         # states saved before they existed lack count as their defaults.
         ignore = {"device", "dtype", "slow_weights", "encoders"}
         ours = self.config.model_dump(exclude=ignore)
-        theirs = {**MemoryConfig().model_dump(exclude=ignore), **state["config"]}
+        theirs = {**MemoryConfig().model_dump(exclude=ignore), **saved_fields(state["config"])}
         theirs = {k: v for k, v in theirs.items() if k not in ignore}
         if ours != theirs:
             diff = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))

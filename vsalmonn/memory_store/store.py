@@ -29,7 +29,7 @@ from sqlalchemy import delete, func, select
 
 from .catalog import Catalog
 from .checkpoint import COMMIT_ATTR, CheckpointError, fsync_dir
-from .config import DataRetention, MemoryConfig, RetentionPolicy, StoreConfig
+from .config import DataRetention, MemoryConfig, RetentionPolicy, StoreConfig, saved_config
 from .memory import StreamMemory
 from .models import Checkpoint, Stream
 from .names import validate_stream_name
@@ -206,10 +206,10 @@ class MemoryStore:
         loaded = self.load_latest(name)
         if config is None:
             if loaded is not None:
-                config = MemoryConfig(**loaded[0]["config"])
+                config = saved_config(loaded[0]["config"])
             else:
                 stream = self.catalog.stream(name)
-                config = MemoryConfig(**stream.config) if stream and stream.config else MemoryConfig()
+                config = saved_config(stream.config) if stream and stream.config else MemoryConfig()
         memory = StreamMemory(config)
         if loaded is None:
             return memory, None
