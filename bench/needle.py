@@ -536,7 +536,10 @@ def ablation(summary: dict[str, dict[str, Any]], lengths: list[float]) -> tuple[
     headers = ["memory", *(_length(s) for s in lengths)]
     rows = []
     listed = {setting for _, setting in ABLATION}
-    extra = [(s, s) for s in _names(summary) if s not in listed]  # the variants, under their own names
+    built_in = (*TTT_MODES, *TRAINED)
+    extra = [  # the variants of a variants file, under their own names
+        (s, s) for s in _names(summary) if s not in listed and s.split("/", 1)[-1] not in built_in
+    ]
     for label, setting in (*ABLATION, *extra):
         if not any(f"{setting}@{seconds:g}" in summary for seconds in lengths):
             continue
