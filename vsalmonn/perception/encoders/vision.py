@@ -284,7 +284,7 @@ class EfficientNetLite0Encoder:
         self,
         vocabulary: Sequence[tuple[str, Sequence[str]]],
         cache_dir: Path | None = None,
-        weight: float = 1.0,
+        weight: float = 0.5,
     ) -> EfficientNetLite0Encoder:
         """A copy sharing the network whose grounding adds scene, action and style phrases to the class
         names they are evidence for (`vocabulary.grounding_rows`); the evidence's labels are unchanged."""
