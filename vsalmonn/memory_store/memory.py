@@ -238,11 +238,10 @@ class StreamMemory:
                     cand = Candidates(
                         m, cand.keys[keep], cand.t0[keep], cand.t1[keep], cand.id0[keep], cand.id1[keep]
                     )
-                if term_rows is not None:
+                query = self.layer.reader_view(prompt) if m == "visual" else prompt  # (q, d)
+                if term_rows is not None:  # the query's terms, weighed against this modality's slots
                     view = self.layer.reader_view(term_rows) if m == "visual" else term_rows  # (T, d)
                     query = background_weighted(view, cand.keys)  # (1, d)
-                else:
-                    query = self.layer.reader_view(prompt) if m == "visual" else prompt  # (q, d)
                 moments += read(
                     query,
                     [cand],
