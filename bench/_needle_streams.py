@@ -198,9 +198,15 @@ def _needle_times(rng: np.random.Generator, seconds: float, lengths: list[float]
 
 
 def _plan(
-    shared: Path, rng: np.random.Generator, seconds: float, transcripts: dict[str, list[dict[str, Any]]]
+    shared: Path,
+    rng: np.random.Generator,
+    seconds: float,
+    transcripts: dict[str, list[dict[str, Any]]],
+    sights: tuple[Sight, ...] = SIGHTS,
+    spoken_needles: int = SPOKEN_NEEDLES,
 ) -> tuple[list[Needle], list[tuple[float, str]]]:
-    """The needles (time order) and every prompt placed (start, stem): needles and distractors.
+    """The needles (time order) and every prompt placed (start, stem): needles and distractors; `sights`
+    and `spoken_needles` are another variant's (``bench needle_open``).
 
     A visual needle starts on a whole second and lasts whole seconds, so its truth is exactly the frames
     it replaces; a spoken one lasts as long as its voice.
@@ -208,10 +214,10 @@ def _plan(
     texts = {stem: " ".join(s["text"] for s in segs).strip() for stem, segs in transcripts.items()}
     said = [s for s in sorted(texts) if texts[s]]
     short = [s for s in said if SPOKEN_S[0] <= _voice_s(shared, s) <= SPOKEN_S[1]]
-    spoken = [short[i] for i in rng.permutation(len(short))[:SPOKEN_NEEDLES]]
+    spoken = [short[i] for i in rng.permutation(len(short))[:spoken_needles]]
     needle_texts = {texts[s].lower() for s in spoken}
     distractors = [s for s in said if s not in spoken and texts[s].lower() not in needle_texts]
-    kinds = [("visual", s.name) for s in SIGHTS] + [("spoken", s) for s in spoken]
+    kinds = [("visual", s.name) for s in sights] + [("spoken", s) for s in spoken]
     order = rng.permutation(len(kinds))
     kinds = [kinds[i] for i in order]
     lengths = [
@@ -222,7 +228,7 @@ def _plan(
         float(np.ceil(t)) if kind == "visual" else float(t)
         for (kind, _), t in zip(kinds, _needle_times(rng, seconds, [x + 1.0 for x in lengths]), strict=True)
     ]
-    query = {s.name: s.query for s in SIGHTS}
+    query = {s.name: s.query for s in sights}
     needles = [
         Needle(kind, what, query[what] if kind == "visual" else texts[what], t, round(t + length, 3))
         for (kind, what), t, length in zip(kinds, starts, lengths, strict=True)
@@ -260,6 +266,9 @@ def _photo(sight: Sight) -> np.ndarray:
             f"bench needle needs package {sight.package!r} for its photographs: pip install -e '.[bench]'"
         ) from None
     with importlib.resources.as_file(resource) as path, Image.open(path) as image:
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            # A cut-out (a silhouette, a logo) on white, as it is meant to be seen, not on black.
+            image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
         rgb = np.asarray(image.convert("RGB"))
     return _letterbox(rgb)
 
@@ -268,11 +277,15 @@ _letterbox = letterbox  # the package's: the photographs and training pictures s
 
 
 def _frames(
-    shared: Path, rng: np.random.Generator, seconds: float, needles: list[Needle]
+    shared: Path,
+    rng: np.random.Generator,
+    seconds: float,
+    needles: list[Needle],
+    sights_shown: tuple[Sight, ...] = SIGHTS,
 ) -> Iterator[np.ndarray]:
     """The stream's frames, one per second: scenes of street footage with the visual needles in place."""
     _, street = qs._decoded(shared / qs.CLIPS["street"])
-    sights = {s.name: s for s in SIGHTS}
+    sights = {s.name: s for s in sights_shown}
     shown = sorted((n for n in needles if n.kind == "visual"), key=lambda n: n.t0)
     total = int(seconds * FPS)
     t, k = 0, 0

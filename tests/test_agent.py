@@ -8,6 +8,7 @@ import importlib.util
 import json
 import re
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,20 @@ def test_an_invented_time_is_removed_before_it_streams(
     assert answer.steps[-1]["dropped"][0]["reason"] == "time"
     g = onsets["goodbye"]
     assert [c.t0 - 2 <= g <= c.t1 + 2 for c in answer.citations] == [True], answer.citations
+
+
+def test_a_window_named_in_the_question_bounds_the_search(toolkit: VideoMemoryToolkit) -> None:
+    """ "In the last hour" becomes the search's start (the file's stream has no wall clock, which the answer
+    says); a window given as arguments wins over the words."""
+    script = iter([AIMessage("Someone says goodbye.")])
+    agent = VideoAgent(ScriptedModel(messages=script), toolkit.get_tools(), use_tools=False)
+    before = datetime.now(UTC)
+    answer = agent.ask("What was said in the last hour?")
+    start = datetime.fromisoformat(answer.steps[0]["args"]["start"])
+    assert before - timedelta(hours=1, seconds=1) <= start <= datetime.now(UTC) - timedelta(hours=1)
+    assert "end" not in answer.steps[0]["args"] and "wall-clock" in answer.answer, answer
+    given = agent.ask("What was said in the last hour?", start=0.0)
+    assert given.steps[0]["args"]["start"] == 0.0 and given.citations, given
 
 
 def test_the_step_limit_ends_a_model_that_keeps_calling_tools(toolkit: VideoMemoryToolkit) -> None:

@@ -179,3 +179,16 @@ def test_retention_ages_screen_text_by_stream_time_and_bounds_its_bytes(
     )
     left = stream_screen_text(catalog, cam)
     assert 20 <= len(left) <= 26 and left[-1].t == 99.0  # the oldest went first
+
+
+def test_describe_moment_lists_the_text_shown_around_the_instant(built: Built) -> None:
+    """describe at 25 s lists the slide shown from 20 s (within ±10 s), not those of 0 s and 10 s, and the
+    tool's text carries it."""
+    from vsalmonn.tools.render import render_description
+
+    with MemoryView(MemoryStore(built.data), built.encoders.text, owns_store=True) as view:
+        described = view.describe("slides", 25.0)
+    assert [round(s.t) for s in described.shown] == [20], described.shown
+    assert similar(described.shown[0].text, "EMERGENCY EXIT ONLY") >= 0.8
+    text = render_description(described)
+    assert "shown: [00:00:20] '" in text and "QUARTERLY" not in text.upper(), text

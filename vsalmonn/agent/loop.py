@@ -30,7 +30,7 @@ from langchain_core.tools import BaseTool
 from pydantic import BaseModel, Field
 
 from vsalmonn.tools.timefmt import hms
-from vsalmonn.tools.wallclock import TimeArg
+from vsalmonn.tools.wallclock import TimeArg, question_window
 
 from .config import AgentConfig
 from .grounding import Grounding, SentenceGate, evidence_sentence
@@ -116,10 +116,14 @@ class VideoAgent:
     ) -> Answer:
         """Answer `question` (about one stream, or all; about the moments between `start` and `end` when
         given: stream seconds or wall-clock datetimes, `tools.wallclock`); `on_token` receives the answer
-        as it is written."""
+        as it is written. Without `start` and `end`, a window the question names in words ("at 14:00
+        today", "in the last hour", "since 1h": `wallclock.question_window`) is the window."""
         question = " ".join(question.split())
         if not question:
             raise ValueError("the question is empty")
+        if start is None and end is None and (named := question_window(question)) is not None:
+            start, end = named
+            log.info("ask: the question names the window %s to %s", start, end)
         window = {k: _time_value(v) for k, v in (("start", start), ("end", end)) if v is not None}
         if self.use_tools:
             answer = self._ask_with_tools(question, stream, window, on_token)

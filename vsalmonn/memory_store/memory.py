@@ -20,7 +20,7 @@ from torch import Tensor
 from .bank import Bank
 from .config import MemoryConfig, Modality, Policy, saved_fields
 from .inner import FastWeights
-from .reader import Candidates, Moment, read
+from .reader import Candidates, Moment, background_weighted, read
 from .slow_weights import resolve_slow_weights
 from .ttt import TTTConfig, TTTLayer, TTTState
 from .whole_bank import WholeBank
@@ -228,9 +228,14 @@ class StreamMemory:
         k: int = 5,
         modality: Modality | None = None,
         window: tuple[float | None, float | None] | None = None,
+        terms: ArrayLike | None = None,
     ) -> list[Moment]:
         """The k best moments for a prompt [q, dim] (or [dim]), best first; one modality if given, and only
         slots overlapping ``window`` (start, end in stream seconds; either may be None) if given.
+
+        ``terms`` [T, dim]: the embeddings of the query's terms (`reader.query_terms`, the whole query
+        first); when given, they replace the prompt, weighted per modality by how rarely each matches that
+        modality's slots in the window (`reader.background_weighted`).
 
         Visual slots are compared with the layer's reader view of the prompt; audio slots, which never pass
         through the TTT layer, with the prompt as it is.
@@ -248,6 +253,14 @@ class StreamMemory:
             )
         if not torch.isfinite(prompt).all():
             raise ValueError("prompt_vectors contain NaN or inf")
+        term_rows = None
+        if terms is not None:
+            term_rows = _as_tensor(terms, "terms", torch.float32)
+            if term_rows.ndim != 2 or term_rows.shape[1] != self.config.dim or term_rows.shape[0] == 0:
+                raise ValueError(f"terms must have shape [T, {self.config.dim}], got {list(term_rows.shape)}")
+            if not torch.isfinite(term_rows).all():
+                raise ValueError("terms contain NaN or inf")
+            term_rows = term_rows.to(self.device, self.dtype)  # (T, d)
         lo, hi = window or (None, None)
         lo = -math.inf if lo is None else float(lo)
         hi = math.inf if hi is None else float(hi)
@@ -264,6 +277,9 @@ class StreamMemory:
                     # Slots are in time order, so the window is one contiguous run: adjacency is kept.
                     cand = cand.select((cand.t1 >= lo) & (cand.t0 <= hi))  # keep: (S,)
                 query = self.layer.reader_view(prompt) if m == "visual" else prompt  # (q, d)
+                if term_rows is not None:  # the query's terms, weighed against this modality's slots
+                    view = self.layer.reader_view(term_rows) if m == "visual" else term_rows  # (T, d)
+                    query = background_weighted(view, cand.keys)  # (1, d)
                 moments += read(
                     query,
                     [cand],

@@ -90,6 +90,104 @@ def score(prompt: Tensor, keys: Tensor) -> Tensor:
     return torch.nan_to_num(dots / norms, nan=0.0).float()  # (S,)
 
 
+# Words that join a query's parts: a query is cut at them into its terms ("a cartoon man running down a
+# street" -> "a cartoon man running", "a street"). Articles stay with their noun.
+_JOINERS = frozenset(
+    [
+        "above",
+        "across",
+        "after",
+        "against",
+        "along",
+        "among",
+        "and",
+        "around",
+        "at",
+        "before",
+        "behind",
+        "below",
+        "beneath",
+        "beside",
+        "between",
+        "by",
+        "down",
+        "during",
+        "for",
+        "from",
+        "in",
+        "inside",
+        "into",
+        "near",
+        "next",
+        "of",
+        "off",
+        "on",
+        "onto",
+        "or",
+        "out",
+        "outside",
+        "over",
+        "past",
+        "through",
+        "to",
+        "toward",
+        "towards",
+        "under",
+        "underneath",
+        "up",
+        "upon",
+        "while",
+        "with",
+        "within",
+        "without",
+        "front",
+    ]
+)
+MIN_TERM_WEIGHT = 0.05  # a term matching every slot still counts a little: it may be all the query says
+
+
+def query_terms(query: str) -> list[str]:
+    """The query and, when it has more than one, its terms: the stretches between joining words.
+
+    What `background_weighted` weighs; the whole query comes first so that a query of one term is read
+    exactly as before.
+    """
+    words = query.replace(",", " , ").split()
+    terms, current = [], []
+    for word in words:
+        if word.lower() in _JOINERS or word == ",":
+            if current:
+                terms.append(" ".join(current))
+            current = []
+        else:
+            current.append(word)
+    if current:
+        terms.append(" ".join(current))
+    terms = [t for t in terms if t.lower() not in ("a", "an", "the")]
+    return [query.strip()] + (terms if len(terms) > 1 else [])
+
+
+def background_weighted(terms: Tensor, keys: Tensor) -> Tensor:
+    """One prompt row (1, d) from a query's term rows (T, d): their unit vectors averaged, each weighted by
+    how rarely it matches the slots `keys` (S, d) of this stream.
+
+    A term's frequency f is the share of slots scoring in the upper half of its own score range over the
+    stream (min to max); its weight is 1 - f (at least `MIN_TERM_WEIGHT`). A term that the background
+    matches everywhere ("a street" in street footage) scores high on nearly every slot and counts little,
+    one that singles out a few moments counts fully. Scores are cosines (`score`), so the weights depend on
+    the slots' directions only. With one row, or no slots, the prompt is that row's average unchanged.
+    """
+    unit = torch.nn.functional.normalize(terms.float(), dim=1)  # (T, d)
+    if unit.shape[0] == 1 or keys.shape[0] == 0:
+        return unit.mean(0, keepdim=True)  # (1, d)
+    keys = keys.to(unit.dtype)
+    cos = torch.nn.functional.normalize(keys, dim=1) @ unit.T  # (S, T)
+    lo, hi = cos.min(0).values, cos.max(0).values  # (T,)
+    frequency = (cos >= (lo + hi) / 2).float().mean(0)  # (T,)
+    weight = (1.0 - frequency).clamp_min(MIN_TERM_WEIGHT)  # (T,)
+    return (weight[:, None] * unit).sum(0, keepdim=True) / weight.sum()  # (1, d)
+
+
 def read(
     prompt: Tensor,
     candidates: Sequence[Candidates],

@@ -26,6 +26,7 @@ from vsalmonn.memory_store.names import validate_stream_name
 from vsalmonn.memory_store.redact import redact, redact_data
 from vsalmonn.memory_store.rows.events import event_kinds, events_after, events_since, last_event_id
 from vsalmonn.memory_store.rows.labels import labels_near, labels_of
+from vsalmonn.memory_store.rows.screen_text import screen_text_between
 from vsalmonn.memory_store.rows.status import read_status
 from vsalmonn.memory_store.rows.transcript import count_transcript
 
@@ -39,6 +40,7 @@ from .results import (
     Hit,
     Line,
     Seen,
+    Shown,
     SlotCover,
     StreamSummary,
     Transcript,
@@ -62,6 +64,8 @@ TRANSCRIPT_MAX = 500  # transcript lines one call returns
 DESCRIBE_FRAMES = 3  # frames nearest the instant that `describe` reports
 DESCRIBE_FRAME_S = 3.0  # ...within this many seconds of it
 DESCRIBE_SPEECH_S = 10.0  # transcript within this many seconds either side of the instant
+DESCRIBE_SHOWN_S = 10.0  # on-screen text read within this many seconds either side of it
+DESCRIBE_SHOWN = 20  # ...at most this many lines
 EVENTS_MAX = 200
 STREAMS_LISTED = 20  # names shown in an "unknown stream" message
 
@@ -299,9 +303,14 @@ class MemoryView:
         near = labels_near(catalog, row.id, t, within=DESCRIBE_FRAME_S, before=covered, limit=DESCRIBE_FRAMES)
         said = lines(catalog, row.id, t - DESCRIBE_SPEECH_S, t + DESCRIBE_SPEECH_S, covered, 20)
         seen = sorted((Seen(t=f.t, labels=labels_of(f)) for f in near), key=lambda s: s.t)
+        # OCR samples frames every few seconds, so text is listed over the speech's span, not the frames'.
+        rows = screen_text_between(
+            catalog, row.id, t - DESCRIBE_SHOWN_S, t + DESCRIBE_SHOWN_S, before=covered, limit=DESCRIBE_SHOWN
+        )
         return Description(
             stream=stream, t=t, covered_until=covered, checkpoint_seq=loaded.info.seq, seen=seen, said=said,
             memory=slots_at(loaded.memory, t), wall=wall_of(t, epoch),
+            shown=[Shown(t=r.t, text=" ".join(r.text.split())) for r in rows if r.text.strip()],
         )  # fmt: skip
 
     # ----- streams ----------------------------------------------------------------------------------

@@ -113,6 +113,8 @@ def render_description(d: Description) -> str:
         )
     else:
         lines.append("said: nothing within 10 s")
+    if d.shown:  # only with OCR on: without it, "nothing shown" would be a claim nobody checked
+        lines.append("shown: " + " ".join(f"[{hms(x.t)}] '{clip(x.text, LINE_CHARS)}'" for x in d.shown))
     if d.memory:
         covers = [
             f"{c.slots} {c.modality} slot{'s' if c.slots != 1 else ''} spanning {span_text(c.t0, c.t1)}"

@@ -96,6 +96,15 @@ class Seen(BaseModel):
     labels: list[tuple[str, float]]
 
 
+class Shown(BaseModel):
+    """A line of on-screen text read on a frame (OCR), at that frame's time."""
+
+    model_config = ConfigDict(frozen=True)
+
+    t: float
+    text: str
+
+
 class SlotCover(BaseModel):
     """The memory slots of one modality whose spans contain an instant."""
 
@@ -116,6 +125,7 @@ class Description(BaseModel):
     said: list[Line]
     memory: list[SlotCover]
     wall: datetime | None = None  # `t` on the wall clock (UTC), for a live stream
+    shown: list[Shown] = []  # on-screen text read within ±10 s (OCR; empty when it is off)
 
 
 class StreamSummary(BaseModel):
@@ -166,6 +176,7 @@ __all__ = [
     "Moment",
     "SearchResult",
     "Seen",
+    "Shown",
     "SlotCover",
     "StreamSummary",
     "Transcript",

@@ -57,8 +57,8 @@ TRANSCRIPT_DESCRIPTION = (
 )
 DESCRIBE_DESCRIPTION = (
     "Describe one instant of a stream (seconds, HH:MM:SS, or a wall-clock ISO date-time): the most likely "
-    "contents of the nearest video frames, the speech within 10 seconds of it, and how much of the memory "
-    "covers it."
+    "contents of the nearest video frames, the speech and on-screen text within 10 seconds of it, and how "
+    "much of the memory covers it."
 )
 STREAMS_DESCRIPTION = (
     "List the video streams in the memory: each one's name, source, the stretch of time its memory covers "

@@ -152,3 +152,84 @@ __all__ = [
     "utc",
     "wall_of",
 ]
+
+
+# -- a window named in a question's words ------------------------------------------------------------------
+
+QUESTION_AROUND_S = 300.0
+""""At 14:00 today" is a moment a person names loosely: the window is this many seconds either side."""
+
+_NUMBER_WORDS = {"a": 1.0, "an": 1.0, "one": 1.0, "two": 2.0, "three": 3.0, "few": 3.0}
+_SPAN_UNIT = r"(seconds?|secs?|minutes?|mins?|hours?|hrs?|h|days?|d)"
+_LAST = re.compile(
+    rf"\b(?:last|past)\s+(?:(\d+(?:\.\d+)?|an?|one|two|three|few)\s*)?{_SPAN_UNIT}\b", re.IGNORECASE
+)
+_SINCE_SPAN = re.compile(r"\bsince\s+(\d+(?:\.\d+)?)\s*(s|m|min|h|d)\b", re.IGNORECASE)
+_AGO_WORDS = re.compile(rf"\b(\d+(?:\.\d+)?|an?|one|two|three|few)\s*{_SPAN_UNIT}\s+ago\b", re.IGNORECASE)
+# A time of day after a word that places it; never HH:MM:SS, which is stream time (module docstring).
+_TIME_OF_DAY = re.compile(
+    r"\b(at|around|about|since|from|after|before|until|till|between|and|to)\s+"
+    r"(\d{1,2})(?::([0-5]\d))?(?!:\d)\s*(am|pm|a\.m\.|p\.m\.)?(?![\w:])",
+    re.IGNORECASE,
+)
+_DAY = re.compile(r"\b(today|yesterday|this (?:morning|afternoon|evening)|tonight)\b", re.IGNORECASE)
+_UTC = re.compile(r"\butc\b", re.IGNORECASE)
+
+
+def _span_s(amount: str | None, unit: str) -> float:
+    value = _NUMBER_WORDS.get((amount or "a").lower())
+    number = value if value is not None else float(amount or 1)
+    return number * _AGO_UNIT[unit.lower()[0]]  # every unit's first letter: s, m, h or d
+
+
+def question_window(
+    question: str, now: datetime | None = None
+) -> tuple[datetime | None, datetime | None] | None:
+    """The wall-clock window a question names in words, (start, end) with either open, or None.
+
+    Read: a span back from now ("in the last 30 minutes", "the past hour", "since 1h", "2 hours ago": ±
+    `QUESTION_AROUND_S` around that instant), and a time of day placed by a word before it ("at 14:00",
+    "since 9am", "between 14:00 and 15:30", "before 8 pm") when the question also says which day ("today",
+    "yesterday", "this morning") or gives am/pm or "UTC". A bare "at 1:05" stays stream time, as in every
+    time argument: a question about a file says "at 1:05" of the file. Times of day are UTC, like every
+    naive time here; "at" means ± `QUESTION_AROUND_S`.
+    """
+    now = utc(now or datetime.now(UTC))
+    last = _LAST.search(question) or _SINCE_SPAN.search(question)
+    if last:
+        return now - timedelta(seconds=_span_s(last.group(1), last.group(2))), None
+    ago = _AGO_WORDS.search(question)
+    if ago:
+        at = now - timedelta(seconds=_span_s(ago.group(1), ago.group(2)))
+        around = timedelta(seconds=QUESTION_AROUND_S)
+        return at - around, at + around
+    day = _DAY.search(question)
+    date = now.date() - timedelta(days=1 if day and day.group(1).lower() == "yesterday" else 0)
+    start: datetime | None = None
+    end: datetime | None = None
+    for match in _TIME_OF_DAY.finditer(question):
+        word, hours, minutes, half = (
+            match.group(1).lower(),
+            int(match.group(2)),
+            match.group(3),
+            match.group(4),
+        )
+        if not (day or half or _UTC.search(question)) or (minutes is None and not half):
+            continue  # no day, no am/pm: a stream time; "at 3" alone: a count, not a time
+        if half:
+            if not 1 <= hours <= 12:
+                continue
+            hours = hours % 12 + (12 if half.lower().startswith("p") else 0)
+        if hours > 23:
+            continue
+        instant = datetime(date.year, date.month, date.day, hours, int(minutes or 0), tzinfo=UTC)
+        if word in ("since", "from", "after", "between"):
+            start = instant
+        elif word in ("before", "until", "till") or (word in ("and", "to") and start is not None):
+            end = instant
+        elif word in ("at", "around", "about"):
+            around = timedelta(seconds=QUESTION_AROUND_S)
+            start, end = instant - around, instant + around
+    if start is None and end is None:
+        return None
+    return start, end

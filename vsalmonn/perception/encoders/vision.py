@@ -57,7 +57,7 @@ import importlib.resources
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -280,9 +280,46 @@ class EfficientNetLite0Encoder:
             threads=config.threads,
         )
 
+    def with_vocabulary(
+        self,
+        vocabulary: Sequence[tuple[str, Sequence[str]]],
+        cache_dir: Path | None = None,
+        weight: float = 0.5,
+    ) -> EfficientNetLite0Encoder:
+        """A copy sharing the network whose grounding adds scene, action and style phrases to the class
+        names they are evidence for (`vocabulary.grounding_rows`); the evidence's labels are unchanged."""
+        import copy
+
+        from .vocabulary import grounding_rows, resolve
+
+        entries = resolve(self.class_names, vocabulary)
+        phrases = label_matrix(self.text_encoder, [p for p, _ in entries], cache_dir)  # (V, dim)
+        rows = grounding_rows(self.labels.numpy(), phrases, [m for _, m in entries], weight)  # (1000, dim)
+        other = copy.copy(self)
+        other.labels = torch.from_numpy(rows)  # (1000, dim) unit rows
+        other.label_mean = other.labels.mean(dim=0)  # (dim,)
+        return other
+
     def encode(self, frames: Sequence[np.ndarray]) -> list[FrameTokens]:
         """One FrameTokens per RGB uint8 frame (H, W, 3), in the order given."""
-        out: list[FrameTokens | None] = [None] * len(frames)
+        return self._batched(frames, self._encode_batch)
+
+    def class_logits(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """(F, 1 + regions², 1000) float32: the classifier's logits of each frame's global and regional
+        cells, before any grounding in text space. Benchmarks keep these to compare grounding vocabularies
+        on the same frames without running the network again (`tokens_from_logits`)."""
+        rows = self._batched(frames, lambda batch: list(self._logits(batch).numpy()))
+        return np.stack(rows).astype(np.float32)  # (F, 1 + r², 1000)
+
+    def tokens_from_logits(self, logits: np.ndarray) -> np.ndarray:
+        """(…, 1000) logits → (…, dim) float32 tokens, exactly as `encode` grounds them."""
+        with torch.inference_mode():
+            tokens = self._to_text_space(self._mix_weights(torch.from_numpy(np.asarray(logits))))
+        return tokens.numpy().astype(np.float32)  # (…, dim)
+
+    def _batched(self, frames: Sequence[np.ndarray], run: Callable[[torch.Tensor], list[Any]]) -> list[Any]:
+        """`run` over batches of equal input size, one result per frame in the order given."""
+        out: list[Any] = [None] * len(frames)
         groups: dict[tuple[int, int], list[int]] = {}  # frames of one input size share batches
         for i, frame in enumerate(frames):
             if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:
@@ -295,9 +332,9 @@ class EfficientNetLite0Encoder:
                     batch = torch.stack([self._prepare(frames[i], size) for i in idx])  # (B, 3, H, W)
                     # (B, 3, H, W) stored NHWC, the network's layout (build_network)
                     batch = batch.contiguous(memory_format=torch.channels_last)
-                    for i, tokens in zip(idx, self._encode_batch(batch), strict=True):
-                        out[i] = tokens
-        return [t for t in out if t is not None]
+                    for i, result in zip(idx, run(batch), strict=True):
+                        out[i] = result
+        return out
 
     def _prepare(self, frame: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
         """(3, H, W) float input: resized whole (antialiased, so a large frame does not alias), normalised."""
@@ -306,7 +343,8 @@ class EfficientNetLite0Encoder:
             x = F.interpolate(x[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
         return (x - PIXEL_MEAN) / PIXEL_SCALE  # (3, H, W)
 
-    def _encode_batch(self, batch: torch.Tensor) -> list[FrameTokens]:
+    def _logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) input → (B, 1 + r², 1000) logits of the whole frame and of each grid cell."""
         features = self.net.extract_features(batch)  # (B, 1280, h, w)
         pooled = torch.cat(
             [
@@ -315,7 +353,10 @@ class EfficientNetLite0Encoder:
             ],
             dim=1,
         )  # (B, 1 + r², 1280)
-        logits = self.net._fc(pooled)  # (B, 1 + r², 1000)
+        return self.net._fc(pooled)  # (B, 1 + r², 1000)
+
+    def _encode_batch(self, batch: torch.Tensor) -> list[FrameTokens]:
+        logits = self._logits(batch)  # (B, 1 + r², 1000)
         tokens = self._to_text_space(self._mix_weights(logits))  # (B, 1 + r², dim)
         probs = logits[:, 0].softmax(dim=-1)  # (B, 1000): the global prediction, for the evidence
         k = min(self.top_labels, probs.shape[1])
