@@ -8,7 +8,7 @@ ones. ``$VSALMONN_BENCH_NEEDLE_VARIANTS`` is the file's path::
     [paper-gd]                                   # rows "merge/paper-gd" and "discard/paper-gd"
     slow_weights = "runs/paper-gd.safetensors"   # a train-memory file: its layer options come with it
     policies = ["merge", "discard"]              # the default
-    optimizer = "hf_cg_paper"                    # any MemoryConfig field overrides the file's
+    optimizer = "hf_cg_newton"                   # any MemoryConfig field overrides the file's
 
 A θ file records the MemoryConfig fields it was trained under (``trained.train.memory``); those that shape
 the layer are taken from there unless the table sets them, so a row cannot pair a θ with a layer it was not
@@ -76,7 +76,7 @@ def trained_layer(path: Path) -> dict[str, Any]:
         _, info = load_slow_weights(path)
     except (OSError, ValueError) as exc:
         raise UsageError(f"{VARIANTS_ENV}: {exc}") from None
-    memory = dict(info.trained.get("train", {}).get("memory", {}))
+    memory = info.trained_memory()  # the optimiser under today's name (old files said hf_cg for hf_cg_newton)
     return {k: v for k, v in memory.items() if k in LAYER_FIELDS or k == "optimizer"}
 
 

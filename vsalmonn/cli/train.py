@@ -113,6 +113,7 @@ def run_train_memory(args: argparse.Namespace, settings: Settings) -> int:
         mlp_ratio=memory.mlp_ratio,
         trained={
             "train": config.model_dump(mode="json"),
+            "memory": memory.model_dump(mode="json"),  # the whole config θ was trained under
             "data": data.model_dump(mode="json"),
             "pool": pool.info,
             "seconds": round(result.seconds, 1),

@@ -8,10 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 Policy = Literal["merge", "discard", "fifo", "uniform", "whole"]
 Modality = Literal["visual", "audio"]
-# "hf_cg": today's solver (η-weighted G, a full Gauss-Newton step); "hf_cg_paper": TTT_HF as the paper defines
-# it (unweighted G, the official φ rule, a step scale). Which one carries the name "hf_cg" waits for the
-# benchmark (issue 17); docs/memory.md.
-Optimizer = Literal["gd", "hf_cg", "hf_cg_paper"]
+# "hf_cg": TTT_HF as the paper defines it (unweighted G, the official φ rule, a step scale), the default since
+# the needle benchmark chose it (issue 17); "hf_cg_newton": the earlier solver (η-weighted G, a full
+# Gauss-Newton step), which carried the name "hf_cg" before. "hf_cg_paper", the paper's solver's name before,
+# is read as "hf_cg"; stored configs from before the rename are read by `saved_fields`. docs/memory.md.
+Optimizer = Literal["gd", "hf_cg", "hf_cg_newton"]
+OPTIMIZER_ALIASES = {"hf_cg_paper": "hf_cg"}
 # The layer options of issue 17 (docs/memory.md): each default is the layer as it was before them, which the
 # shipped θ and saved states were made with; the benchmark decides the defaults later.
 LongSpanTarget = Literal["value", "mapped"]
@@ -23,7 +25,7 @@ InnerGelu = Literal["exact", "tanh"]
 # terabytes and fail deep inside torch instead of here with the key's name.
 MAX_SLOTS = 1 << 20
 MAX_READER_SLOTS = 4096
-# hf_cg_paper's default step scale; bench/cg_step.py (`vsalmonn bench cg_step`) measured it (docs/memory.md).
+# hf_cg's default step scale; bench/cg_step.py (`vsalmonn bench cg_step`) measured it (docs/memory.md).
 CG_STEP_SCALE = 4096.0
 
 
@@ -82,7 +84,7 @@ class TTTConfig(BaseModel):
     cg_tol: float = Field(
         1e-3,
         ge=0,
-        description="a head's CG stops once φ grows by less than this fraction in one iteration (hf_cg only)",
+        description="a head's CG stops once φ grows by less than this fraction in one iteration (hf_cg_newton only)",
     )
     cg_stop_fraction: float = Field(
         0.75, gt=0, le=1, description="the whole CG stops once this fraction of heads have stopped"
@@ -90,11 +92,17 @@ class TTTConfig(BaseModel):
     cg_step_scale: float = Field(
         CG_STEP_SCALE,
         gt=0,
-        description="hf_cg_paper only: W ← W − s·Δ; s = 1 is the paper's literal step, inert at our sizes "
+        description="hf_cg only: W ← W − s·Δ; s = 1 is the paper's literal step, inert at our sizes "
         "(docs/memory.md)",
     )
     gate_init: float = Field(0.1, description="initial value of the read-out gate α (per channel)")
     seed: int = Field(0, description="seed of the slow weights' initialisation")
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer_alias(cls, value: object) -> object:
+        """Settings files and configs written before the rename may name the paper's solver hf_cg_paper."""
+        return OPTIMIZER_ALIASES.get(value, value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> Self:
@@ -346,9 +354,28 @@ LEGACY_FIELDS: dict[str, object] = {
 }
 
 
+# The field added in the release that gave the name "hf_cg" to the paper's solver: a stored config without it
+# was written before, when "hf_cg" named the solver now called "hf_cg_newton".
+RENAMED_HF_CG_WITH = "rope_regions"
+
+
+def saved_optimizer(fields: dict[str, object]) -> object:
+    """The optimiser a stored config's `optimizer` means today (its own value when it names none)."""
+    value = fields.get("optimizer")
+    if not isinstance(value, str):
+        return value
+    if value == "hf_cg" and RENAMED_HF_CG_WITH not in fields:
+        return "hf_cg_newton"
+    return OPTIMIZER_ALIASES.get(value, value)
+
+
 def saved_fields(fields: dict[str, object]) -> dict[str, object]:
-    """A stored config's fields with the ones it predates filled in as they were (`LEGACY_FIELDS`)."""
-    return {**{k: v for k, v in LEGACY_FIELDS.items() if k in MemoryConfig.model_fields}, **fields}
+    """A stored config's fields with the ones it predates filled in as they were (`LEGACY_FIELDS`) and its
+    optimiser under today's name (`saved_optimizer`)."""
+    out = {**{k: v for k, v in LEGACY_FIELDS.items() if k in MemoryConfig.model_fields}, **fields}
+    if "optimizer" in fields:
+        out["optimizer"] = saved_optimizer(fields)
+    return out
 
 
 def saved_config(fields: dict[str, object]) -> MemoryConfig:

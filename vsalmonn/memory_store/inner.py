@@ -1,5 +1,5 @@
 """The inner loop of the TTT memory: the fast MLP, its loss gradient, the Gauss-Newton product and the
-inner optimisers (`gd`, `hf_cg` and `hf_cg_paper`; docs/memory.md sets them side by side).
+inner optimisers (`gd`, `hf_cg` and `hf_cg_newton`; docs/memory.md sets them side by side).
 
 Everything here is a pure function of tensors with leading dimensions (B, H) — stream sample and head — so
 that all heads of all samples are one batched computation and nothing loops over heads in Python. The
@@ -197,7 +197,7 @@ def conjugate_gradient(
     tol: float,
     stop_fraction: float,
 ) -> tuple[FastWeights, CGInfo]:
-    """Solve G x = g for every (sample, head) at once, starting from x = 0, without damping.
+    """`hf_cg_newton`'s solve: G x = g for every (sample, head) at once, from x = 0, without damping.
 
     A (sample, head) stops when φ = xᵀg / sqrt(xᵀGx) stops increasing (its step is then rejected, so it
     keeps the iterate with the best φ) or grows by less than the fraction `tol` (that step is kept). φ²/2 is
@@ -254,7 +254,7 @@ def gd_update(
     return fw_add(w, grad, -1.0)
 
 
-def hf_cg_update(
+def newton_cg_update(
     u: Tensor,
     target: Tensor,
     weight: Tensor,
@@ -267,7 +267,7 @@ def hf_cg_update(
     stop_fraction: float,
     gelu: Gelu = "none",
 ) -> tuple[FastWeights, CGInfo]:
-    """One Hessian-free step W ← W − Δ with G Δ = ∇L_b solved by conjugate gradient (TTT_HF).
+    """`hf_cg_newton`: one Hessian-free step W ← W − Δ with G Δ = ∇L_b solved by conjugate gradient.
 
     G is the Gauss-Newton matrix of the same weighted mini-batch loss, so Δ approximates the Newton step on
     L_b; the learning-rate gate then sets how much each token counts rather than the step length.
@@ -288,7 +288,7 @@ def paper_conjugate_gradient(
     max_iter: int,
     stop_fraction: float,
 ) -> tuple[FastWeights, CGInfo]:
-    """Solve G x = g for every (sample, head) at once from x = 0, with the paper's stop rules.
+    """`hf_cg`'s solve: G x = g for every (sample, head) at once from x = 0, with the paper's stop rules.
 
     The paper's φ is the official loop's running ratio φ_k = Σ_{j≤k} α_j p_jᵀg / sqrt(Σ_{j≤k} r_jᵀr_j):
     the numerator is x_kᵀg, but the denominator sums the squared residual norms r_jᵀr_j = α_j p_jᵀGp_j
@@ -336,7 +336,7 @@ def paper_conjugate_gradient(
     return x, CGInfo(iterations=iterations, stopped_fraction=stopped, phi=phi)
 
 
-def hf_cg_paper_update(
+def hf_cg_update(
     u: Tensor,
     target: Tensor,
     weight: Tensor,
@@ -349,10 +349,10 @@ def hf_cg_paper_update(
     step_scale: float,
     gelu: Gelu = "none",
 ) -> tuple[FastWeights, CGInfo]:
-    """TTT_HF as the paper defines it: W ← W − s·Δ with (Σ_i J_iᵀ J_i) Δ = ∇L_b.
+    """`hf_cg`, TTT_HF as the paper defines it: W ← W − s·Δ with (Σ_i J_iᵀ J_i) Δ = ∇L_b.
 
     G is unweighted while the right-hand side carries η_i/|b|, so Δ is about (η/|b|) times the Newton step
-    of today's `hf_cg`: at default sizes (η ≈ 1e-3, |b| = 1,024) that is inert, hence the step scale s
+    of `hf_cg_newton`'s: at default sizes (η ≈ 1e-3, |b| = 1,024) that is inert, hence the step scale s
     (`cg_step_scale`; s = 1 is the literal paper step).
     """
     grad, cache = loss_gradient(u, target, weight, w, ln_weight, ln_bias, gelu=gelu)

@@ -36,7 +36,7 @@ from vsalmonn.errors import one_line
 
 from .catalog import SCHEMA_HEAD
 from .checkpoint import CheckpointError, read_group
-from .config import MemoryConfig
+from .config import MemoryConfig, saved_config
 from .models import (
     Event,
     Evidence,
@@ -218,7 +218,7 @@ def import_stream(
             state, _ = read_group(group, manifest.checkpoint_checksum)
         except CheckpointError as exc:
             raise PortableError(f"{source}: its checkpoint does not load ({exc})") from None
-        config = MemoryConfig.model_validate(manifest.config) if manifest.config else None
+        config = saved_config(manifest.config) if manifest.config else None
         try:
             with store.writer(name, config=config, source=manifest.source, kind=manifest.kind) as writer:
                 _insert_rows(store, writer.stream_id, members)

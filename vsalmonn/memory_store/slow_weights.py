@@ -24,7 +24,7 @@ from torch import Tensor
 
 from vsalmonn.errors import one_line
 
-from .config import MemoryConfig
+from .config import OPTIMIZER_ALIASES, MemoryConfig, saved_fields
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,22 @@ class SlowWeightsInfo(BaseModel):
     def encoders(self) -> str:
         """The pair as `MemoryConfig.encoders` spells it (vision/text)."""
         return f"{self.vision_encoder}/{self.text_encoder}"
+
+    def trained_memory(self) -> dict[str, Any]:
+        """The MemoryConfig fields θ was trained under, with the optimiser under today's name.
+
+        Files written since the rename of issue 17 carry the whole config (``trained.memory``); older ones
+        only the fields the training config set (``trained.train.memory``), where "hf_cg" named the solver
+        now called "hf_cg_newton".
+        """
+        if isinstance(self.trained.get("memory"), dict):
+            return saved_fields(dict(self.trained["memory"]))
+        train = self.trained.get("train")
+        fields = dict(train.get("memory") or {}) if isinstance(train, dict) else {}
+        if "optimizer" in fields:
+            old = {"hf_cg": "hf_cg_newton", **OPTIMIZER_ALIASES}
+            fields["optimizer"] = old.get(fields["optimizer"], fields["optimizer"])
+        return fields
 
 
 def checksum(state: dict[str, Tensor]) -> str:

@@ -22,10 +22,10 @@ from .inner import (
     FastWeights,
     Gelu,
     gd_update,
-    hf_cg_paper_update,
     hf_cg_update,
     layer_norm,
     mlp_forward,
+    newton_cg_update,
 )
 from .rope import rope_angles, rope_angles_3d, rotate, time_code
 
@@ -250,8 +250,8 @@ class TTTLayer(nn.Module):
                 ),
                 None,
             )
-        if cfg.optimizer == "hf_cg_paper":
-            return hf_cg_paper_update(
+        if cfg.optimizer == "hf_cg":
+            return hf_cg_update(
                 problem.keys,
                 target,
                 weight,
@@ -263,7 +263,7 @@ class TTTLayer(nn.Module):
                 step_scale=cfg.cg_step_scale,
                 gelu=problem.gelu,
             )
-        return hf_cg_update(
+        return newton_cg_update(
             problem.keys,
             target,
             weight,
