@@ -84,7 +84,8 @@ class TTTConfig(BaseModel):
     cg_tol: float = Field(
         1e-3,
         ge=0,
-        description="a head's CG stops once φ grows by less than this fraction in one iteration (hf_cg_newton only)",
+        description="hf_cg_newton only: a head's CG stops once φ grows by less than this fraction in one "
+        "iteration",
     )
     cg_stop_fraction: float = Field(
         0.75, gt=0, le=1, description="the whole CG stops once this fraction of heads have stopped"

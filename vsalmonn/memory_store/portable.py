@@ -36,7 +36,7 @@ from vsalmonn.errors import one_line
 
 from .catalog import SCHEMA_HEAD
 from .checkpoint import CheckpointError, read_group
-from .config import MemoryConfig, saved_config
+from .config import saved_config
 from .models import (
     Event,
     Evidence,

@@ -72,7 +72,8 @@ class TrainConfig(BaseModel):
     memory: dict[str, Any] = Field(
         default_factory=dict,
         description="MemoryConfig fields the memory is trained under; the inner optimiser is gd unless set "
-        "(every optimiser is ordinary differentiable torch, so hf_cg and hf_cg_newton train through their CG)",
+        "(every optimiser is ordinary differentiable torch, so hf_cg and hf_cg_newton train through "
+        "their CG)",
     )
 
 
