@@ -1,0 +1,231 @@
+"""The daemon's Ray backend on a real two-node Ray cluster on this machine (tests/ray_cluster.py), with the
+throwaway PostgreSQL of tests/postgres.py as the catalog and a shared directory as the store.
+
+Four streams of real speech run as actors spread over both nodes and must end with exactly the transcripts
+and moments of a local-backend run of the same files; the second node's raylet is killed mid-ingest and its
+streams must finish on the head without a duplicated transcript row or a gap in the checkpoint sequence; an
+SQLite catalog across two nodes is refused with one line; SIGHUP reconciles a running `vsalmonn daemon`.
+The cluster is started once for the module and stopped by its finalizer (and at exit, whatever happens).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from vsalmonn.memory_store import MemoryConfig
+from vsalmonn.memory_store.models import Checkpoint, Stream, TranscriptSegment
+from vsalmonn.memory_store.store import MemoryStore
+from vsalmonn.perception.config import DaemonConfig, PerceptionConfig, StreamSpec
+from vsalmonn.perception.daemon import Daemon, read_status
+from vsalmonn.perception.pipeline import Encoders
+from vsalmonn.settings import Settings
+from vsalmonn.tools import MemoryView
+
+from . import media, ray_cluster
+from .conftest import sqlite_url
+from .test_ingest import SHARED
+
+ROOT = Path(__file__).resolve().parents[1]
+MEMORY = MemoryConfig(visual_slots=256, audio_slots=64)
+PERCEPTION = PerceptionConfig(language="en", threads=1)  # an actor reserves one CPU: one thread, as here
+DAEMON = DaemonConfig(
+    window_s=4, checkpoint_every_s=4, status_every_s=0.3, backend="ray", ray_num_cpus=1, ray_lock_wait_s=20
+)
+CLIP_S = 16.0
+# Two prompts per stream, each stream its own: a transcript that lands in another stream's rows shows.
+PROMPTS = {
+    "cam-a": [("tt-weasels.wav", 1.0), ("vm-goodbye.wav", 9.0)],
+    "cam-b": [("conf-muted.wav", 1.0), ("tt-monkeys.wav", 9.0)],
+    "cam-c": [("demo-congrats.wav", 1.0), ("vm-sorry.wav", 9.0)],
+    "cam-d": [("conf-locked.wav", 1.0), ("demo-thanks.wav", 9.0)],
+}
+QUERIES = ("goodbye", "monkeys", "sorry", "thank you")
+
+pytestmark = [
+    pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared media folder {SHARED} is absent"),
+    pytest.mark.postgresql,
+]
+
+
+def until(check: Callable[[], bool], within_s: float, what: str, every: float = 0.1) -> None:
+    deadline = time.monotonic() + within_s
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {within_s} s"
+        time.sleep(every)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("clips")
+    out = {}
+    for name, prompts in PROMPTS.items():
+        track, _ = media.speech_track([(SHARED / "speech" / f, at) for f, at in prompts], CLIP_S, 48_000)
+        out[name] = media.write_media(
+            root / f"{name}.mp4", video_times=media.uniform_times(CLIP_S, 2), rate=2, audio=track
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ray_cluster.RayCluster]:
+    """Head (4 logical CPUs: room for its own two streams and the second node's two after a loss) and a
+    second node (2 CPUs, resource node2); the pytest process joins as a driver."""
+    pytest.importorskip("ray")
+    import ray
+
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    started = ray_cluster.start_cluster(head_cpus=4, env=env)
+    try:
+        started.add_node("node2", num_cpus=2, resources={"node2": 1}, env=env)
+        ray.init(address=started.address, logging_level="WARNING", configure_logging=False)
+        until(lambda: sum(1 for n in ray.nodes() if n["Alive"]) == 2, 30, "two alive nodes")
+        yield started
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        started.stop()
+    assert not started.head.pids() and not any(n.pids() for n in started.nodes), "Ray processes left"
+
+
+def node_ids() -> dict[str, str]:
+    """'head' and 'node2' to their Ray node ids (node2: the node with the node2 resource)."""
+    import ray
+
+    out = {}
+    for node in ray.nodes():
+        if node["Alive"] or node["Resources"].get("node2"):
+            out["node2" if node["Resources"].get("node2") else "head"] = node["NodeID"]
+    return out
+
+
+def settings_for(data: Path, catalog_url: str, specs: list[StreamSpec], address: str) -> Settings:
+    daemon = DAEMON.model_copy(update={"ray_address": address})
+    return Settings(
+        data_dir=data, memory=MEMORY, perception=PERCEPTION, daemon=daemon, streams=specs,
+        store={"catalog_url": catalog_url},
+    )  # fmt: skip
+
+
+def specs_of(clips: dict[str, Path]) -> list[StreamSpec]:
+    return [StreamSpec(name=name, source=str(path)) for name, path in clips.items()]
+
+
+def transcripts(store: MemoryStore) -> dict[str, list[tuple[float, float, str]]]:
+    with store.catalog.session() as s:
+        rows = s.execute(
+            select(Stream.name, TranscriptSegment.t0, TranscriptSegment.t1, TranscriptSegment.text)
+            .join(Stream, Stream.id == TranscriptSegment.stream_id)
+            .order_by(Stream.name, TranscriptSegment.t0)
+        ).all()
+    out: dict[str, list[tuple[float, float, str]]] = {}
+    for name, t0, t1, text in rows:
+        out.setdefault(name, []).append((round(t0, 3), round(t1, 3), text))
+    return out
+
+
+def moments(store: MemoryStore, encoders: Encoders) -> list[tuple[str, str, float, float, float]]:
+    view = MemoryView(store, encoders.text)
+    return [
+        (query, hit.stream, round(hit.t0, 3), round(hit.t1, 3), round(hit.score, 4))
+        for query in QUERIES
+        for hit in view.search(query, k=3)
+    ]
+
+
+def checkpoint_seqs(store: MemoryStore) -> dict[str, list[int]]:
+    with store.catalog.session() as s:
+        rows = s.execute(
+            select(Stream.name, Checkpoint.seq).join(Stream, Stream.id == Checkpoint.stream_id)
+        ).all()
+    out: dict[str, list[int]] = {}
+    for name, seq in rows:
+        out.setdefault(name, []).append(seq)
+    return {name: sorted(seqs) for name, seqs in out.items()}
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory: pytest.TempPathFactory) -> Encoders:
+    return Encoders.from_config(PERCEPTION, tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def reference(
+    tmp_path_factory: pytest.TempPathFactory, clips: dict[str, Path], encoders: Encoders
+) -> tuple[dict[str, list[tuple[float, float, str]]], list[tuple[str, str, float, float, float]]]:
+    """The four streams through the local backend (one thread, as in an actor): their transcripts and the
+    moments the reader finds for each query."""
+    import torch
+
+    data = tmp_path_factory.mktemp("local") / "data"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with MemoryStore(data) as store:
+            daemon = Daemon(
+                specs_of(clips), store=store, perception=PERCEPTION, memory=MEMORY,
+                config=DAEMON.model_copy(update={"backend": "local"}), encoders=encoders,
+            )  # fmt: skip
+            assert daemon.run() == 0
+            assert {r.stats.state for r in daemon.runners} == {"done"}
+            return transcripts(store), moments(store, encoders)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def pg_url(postgres_server) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    name = postgres_server.create_database()
+    try:
+        yield postgres_server.url(name)
+    finally:
+        postgres_server.drop_database(name)
+
+
+def run_on_ray(settings: Settings, during: Callable[..., None] | None = None) -> tuple[object, MemoryStore]:
+    from vsalmonn.ray_backend import RayDaemon
+
+    store = MemoryStore.open(settings.data_dir, settings.store)
+    daemon = RayDaemon(settings, store=store)
+    daemon.start()
+    try:
+        if during is not None:
+            during(daemon, store)
+        assert daemon.wait(240), "streams still running after 240 s"
+    finally:
+        daemon.shutdown()
+    return daemon, store
+
+
+# -- four streams over two nodes -------------------------------------------------------------------------
+
+
+def test_four_streams_over_two_nodes_equal_a_local_run(
+    cluster: ray_cluster.RayCluster, clips: dict[str, Path], reference, encoders: Encoders, pg_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path / "data", pg_url, specs_of(clips), cluster.address)
+    placed: dict[str, dict[str, object]] = {}
+
+    def where(daemon, store) -> None:  # type: ignore[no-untyped-def]
+        placed.update(daemon.where())
+
+    daemon, store = run_on_ray(settings, where)
+    with store:
+        ids = node_ids()
+        on = {name: p["node_id"] for name, p in placed.items()}
+        assert sorted(on.values()) == sorted([ids["head"], ids["head"], ids["node2"], ids["node2"]]), on
+        assert {n: s for n, s, _ in daemon.outcomes()} == dict.fromkeys(PROMPTS, "done")
+        status = {e["stream"]: e for e in read_status(store)}
+        assert {status[n]["detail"]["node"] for n in PROMPTS} == set(ids.values())
+        assert all(status[n]["state"] == "done" for n in PROMPTS)
+        expected_transcripts, expected_moments = reference
+        assert transcripts(store) == expected_transcripts
+        assert moments(store, encoders) == expected_moments
