@@ -1,4 +1,4 @@
-"""A real Ray cluster of two nodes on this machine, on 127.0.0.1, as separate processes (tests/test_daemon_ray.py).
+"""A real two-node Ray cluster on this machine, on 127.0.0.1, as separate processes (test_daemon_ray.py).
 
 Each node is one `ray start --block` process (the head with `--head`, the second with `--address` and a
 `{"node2": 1}` resource), each with its own temporary directory and in its own session (process group):
@@ -15,6 +15,7 @@ behaviour is the same.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -111,14 +112,13 @@ class RayNode:
             if not left:
                 break
             for pid in left:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.2)
         if self.process.poll() is None:
             self.process.wait(5)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+        self.log_path.unlink(missing_ok=True)
         if self in _LIVE:
             _LIVE.remove(self)
 
@@ -143,16 +143,6 @@ class RayCluster:
         )
         self.nodes.append(node)
         return node
-
-    def alive_nodes(self) -> list[dict[str, object]]:
-        """Alive nodes as the GCS tells them (a separate short-lived process: no driver state here)."""
-        code = "import json, ray; ray.init(address=%r, logging_level='ERROR'); " % self.address
-        code += "print(json.dumps([n for n in ray.nodes() if n['Alive']], default=str))"
-        out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=_env({})
-        )
-        assert out.returncode == 0, out.stderr[-2000:]
-        return json.loads(out.stdout.strip().splitlines()[-1])
 
     def stop(self) -> None:
         for node in reversed(self.nodes):

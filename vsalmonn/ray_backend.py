@@ -33,6 +33,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -112,11 +113,10 @@ class StreamActor:
         import ray
 
         context = ray.get_runtime_context()
-        return {
-            "node_id": context.get_node_id(),
-            "pid": os.getpid(),
-            "restarted": bool(context.was_current_actor_reconstructed),
-        }
+        with warnings.catch_warnings():  # Ray's own property reads a deprecated one inside
+            warnings.simplefilter("ignore", DeprecationWarning)
+            restarted = bool(context.was_current_actor_reconstructed)
+        return {"node_id": context.get_node_id(), "pid": os.getpid(), "restarted": restarted}
 
     def stop(self) -> None:
         """Ask the stream to checkpoint what is whole and end (the local daemon's SIGTERM, for one stream)."""
@@ -244,7 +244,11 @@ class RayDaemon:
     # ----- connecting -----------------------------------------------------------------------------------
 
     def connect(self) -> None:
-        """Join `ray_address` (or RAY_ADDRESS), else start a local Ray; refuse SQLite across nodes."""
+        """Join `ray_address` (or RAY_ADDRESS), else start a local Ray; refuse SQLite across nodes.
+
+        `ray.init` sets its own SIGTERM handler (an exit with status 15): a caller that handles signals
+        installs its handlers after this.
+        """
         ray = self.ray = import_ray()
         config = self.settings.daemon
         address = config.ray_address or os.environ.get("RAY_ADDRESS") or None
@@ -308,8 +312,9 @@ class RayDaemon:
         log.warning("stream %s: submitted to Ray", spec.name)
 
     def start(self) -> None:
-        """Connect, then submit every stream."""
-        self.connect()
+        """Connect (unless `connect` was called already), then submit every stream."""
+        if self.ray is None:
+            self.connect()
         for spec in self.specs:
             self.submit(spec)
 

@@ -92,15 +92,16 @@ def _run_on_ray(
             daemon = RayDaemon(settings, store=store, reload=reload)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        try:
+            daemon.connect()  # before our signal handlers: ray.init sets a SIGTERM handler of its own
+        except RayBackendError as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return 2
         serving = _serve(*served) if served is not None else None
         try:
             with stop_on_signals() as stop, reload_on_sighup() as again:
                 log.warning("daemon (ray): %d stream(s) in %s", len(daemon.specs), settings.data_dir)
-                try:
-                    code = daemon.run(stop, again)
-                except RayBackendError as exc:
-                    print(f"{PROG}: {exc}", file=sys.stderr)
-                    return 2
+                code = daemon.run(stop, again)
         finally:
             if serving is not None:
                 serving.stop()
