@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import resource
 import threading
 import time
 import warnings
@@ -106,6 +107,7 @@ class StreamActor:
         self.started_at = started_at
         self.stop_event = threading.Event()
         self._parts: tuple[Any, ...] | None = None
+        self._open_lock = threading.Lock()  # `prepare` and `run` may overlap (a threaded actor)
         self._runner: Any = None
 
     def where(self) -> dict[str, Any]:
@@ -122,8 +124,19 @@ class StreamActor:
         """Ask the stream to checkpoint what is whole and end (the local daemon's SIGTERM, for one stream)."""
         self.stop_event.set()
 
+    def prepare(self) -> float:
+        """Load the encoders now rather than on the first `run`; the seconds it took (0 when loaded)."""
+        started = time.perf_counter()
+        loaded = self._parts is not None
+        self._open()
+        return 0.0 if loaded else time.perf_counter() - started
+
     def _open(self) -> tuple[Any, ...]:
         """The store, plugins, encoders and kinds of this process: made once, on the first `run`."""
+        with self._open_lock:
+            return self._open_once()
+
+    def _open_once(self) -> tuple[Any, ...]:
         if self._parts is None:
             import torch
 
@@ -159,6 +172,7 @@ class StreamActor:
 
         store, plugins, encoders, kinds = self._open()
         settings, where = self.settings, self.where()
+        cpu_started = time.process_time()  # every thread of this process: the stream's whole CPU cost
         if where["restarted"]:
             log.warning("stream %s: actor restarted on node %s, resuming", self.spec.name, where["node_id"])
         deadline = time.monotonic() + settings.daemon.ray_lock_wait_s
@@ -184,7 +198,11 @@ class StreamActor:
             reporter.join(5.0)
             self._report(store)
         stats = runner.stats
-        return {**where, "state": stats.state, "last_error": stats.last_error, "position": stats.position}
+        return {
+            **where, "state": stats.state, "last_error": stats.last_error, "position": stats.position,
+            "cpu_s": time.process_time() - cpu_started,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }  # fmt: skip
 
     def _report_loop(self, store: MemoryStore, done: threading.Event) -> None:
         while not done.wait(self.settings.daemon.status_every_s):
@@ -240,6 +258,8 @@ class RayDaemon:
         self.started_ray = False
         self.ray: Any = None
         self._gpus = 0.0
+        self.load_s: list[float] = []  # encoder load of each actor, when started with `prepare`
+        self.running_since = 0.0  # perf_counter when the streams' `run` calls were submitted
 
     # ----- connecting -----------------------------------------------------------------------------------
 
@@ -305,18 +325,29 @@ class RayDaemon:
             options["num_gpus"] = config.ray_num_gpus
         return options
 
-    def submit(self, spec: StreamSpec) -> None:
+    def _actor(self, spec: StreamSpec) -> Any:
         actor_class = self.ray.remote(StreamActor)
-        actor = actor_class.options(**self.actor_options(spec)).remote(self.settings, spec, self.started_at)
+        return actor_class.options(**self.actor_options(spec)).remote(self.settings, spec, self.started_at)
+
+    def submit(self, spec: StreamSpec, actor: Any = None) -> None:
+        actor = actor if actor is not None else self._actor(spec)
         self.streams[spec.name] = _Stream(spec=spec, actor=actor, ref=actor.run.remote())
         log.warning("stream %s: submitted to Ray", spec.name)
 
-    def start(self) -> None:
-        """Connect (unless `connect` was called already), then submit every stream."""
+    def start(self, *, prepare: bool = False) -> None:
+        """Connect (unless `connect` was called already), then submit every stream.
+
+        `prepare` first makes every actor and waits until each has loaded its encoders, so that the streams
+        start together (bench scale times ingest, not loading).
+        """
         if self.ray is None:
             self.connect()
-        for spec in self.specs:
-            self.submit(spec)
+        actors = [self._actor(spec) for spec in self.specs] if prepare else [None] * len(self.specs)
+        if prepare:
+            self.load_s = self.ray.get([a.prepare.remote() for a in actors])
+        self.running_since = time.perf_counter()
+        for spec, actor in zip(self.specs, actors, strict=True):
+            self.submit(spec, actor)
 
     def where(self, timeout: float = 30.0) -> dict[str, dict[str, Any]]:
         """Node and pid of each running stream's actor (asks the actors; for logs and tests)."""
