@@ -6,6 +6,10 @@ and moments of a local-backend run of the same files; the second node's raylet i
 streams must finish on the head without a duplicated transcript row or a gap in the checkpoint sequence; an
 SQLite catalog across two nodes is refused with one line; SIGHUP reconciles a running `vsalmonn daemon`.
 The cluster is started once for the module and stopped by its finalizer (and at exit, whatever happens).
+
+In the default suite: the four streams and the refusal (a two-node cluster, about 90 s on 2 busy cores, most
+of it loading encoders in five processes and ingesting 64 s of clips twice); the lost node and SIGHUP are
+`slow` (`pytest -m slow tests/test_daemon_ray.py`).
 """
 
 from __future__ import annotations
@@ -280,6 +284,7 @@ def test_an_sqlite_catalog_across_two_nodes_is_refused_in_one_line(
 # -- SIGHUP ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # about 35 s: a CLI daemon, three actors loading their encoders
 def test_sighup_reconciles_the_running_streams(
     cluster: ray_cluster.RayCluster, pg_url: str, tmp_path: Path
 ) -> None:
@@ -335,6 +340,7 @@ def test_sighup_reconciles_the_running_streams(
 # -- a lost node (last: the second node stays dead) ------------------------------------------------------
 
 
+@pytest.mark.slow  # about 60 s on 2 busy cores: four streams, two of them twice
 def test_a_lost_node_s_streams_restart_on_the_head_and_finish(
     cluster: ray_cluster.RayCluster, clips: dict[str, Path], reference, pg_url: str, tmp_path: Path
 ) -> None:

@@ -272,7 +272,9 @@ class RayDaemon:
         ray = self.ray = import_ray()
         config = self.settings.daemon
         address = config.ray_address or os.environ.get("RAY_ADDRESS") or None
-        if not ray.is_initialized():
+        if ray.is_initialized():  # the program embedding this joined a cluster itself
+            address = "(joined by this process already)"
+        else:
             try:
                 if address:
                     ray.init(address=address, logging_level=logging.WARNING, configure_logging=False)
