@@ -342,7 +342,12 @@ def test_sighup_reconciles_the_running_streams(
 
 @pytest.mark.slow  # about 60 s on 2 busy cores: four streams, two of them twice
 def test_a_lost_node_s_streams_restart_on_the_head_and_finish(
-    cluster: ray_cluster.RayCluster, clips: dict[str, Path], reference, pg_url: str, tmp_path: Path
+    cluster: ray_cluster.RayCluster,
+    clips: dict[str, Path],
+    reference,  # type: ignore[no-untyped-def]
+    encoders: Encoders,
+    pg_url: str,
+    tmp_path: Path,
 ) -> None:
     settings = settings_for(tmp_path / "data", pg_url, specs_of(clips), cluster.address)
     seen: dict[str, object] = {}
@@ -380,3 +385,4 @@ def test_a_lost_node_s_streams_restart_on_the_head_and_finish(
         for name, rows in got.items():
             assert len({r[0] for r in rows}) == len(rows), (name, rows)  # no duplicated row
         assert got == reference[0]
+        assert moments(store, encoders) == reference[1]  # the resumed memories are the uninterrupted ones

@@ -258,6 +258,7 @@ class RayDaemon:
         self.started_ray = False
         self.ray: Any = None
         self._gpus = 0.0
+        self._actor_class: Any = None
         self.load_s: list[float] = []  # encoder load of each actor, when started with `prepare`
         self.running_since = 0.0  # perf_counter when the streams' `run` calls were submitted
 
@@ -328,7 +329,9 @@ class RayDaemon:
         return options
 
     def _actor(self, spec: StreamSpec) -> Any:
-        actor_class = self.ray.remote(StreamActor)
+        if self._actor_class is None:  # one remote class per driver: Ray exports it to the workers once
+            self._actor_class = self.ray.remote(StreamActor)
+        actor_class = self._actor_class
         return actor_class.options(**self.actor_options(spec)).remote(self.settings, spec, self.started_at)
 
     def submit(self, spec: StreamSpec, actor: Any = None) -> None:
