@@ -70,10 +70,9 @@ def import_ray() -> Any:
 
 def is_sqlite_catalog(settings: Settings) -> bool:
     """Whether the catalog is an SQLite file (the default, inside the data directory, or a sqlite:// URL)."""
-    from sqlalchemy.engine import make_url
+    from vsalmonn.memory_store.catalog import is_sqlite_url
 
-    url = settings.store.catalog_url
-    return url is None or make_url(url).get_backend_name() == "sqlite"
+    return is_sqlite_url(settings.store.catalog_url)
 
 
 def check_placement(settings: Settings, alive_nodes: int) -> None:
