@@ -129,8 +129,17 @@ def test_windows_write_in_the_pipelines_order() -> None:
     assert first_audio is None
     assert windows[1][1] is not None and windows[1][1][1].tolist() == [40.0]
     assert windows[3][1] is not None and windows[3][1][1].tolist() == [90.0]
-    t0 = np.concatenate([t for v, _ in windows for _, t, _ in v])
+    t0 = np.concatenate([t for v, _ in windows for _, t, _, _ in v])
     assert t0.shape[0] == 500 and np.all(np.diff(t0) >= 0)
+    # each frame's 5 tokens carry their place in the frame (global, then the 2x2 regions) for 3-D RoPE
+    where = np.concatenate([p for v, _ in windows for _, _, _, p in v])  # (500, 2)
+    assert where.shape == (500, 2) and where[:5].tolist() == [
+        [0, 0],
+        [-0.5, -0.5],
+        [-0.5, 0.5],
+        [0.5, -0.5],
+        [0.5, 0.5],
+    ]
 
 
 def test_summary_targets_and_tables_from_rows() -> None:
