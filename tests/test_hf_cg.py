@@ -353,9 +353,7 @@ def test_the_step_passes_gradcheck_in_the_slow_weights() -> None:
 
 
 def test_layer_is_differentiable_and_runs_under_no_grad() -> None:
-    cfg = TTTConfig(
-        dim=32, heads=4, mlp_ratio=2, mini_batch=16, long_span_lag=6, optimizer="hf_cg", seed=3
-    )
+    cfg = TTTConfig(dim=32, heads=4, mlp_ratio=2, mini_batch=16, long_span_lag=6, optimizer="hf_cg", seed=3)
     layer = TTTLayer(cfg).double()
     x = torch.randn(1, 32, 32, generator=torch.Generator().manual_seed(8), dtype=F64)
     with torch.no_grad():
@@ -435,9 +433,7 @@ def test_a_stream_memory_with_the_paper_solver_ingests_and_reads_out() -> None:
 
 
 def paper_layer(dtype: torch.dtype) -> TTTLayer:
-    cfg = TTTConfig(
-        dim=32, heads=4, mlp_ratio=2, mini_batch=16, long_span_lag=6, optimizer="hf_cg", seed=3
-    )
+    cfg = TTTConfig(dim=32, heads=4, mlp_ratio=2, mini_batch=16, long_span_lag=6, optimizer="hf_cg", seed=3)
     return TTTLayer(cfg).to(dtype)
 
 
