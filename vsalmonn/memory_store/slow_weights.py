@@ -206,7 +206,10 @@ def _layer_mismatch(info: SlowWeightsInfo, config: MemoryConfig) -> str | None:
     """Which layer options differ between the config θ was trained under and the memory's, as one phrase.
 
     A field the file does not record was at its default when θ was trained (older files record only the
-    fields their training config set)."""
+    fields their training config set). A file without training metadata says nothing: only its tensors are
+    checked then (by the layer, when they load)."""
+    if not info.trained:
+        return None
     trained = info.trained_memory()
     theirs = {name: trained.get(name, MemoryConfig.model_fields[name].default) for name in LAYER_OPTIONS}
     differ = [
