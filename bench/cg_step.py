@@ -1,18 +1,18 @@
 """How far one step of each inner optimiser moves the fast weights, at default sizes: the step scale of
-``hf_cg_paper`` (issue 17, docs/memory.md).
+``hf_cg``, the paper's solver (issue 17, docs/memory.md); ``hf_cg_newton`` beside it.
 
 Float64, d 384, 8 heads, mini-batches of 1,024 tokens, cg_max_iter 4 (and 8 in one row). Two sets of slow
 weights: untrained with random views θ_Q, θ_K, θ_V (with the identity views v = k and the target is
 trivial), and the shipped θ (trained with gd). Two streams: scenes of 64 near-duplicate tokens (a random unit
 anchor plus noise), so that one mini-batch has structure to fit, and independent random unit tokens (the
-inputs of ``bench ttt``), the case on which the φ rule of ``hf_cg_paper`` fires.
-For each optimiser (and each step scale s of ``hf_cg_paper``) it reports, per mini-batch loss L_b (the
+inputs of ``bench ttt``), the case on which the φ rule of ``hf_cg`` fires.
+For each optimiser (and each step scale s of ``hf_cg``) it reports, per mini-batch loss L_b (the
 η-weighted loss the step minimises, summed over heads):
 
 - ``fit``: L_1 after the step on mini-batch 1, as a fraction of L_1 before it;
 - ``next``: L_2 after the step on mini-batch 2, as a fraction of L_2 before it;
 - ``|ΔW|/|ΔW_gd|``: the first step's length against gd's;
-- ``CG it``, ``stopped``: the first solve's CG iterations (``hf_cg_paper/8``: cg_max_iter 8) and the share
+- ``CG it``, ``stopped``: the first solve's CG iterations (``hf_cg/8``: cg_max_iter 8) and the share
   of (sample, head) pairs stopped.
 
 Run: ``vsalmonn bench cg_step`` (under a minute on 2 cores; ``--quick``: the scenes with random θ only).
@@ -103,9 +103,10 @@ def run(quick: bool) -> dict[str, Any]:
     for stream, slow in cases:
         kw: dict[str, Any] = {"slow": slow, "stream": stream}
         scales = SCALES if stream == "scenes" else (1.0, 4096.0)
-        measured = [("gd", None, 4, measure("gd", **kw)), ("hf_cg", None, 4, measure("hf_cg", **kw))]
-        measured += [("hf_cg_paper", s, 4, measure("hf_cg_paper", s, **kw)) for s in scales]
-        measured.append(("hf_cg_paper", 4096.0, 8, measure("hf_cg_paper", 4096.0, max_iter=8, **kw)))
+        measured = [("gd", None, 4, measure("gd", **kw))]
+        measured.append(("hf_cg_newton", None, 4, measure("hf_cg_newton", **kw)))
+        measured += [("hf_cg", s, 4, measure("hf_cg", s, **kw)) for s in scales]
+        measured.append(("hf_cg", 4096.0, 8, measure("hf_cg", 4096.0, max_iter=8, **kw)))
         gd_step = measured[0][3]["step"]
         for name, scale, max_iter, r in measured:
             rows.append({

@@ -11,8 +11,10 @@ how the reader ranks audio against pictures, which ``bench qa`` measures end to 
 Settings, side by side on the same tokens:
 
 - each policy of DESIGN §3 (``fifo``, ``uniform``, ``merge``, ``discard``; the audio bank follows the same
-  policy) with the TTT layer off, with ``gd`` and with ``hf_cg`` (cg_max_iter 4), the slow weights untrained
-  (the identity-like start);
+  policy) with the TTT layer off, with ``gd`` and with ``hf_cg`` (the paper's solver, cg_max_iter 4), the
+  slow weights untrained (the identity-like start);
+- ``merge`` and ``discard`` with the shipped θ under ``gd``, ``hf_cg`` and ``hf_cg_newton`` (the earlier
+  solver: an η-weighted G, a full Gauss-Newton step), and with only its reader view;
 - at one fixed budget, `VISUAL_SLOTS` visual and `AUDIO_SLOTS` audio slots (the paper's 4:1), which
   compresses the 3-hour stream's 54,000 visual tokens about 53x (the paper: about 60x);
 - the **unbounded** bank as the ceiling: budgets larger than any stream (nothing is ever reduced), TTT off.
@@ -86,7 +88,9 @@ ROTATIONS_ENV, ROTATIONS = "VSALMONN_BENCH_NEEDLE_ROTATIONS", {"full": 4, "quick
 VISUAL_SLOTS, AUDIO_SLOTS = 1024, 256
 POLICIES = ("fifo", "uniform", "merge", "discard")
 TTT_MODES = ("off", "gd", "hf_cg")  # with the untrained (identity-like) slow weights
-TRAINED = ("gd+trained", "hf_cg+trained", "off+reader")  # the shipped θ; "off+reader": only its reader view
+# the shipped θ under each inner optimiser ("hf_cg" the paper's solver, "hf_cg_newton" the earlier one);
+# "off+reader": only its reader view
+TRAINED = ("gd+trained", "hf_cg+trained", "hf_cg_newton+trained", "off+reader")
 TRAINED_POLICIES = ("merge", "discard")
 UNBOUNDED = "unbounded"
 K, TOLERANCE_S = 5, 5.0
@@ -107,7 +111,7 @@ def settings() -> dict[str, MemoryConfig]:
             policy=policy,  # type: ignore[arg-type]
             audio_policy=policy,  # type: ignore[arg-type]
             ttt=not mode.startswith("off"),
-            optimizer="gd" if mode.startswith("gd") else "hf_cg",
+            optimizer=_optimizer(mode),
             slow_weights="default" if "+" in mode else "untrained",
         )
 
@@ -119,6 +123,12 @@ def settings() -> dict[str, MemoryConfig]:
     out |= nv.variant_settings({"visual_slots": VISUAL_SLOTS, "audio_slots": AUDIO_SLOTS})
     kept = nv.keep(list(out))
     return {name: config for name, config in out.items() if name in kept}
+
+
+def _optimizer(mode: str) -> str:
+    """The inner optimiser a mode names ("hf_cg_newton+trained" -> "hf_cg_newton"); "off" modes say none."""
+    named = mode.split("+")[0]
+    return named if named in ("gd", "hf_cg", "hf_cg_newton") else "hf_cg"
 
 
 def _memory(name: str, config: MemoryConfig) -> StreamMemory:
@@ -519,11 +529,13 @@ ABLATION = (
     ("merge + TTT hf_cg", "merge/hf_cg"),
     ("merge + TTT trained (gd)", "merge/gd+trained"),
     ("merge + TTT trained (hf_cg)", "merge/hf_cg+trained"),
+    ("merge + TTT trained (hf_cg_newton)", "merge/hf_cg_newton+trained"),
     ("merge + trained reader view only", "merge/off+reader"),
     ("discard + TTT gd", "discard/gd"),
     ("discard + TTT hf_cg", "discard/hf_cg"),
     ("discard + TTT trained (gd)", "discard/gd+trained"),
     ("discard + TTT trained (hf_cg)", "discard/hf_cg+trained"),
+    ("discard + TTT trained (hf_cg_newton)", "discard/hf_cg_newton+trained"),
     ("discard + trained reader view only", "discard/off+reader"),
     ("unbounded", UNBOUNDED),
     ("fifo", "fifo/off"),

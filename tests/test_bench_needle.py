@@ -129,8 +129,17 @@ def test_windows_write_in_the_pipelines_order() -> None:
     assert first_audio is None
     assert windows[1][1] is not None and windows[1][1][1].tolist() == [40.0]
     assert windows[3][1] is not None and windows[3][1][1].tolist() == [90.0]
-    t0 = np.concatenate([t for v, _ in windows for _, t, _ in v])
+    t0 = np.concatenate([t for v, _ in windows for _, t, _, _ in v])
     assert t0.shape[0] == 500 and np.all(np.diff(t0) >= 0)
+    # each frame's 5 tokens carry their place in the frame (global, then the 2x2 regions) for 3-D RoPE
+    where = np.concatenate([p for v, _ in windows for _, _, _, p in v])  # (500, 2)
+    assert where.shape == (500, 2) and where[:5].tolist() == [
+        [0, 0],
+        [-0.5, -0.5],
+        [-0.5, 0.5],
+        [0.5, -0.5],
+        [0.5, 0.5],
+    ]
 
 
 def test_summary_targets_and_tables_from_rows() -> None:
@@ -164,7 +173,7 @@ def test_summary_targets_and_tables_from_rows() -> None:
     assert "merge + TTT trained (hf_cg)" in needle.render(result)
     trained = {t["name"]: t for t in needle._trained_targets(summary, [600.0])}
     assert set(trained) == {f"10 min: {p}/{m}+trained - {p}/off, recall@5" for p in ("merge", "discard")
-                            for m in ("gd", "hf_cg")}  # fmt: skip
+                            for m in ("gd", "hf_cg", "hf_cg_newton")}  # fmt: skip
     assert not any(t["pass"] for t in trained.values())  # no gain over the plain policy: 0 < 3 points
 
 
@@ -254,7 +263,8 @@ def test_variants_file_adds_rows_with_the_layer_their_weights_were_trained_for(
     monkeypatch.setenv("VSALMONN_BENCH_NEEDLE_VARIANTS", str(tmp_path / "variants.toml"))
     settings = needle.settings()
     ropey = settings["merge/ropey"]
-    assert (ropey.rope, ropey.mlp_ratio, ropey.optimizer) == (True, 1, "hf_cg_paper")
+    # an old file's "hf_cg_paper" is read under today's name, "hf_cg"
+    assert (ropey.rope, ropey.mlp_ratio, ropey.optimizer) == (True, 1, "hf_cg")
     assert ropey.visual_slots == needle.VISUAL_SLOTS  # the bench's budget, not the training's
     assert ropey.slow_weights == str((tmp_path / "theta.safetensors").resolve())
     assert settings["discard/ropey-gd"].optimizer == "gd"

@@ -1,4 +1,4 @@
-"""The inner loop's mathematics against autograd: G·v, the gd step, and what hf_cg buys over gd."""
+"""The inner loop's mathematics against autograd: G·v, the gd step, and what hf_cg_newton buys over gd."""
 
 from __future__ import annotations
 
@@ -108,9 +108,10 @@ def test_gd_equals_one_autograd_step_on_the_minibatch_loss() -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_hf_cg_lowers_the_minibatch_loss_at_least_as_much_as_gd(seed: int) -> None:
+def test_hf_cg_newton_lowers_the_minibatch_loss_at_least_as_much_as_gd(seed: int) -> None:
+    """The Newton solver's whole point: a full Gauss-Newton step on the mini-batch beats gd's on it."""
     gd_layer = small_layer("gd", dtype=torch.float32)
-    hf_layer = small_layer("hf_cg", dtype=torch.float32)
+    hf_layer = small_layer("hf_cg_newton", dtype=torch.float32)
     hf_layer.load_state_dict(gd_layer.state_dict())
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(1, 16, 32, generator=gen)
@@ -123,7 +124,8 @@ def test_hf_cg_lowers_the_minibatch_loss_at_least_as_much_as_gd(seed: int) -> No
         after_hf = problem.loss(hf_layer.update(problem, state.fast)[0], *ln).sum().item()
     assert after_gd < before, f"gd did not lower the loss: {before:.6g} -> {after_gd:.6g}"
     assert after_hf <= after_gd, (
-        f"hf_cg lowered the loss less than gd: before {before:.6g}, gd {after_gd:.6g}, hf_cg {after_hf:.6g}"
+        f"hf_cg_newton lowered the loss less than gd: before {before:.6g}, gd {after_gd:.6g}, "
+        f"hf_cg_newton {after_hf:.6g}"
     )
 
 
@@ -171,8 +173,8 @@ def test_phi_stop_rule_keeps_the_best_iterate_and_the_stop_fraction_ends_early()
     assert bool((info8.phi >= info1.phi * (1 - 1e-5)).all())
 
 
-def test_hf_cg_and_gd_are_differentiable_in_the_slow_weights() -> None:
-    for optimizer in ("gd", "hf_cg"):
+def test_every_optimiser_is_differentiable_in_the_slow_weights() -> None:
+    for optimizer in ("gd", "hf_cg", "hf_cg_newton"):
         layer = small_layer(optimizer, dtype=torch.float64)
         gen = torch.Generator().manual_seed(7)
         x = torch.randn(1, 32, 32, generator=gen, dtype=torch.float64)
@@ -203,8 +205,8 @@ def test_gd_step_passes_gradcheck_through_the_inner_loop() -> None:
 def test_bfloat16_update_runs_and_stays_close_to_float32() -> None:
     gen = torch.Generator().manual_seed(9)
     x = torch.nn.functional.normalize(torch.randn(1, 16, 32, generator=gen), dim=-1)
-    ref_layer = small_layer("hf_cg", dtype=torch.float32)
-    bf_layer = small_layer("hf_cg", dtype=torch.bfloat16)
+    ref_layer = small_layer("hf_cg_newton", dtype=torch.float32)
+    bf_layer = small_layer("hf_cg_newton", dtype=torch.bfloat16)
     with torch.no_grad():
         y32, _ = ref_layer(x, ref_layer.init_state())
         y16, _ = bf_layer(x.bfloat16(), bf_layer.init_state())
@@ -218,8 +220,8 @@ def test_bfloat16_update_runs_and_stays_close_to_float32() -> None:
 def test_cuda_update_matches_cpu(dtype: torch.dtype) -> None:
     gen = torch.Generator().manual_seed(10)
     x = torch.nn.functional.normalize(torch.randn(1, 64, 32, generator=gen), dim=-1)
-    cpu = small_layer("hf_cg", dtype=torch.float32)
-    gpu = small_layer("hf_cg", dtype=dtype).cuda()
+    cpu = small_layer("hf_cg_newton", dtype=torch.float32)
+    gpu = small_layer("hf_cg_newton", dtype=dtype).cuda()
     with torch.no_grad():
         y_cpu, _ = cpu(x, cpu.init_state())
         y_gpu, _ = gpu(x.cuda().to(dtype), gpu.init_state())

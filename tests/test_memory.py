@@ -65,6 +65,7 @@ def assert_states_equal(a: Any, b: Any, path: str = "state") -> None:
         ("merge", True, "gd"),
         ("merge", True, "hf_cg"),
         ("discard", True, "hf_cg"),
+        ("merge", True, "hf_cg_newton"),
     ],
 )
 def test_planted_token_is_read_first(policy: str, ttt: bool, optimizer: str) -> None:
@@ -126,7 +127,7 @@ def write_script(mem: StreamMemory, seed: int, steps: range) -> None:
         mem.write(x, t, t + 0.5, modality="audio" if step % 3 == 2 else "visual")
 
 
-@pytest.mark.parametrize("optimizer", ["gd", "hf_cg"])
+@pytest.mark.parametrize("optimizer", ["gd", "hf_cg", "hf_cg_newton"])
 def test_state_round_trip_continues_bit_for_bit(optimizer: str) -> None:
     cfg = small_config(optimizer=optimizer)
     straight = StreamMemory(cfg)

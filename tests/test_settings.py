@@ -494,3 +494,26 @@ def test_webhook_sinks_that_differ_only_in_secrets_stay_two_sinks() -> None:
         assert (made["b"].secret, made["c"].headers["Authorization"]) == ("two", "Bearer C")  # type: ignore[attr-defined]
     finally:
         bus.close()
+
+
+def test_the_ray_backend_settings_are_read_listed_and_checked(tmp_path: Path) -> None:
+    from vsalmonn.ray_backend import RayBackendError, check_placement
+
+    path = write_toml(
+        tmp_path,
+        '[daemon]\nbackend = "ray"\nray_address = "10.0.0.1:6379"\nray_num_cpus = 2\nray_max_restarts = -1\n'
+        '[store]\ncatalog_url = "postgresql+psycopg://vsalmonn@db/vsalmonn"\n',
+    )
+    settings = load_settings(config=path, environ={"VSALMONN_DAEMON__RAY_NUM_GPUS": "0.5"})
+    daemon = settings.daemon
+    assert (daemon.backend, daemon.ray_address, daemon.ray_num_cpus) == ("ray", "10.0.0.1:6379", 2.0)
+    assert (daemon.ray_max_restarts, daemon.ray_num_gpus, daemon.ray_scheduling) == (-1, 0.5, "spread")
+    shown = {row.key: row for row in describe_settings(config=path, environ={})}
+    assert shown["daemon.backend"].value == "ray" and shown["daemon.backend"].source == f"file {path}"
+    assert shown["daemon.ray_lock_wait_s"].source == "default"
+    check_placement(settings, alive_nodes=3)  # PostgreSQL: any number of nodes
+    check_placement(Settings(), alive_nodes=1)  # SQLite on one node is allowed
+    with pytest.raises(RayBackendError, match="on 2 nodes needs a catalog every node reaches"):
+        check_placement(Settings(), alive_nodes=2)
+    with pytest.raises(SettingsError, match=r"daemon\.backend: Input should be 'local' or 'ray'"):
+        load_settings(config=write_toml(tmp_path, '[daemon]\nbackend = "k8s"\n'), environ={})

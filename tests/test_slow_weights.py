@@ -217,6 +217,32 @@ def test_an_explicit_path_must_fit(tmp_path: Path) -> None:
         StreamMemory(small_config(slow_weights=str(tmp_path / "missing.safetensors")))
 
 
+def test_an_explicit_path_must_match_the_layer_options_it_was_trained_under(tmp_path: Path) -> None:
+    rope = small_config(rope=True)
+    path = tmp_path / "rope.safetensors"
+    state = save_for(path, rope, trained={"memory": rope.model_dump(mode="json")})
+    assert_states_equal(state, layer_state(StreamMemory(small_config(slow_weights=str(path), rope=True))))
+    with pytest.raises(ValueError, match=r"trained with rope True \(the memory: False\)") as err:
+        StreamMemory(small_config(slow_weights=str(path)))
+    assert "\n" not in str(err.value)
+    # an older file records only the fields its training config set; the rest were at their defaults
+    old = tmp_path / "old.safetensors"
+    save_for(old, small_config(), trained={"train": {"memory": {"optimizer": "hf_cg"}}})
+    StreamMemory(small_config(slow_weights=str(old)))
+    with pytest.raises(ValueError, match="inner_gelu 'exact'"):
+        StreamMemory(small_config(slow_weights=str(old), inner_gelu="tanh"))
+
+
+def test_an_old_files_hf_cg_is_the_newton_solver(tmp_path: Path) -> None:
+    """Before issue 17's rename "hf_cg" named the solver now called hf_cg_newton."""
+    path = tmp_path / "old.safetensors"
+    save_for(path, small_config(), trained={"train": {"memory": {"optimizer": "hf_cg"}}})
+    assert slow_weights.load_slow_weights(path)[1].trained_memory()["optimizer"] == "hf_cg_newton"
+    new = tmp_path / "new.safetensors"
+    save_for(new, small_config(), trained={"memory": small_config(optimizer="hf_cg").model_dump(mode="json")})
+    assert slow_weights.load_slow_weights(new)[1].trained_memory()["optimizer"] == "hf_cg"
+
+
 def test_tensors_that_do_not_fit_the_layer_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "theta.safetensors"
     save_slow_weights(path, {"qkv": torch.zeros(3)}, **ENCODERS, dim=64, heads=4, mlp_ratio=2)

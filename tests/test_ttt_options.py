@@ -122,7 +122,7 @@ def test_the_default_layer_is_todays_layer_from_the_equations() -> None:
     torch.testing.assert_close(y, reference_gd_stream(layer, x), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("optimizer", ["gd", "hf_cg", "hf_cg_paper"])
+@pytest.mark.parametrize("optimizer", ["gd", "hf_cg", "hf_cg_newton"])
 @pytest.mark.parametrize(
     "option",
     [
@@ -320,7 +320,7 @@ def test_tanh_gelu_changes_the_layer() -> None:
 
 
 # ----- hidden width --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("optimizer", ["gd", "hf_cg", "hf_cg_paper"])
+@pytest.mark.parametrize("optimizer", ["gd", "hf_cg", "hf_cg_newton"])
 def test_hidden_width_p_shapes_the_fast_mlp_and_every_optimiser_runs(optimizer: str) -> None:
     cfg = small(mlp_ratio=1, optimizer=optimizer, inner_gelu="tanh", target_ln_affine=True)
     layer = TTTLayer(cfg).double()
@@ -363,7 +363,7 @@ def memory_config(**overrides: Any) -> MemoryConfig:
         long_span_lag=128,
         reader_visual_slots=8,
         reader_audio_slots=4,
-        optimizer="hf_cg_paper",
+        optimizer="hf_cg",
         cg_step_scale=64.0,
     )
     base.update(overrides)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -35,16 +36,22 @@ def test_a_sentence_merged_into_its_neighbours_slot_is_found_by_its_own_words() 
     assert (found["whole"].t0, found["whole"].t1) == (10.0, 22.0)
 
 
-def test_members_stay_bounded_counted_and_inside_their_slots() -> None:
-    bank = WholeBank(4, DIM, members=2)
+def seeded_appends(bank: Bank, steps: int = 30) -> Iterator[int]:
+    """Appends of 1-5 random unit tokens, the same for every bank; yields the tokens written so far."""
     gen = torch.Generator().manual_seed(0)
     written = 0
-    for _ in range(30):
+    for _ in range(steps):
         n = int(torch.randint(1, 6, (1,), generator=gen))
         x = F.normalize(torch.randn(n, DIM, generator=gen), dim=-1)
         t = torch.arange(written, written + n, dtype=torch.float64)
         bank.append(x, None, t, t + 0.5, torch.arange(written, written + n))
         written += n
+        yield written
+
+
+def test_members_stay_bounded_counted_and_inside_their_slots() -> None:
+    bank = WholeBank(4, DIM, members=2)
+    for written in seeded_appends(bank):
         slots = bank.slot_of(bank.member_ids)
         assert torch.equal(slots, bank.member_slot)
         assert int(torch.bincount(slots, minlength=len(bank)).max()) <= 2
@@ -53,14 +60,8 @@ def test_members_stay_bounded_counted_and_inside_their_slots() -> None:
         assert bool((bank.member_ids >= bank.id0[slots]).all() and (bank.member_ids <= bank.id1[slots]).all())
     # the slots themselves are exactly merge's: same boundaries, same means
     plain = Bank(4, DIM, "merge", tied_keys=True)
-    gen = torch.Generator().manual_seed(0)
-    written = 0
-    for _ in range(30):
-        n = int(torch.randint(1, 6, (1,), generator=gen))
-        x = F.normalize(torch.randn(n, DIM, generator=gen), dim=-1)
-        t = torch.arange(written, written + n, dtype=torch.float64)
-        plain.append(x, None, t, t + 0.5, torch.arange(written, written + n))
-        written += n
+    for _ in seeded_appends(plain):
+        pass
     assert torch.equal(plain.values, bank.values) and torch.equal(plain.id0, bank.id0)
 
 

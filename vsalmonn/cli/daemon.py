@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 from vsalmonn.app import make_daemon, open_plugins
 from vsalmonn.cli.output import PROG, UsageError, quiet_model_loading
-from vsalmonn.cli.signals import stop_on_signals
-from vsalmonn.settings import Settings
+from vsalmonn.cli.signals import reload_on_sighup, stop_on_signals
+from vsalmonn.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from vsalmonn.serve.server import Background
@@ -46,6 +46,8 @@ def run_daemon(args: argparse.Namespace, settings: Settings) -> int:
     if not args.serve and (args.host is not None or args.port is not None):
         raise UsageError("--host and --port go with --serve")
     served = _listen(args, settings) if args.serve else None  # refused before any model loads
+    if settings.daemon.backend == "ray":
+        return _run_on_ray(args, settings, served)
     quiet_model_loading(settings.perception.threads)
     with (
         MemoryStore.open(settings.data_dir, settings.store) as store,
@@ -69,6 +71,43 @@ def run_daemon(args: argparse.Namespace, settings: Settings) -> int:
                 f"{PROG}: stream {runner.spec.name} {runner.stats.state}: {runner.stats.last_error}",
                 file=sys.stderr,
             )
+    return code
+
+
+def _run_on_ray(
+    args: argparse.Namespace, settings: Settings, served: tuple[Settings, socket.socket] | None
+) -> int:
+    """The streams as Ray actors (vsalmonn.ray_backend); this process stays as the driver until they end.
+
+    SIGHUP reads the settings again (the same --config file and environment) and reconciles the streams.
+    """
+    from vsalmonn.memory_store.store import MemoryStore
+    from vsalmonn.ray_backend import RayBackendError, RayDaemon
+
+    def reload() -> Settings:
+        return load_settings(config=getattr(args, "config", None), data_dir=getattr(args, "data", None))
+
+    with MemoryStore.open(settings.data_dir, settings.store) as store:
+        try:
+            daemon = RayDaemon(settings, store=store, reload=reload)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        try:
+            daemon.connect()  # before our signal handlers: ray.init sets a SIGTERM handler of its own
+        except RayBackendError as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return 2
+        serving = _serve(*served) if served is not None else None
+        try:
+            with stop_on_signals() as stop, reload_on_sighup() as again:
+                log.warning("daemon (ray): %d stream(s) in %s", len(daemon.specs), settings.data_dir)
+                code = daemon.run(stop, again)
+        finally:
+            if serving is not None:
+                serving.stop()
+    for name, state, error in daemon.outcomes():
+        if state in ("failed", "skipped"):
+            print(f"{PROG}: stream {name} {state}: {error}", file=sys.stderr)
     return code
 
 

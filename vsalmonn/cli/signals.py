@@ -26,3 +26,19 @@ def stop_on_signals() -> Iterator[threading.Event]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def reload_on_sighup() -> Iterator[threading.Event]:
+    """An event set by SIGHUP while the block runs: the daemon then reads its settings again."""
+    reload = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        log.warning("SIGHUP received: reading the settings again")
+        reload.set()
+
+    previous = signal.signal(signal.SIGHUP, handler)
+    try:
+        yield reload
+    finally:
+        signal.signal(signal.SIGHUP, previous)

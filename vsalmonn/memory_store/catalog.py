@@ -109,6 +109,11 @@ def _parse_url(url: str | URL) -> URL:
     return parsed
 
 
+def is_sqlite_url(url: str | None) -> bool:
+    """Whether a `catalog_url` names SQLite (None: the default file inside the data directory)."""
+    return url is None or make_url(url).get_backend_name() == "sqlite"
+
+
 def _is_sqlite_file(url: URL) -> bool:
     return (
         url.get_backend_name() == "sqlite"

@@ -26,7 +26,8 @@ from sqlalchemy import select
 from .catalog import Catalog, CatalogError
 from .checkpoint import COMMIT_ATTR, CheckpointError, read_group, read_group_attrs, written_checksum
 from .models import Checkpoint, Stream
-from .store import CATALOG_FILE, GROUP_SUFFIX, MEMORY_DIR, STREAM_FILE, _groups_on_disk, _span
+from .on_disk import _groups_on_disk, _span
+from .store import CATALOG_FILE, GROUP_SUFFIX, MEMORY_DIR, STREAM_FILE
 
 log = logging.getLogger(__name__)
 

@@ -191,6 +191,32 @@ def _mismatch(info: SlowWeightsInfo, config: MemoryConfig) -> str | None:
     return f"they were trained for {spell(*theirs)} but the memory has {spell(*ours)}"
 
 
+# The layer options that change what θ means (issue 17): a file trained under other values does not fit.
+LAYER_OPTIONS = (
+    "rope",
+    "rope_regions",
+    "value_time_code",
+    "long_span_target",
+    "target_ln_affine",
+    "inner_gelu",
+)
+
+
+def _layer_mismatch(info: SlowWeightsInfo, config: MemoryConfig) -> str | None:
+    """Which layer options differ between the config θ was trained under and the memory's, as one phrase.
+
+    A field the file does not record was at its default when θ was trained (older files record only the
+    fields their training config set)."""
+    trained = info.trained_memory()
+    theirs = {name: trained.get(name, MemoryConfig.model_fields[name].default) for name in LAYER_OPTIONS}
+    differ = [
+        f"{name} {value!r} (the memory: {getattr(config, name)!r})"
+        for name, value in theirs.items()
+        if value != getattr(config, name)
+    ]
+    return "they were trained with " + ", ".join(differ) if differ else None
+
+
 def resolve_slow_weights(config: MemoryConfig) -> dict[str, Tensor] | None:
     """The θ a fresh memory starts from, or None for the untrained identity-like θ.
 
@@ -216,6 +242,8 @@ def resolve_slow_weights(config: MemoryConfig) -> dict[str, Tensor] | None:
         _warn_once(f"{exc}; the memory uses the untrained θ")
         return None
     problem = _mismatch(info, config)
+    if problem is None and choice != "default":
+        problem = _layer_mismatch(info, config)
     if problem is None:
         return state
     if choice != "default":

@@ -130,3 +130,28 @@ class DaemonConfig(BaseModel):
     stop_timeout_s: float = Field(
         8.0, gt=0, description="on SIGTERM/SIGINT, how long streams get to checkpoint before the exit"
     )
+    # Past one machine (DESIGN §8, docs/scale.md): with backend "ray" each stream is a Ray actor, placed by
+    # Ray across the nodes of a cluster and restarted by Ray on a crash or a lost node; the catalog must then
+    # be one every node reaches (PostgreSQL) and the data directory a shared filesystem.
+    backend: Literal["local", "ray"] = Field(
+        "local", description="local: every stream a thread of this process; ray: every stream a Ray actor"
+    )
+    ray_address: str | None = Field(
+        None,
+        description="the Ray cluster to join (host:port, ray://host:10001 or auto); None: start a local Ray",
+    )
+    ray_num_cpus: float = Field(1.0, gt=0, description="CPUs each stream's actor reserves on its node")
+    ray_num_gpus: float = Field(
+        0.25, ge=0, le=1, description="GPU fraction each stream's actor reserves, where the cluster has GPUs"
+    )
+    ray_max_restarts: int = Field(
+        5, ge=-1, description="times Ray restarts a stream's actor after a crash or a lost node; -1: always"
+    )
+    ray_scheduling: Literal["spread", "default"] = Field(
+        "spread", description="spread: streams spread over the nodes; default: Ray's packing placement"
+    )
+    ray_lock_wait_s: float = Field(
+        30.0,
+        ge=0,
+        description="how long a restarted actor waits for its lost predecessor to let go of the stream",
+    )

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Daemon", "StreamRunner", "read_status"]
+__all__ = ["Daemon", "StreamRunner", "daemon_kinds", "read_status", "write_status"]
 
 ENDED = frozenset({"done", "stopped", "failed", "skipped"})
 
@@ -97,6 +97,7 @@ class StreamRunner(threading.Thread):
         self.stats.detail["kind"] = self.kind
         self.stream_id: str | None = None
         self.result: IngestResult | None = None
+        self.busy = False  # refused: another process is the stream's writer (a Ray actor may wait and retry)
 
     def run(self) -> None:
         name = self.spec.name
@@ -114,6 +115,7 @@ class StreamRunner(threading.Thread):
             # Another process is this stream's writer and owns its status row and events: report the refusal
             # here only, never as a stream.failed event or a status row over the running writer's.
             self.stream_id = None
+            self.busy = True
             self.stats.fail(str(exc), "failed")
             log.error("stream %s refused: %s", name, self.stats.last_error)
         except (DecodeError, FolderError, ValueError) as exc:
@@ -143,6 +145,15 @@ class StreamRunner(threading.Thread):
         self._event(f"stream.{state}", reason)
 
 
+def daemon_kinds(plugins: PluginManager | None) -> KindRegistry:
+    """One registry for the built-in kinds and the plugins' (hook `register_sources`, same lookup): what a
+    daemon, and each stream's actor under the Ray backend, resolves its streams' kinds in."""
+    kinds = builtin_kinds()
+    if plugins is not None:
+        plugins.call("register_sources", register=kinds.register)
+    return kinds
+
+
 class Daemon:
     """Runs `specs` until every stream has ended or `stop` is set; reports status into the catalog."""
 
@@ -170,10 +181,7 @@ class Daemon:
         self.config = config
         self.once = once
         self.plugins = plugins
-        # One registry for the built-in kinds and the plugins' (hook `register_sources`, same lookup).
-        self.kinds: KindRegistry = builtin_kinds()
-        if plugins is not None:
-            plugins.call("register_sources", register=self.kinds.register)
+        self.kinds: KindRegistry = daemon_kinds(plugins)
         self.stop = threading.Event()
         self._encoders = encoders
         self._data_dir = data_dir or store.data_dir

@@ -1,4 +1,4 @@
-"""TTT_HF as the paper defines it (`hf_cg_paper`) against references written here from the equations.
+"""TTT_HF as the paper defines it (`hf_cg`) against references written here from the equations.
 
 The references loop over (sample, head) pairs in plain Python on flat float64 vectors and take G·v from
 autograd, so they share nothing with the batched solver but the equations (docs/memory.md):
@@ -20,10 +20,11 @@ import torch
 from torch.func import jvp, vjp
 
 from vsalmonn.memory_store import MemoryConfig, StreamMemory
+from vsalmonn.memory_store.config import saved_config
 from vsalmonn.memory_store.inner import (
     FastWeights,
     gauss_newton_product,
-    hf_cg_paper_update,
+    hf_cg_update,
     mlp_forward,
     paper_conjugate_gradient,
 )
@@ -133,7 +134,7 @@ def reference_step(
     stop_fraction: float,
     step_scale: float,
 ) -> tuple[FastWeights, list[int | None], int]:
-    """One hf_cg_paper step from the equations: autograd gradient of the η-weighted loss, reference CG."""
+    """One hf_cg step from the equations: autograd gradient of the η-weighted loss, reference CG."""
     leaves = [t.clone().requires_grad_(True) for t in w]
     out = f_output(u, FastWeights(*leaves), ln_w, ln_b)
     loss = (weight * 0.5 * ((out - target) ** 2).sum(-1)).sum()
@@ -189,7 +190,7 @@ def test_one_step_equals_the_reference_conjugate_gradient(
     pr = mlp_problem(seed)
     kw = dict(max_iter=max_iter, stop_fraction=stop_fraction, step_scale=37.0)
     expected, _, ref_iterations = reference_step(**pr, **kw)  # type: ignore[arg-type]
-    got, info = hf_cg_paper_update(
+    got, info = hf_cg_update(
         pr["u"],
         pr["target"],
         pr["weight"],
@@ -265,7 +266,7 @@ def test_phi_rule_fires_on_an_mlp_problem_as_in_the_reference() -> None:
     kw = dict(max_iter=8, stop_fraction=1.0, step_scale=1.0)
     expected, stopped_at, ref_iterations = reference_step(**pr, **kw)  # type: ignore[arg-type]
     assert any(s is not None for s in stopped_at), f"the case must make φ fire (stops: {stopped_at})"
-    got, info = hf_cg_paper_update(
+    got, info = hf_cg_update(
         pr["u"],
         pr["target"],
         pr["weight"],
@@ -303,24 +304,25 @@ def test_the_solve_ends_once_the_stop_fraction_of_pairs_has_stopped(stop_fractio
 def test_the_step_scale_scales_the_step_linearly() -> None:
     pr = mlp_problem(5)
     args = (pr["u"], pr["target"], pr["weight"], pr["w"], pr["ln_w"], pr["ln_b"])
-    one, _ = hf_cg_paper_update(*args, max_iter=4, stop_fraction=0.75, step_scale=1.0)
-    many, _ = hf_cg_paper_update(*args, max_iter=4, stop_fraction=0.75, step_scale=250.0)
+    one, _ = hf_cg_update(*args, max_iter=4, stop_fraction=0.75, step_scale=1.0)
+    many, _ = hf_cg_update(*args, max_iter=4, stop_fraction=0.75, step_scale=250.0)
     for a, c, w0 in zip(one, many, pr["w"], strict=True):
         assert (a - w0).abs().max() > 0
         torch.testing.assert_close(c - w0, 250.0 * (a - w0), rtol=1e-10, atol=1e-12)
 
 
-def test_the_literal_paper_step_is_eta_over_n_times_todays_step() -> None:
-    """With every η_i/n equal to c, the paper's G is today's divided by c while the right-hand sides are
-    equal, so the paper's CG step is c times today's (one iteration, where neither stop rule can differ)."""
-    from vsalmonn.memory_store.inner import hf_cg_update
+def test_the_literal_paper_step_is_eta_over_n_times_the_newton_step() -> None:
+    """With every η_i/n equal to c, the paper's G is hf_cg_newton's divided by c while the right-hand sides
+    are equal, so the paper's CG step is c times hf_cg_newton's (one iteration, where neither stop rule can
+    differ)."""
+    from vsalmonn.memory_store.inner import newton_cg_update
 
     pr = mlp_problem(6)
     c = 1e-4
     weight = torch.full_like(pr["weight"], c)
     args = (pr["u"], pr["target"], weight, pr["w"], pr["ln_w"], pr["ln_b"])
-    paper, _ = hf_cg_paper_update(*args, max_iter=1, stop_fraction=1.0, step_scale=1.0)
-    today, _ = hf_cg_update(*args, max_iter=1, tol=0.0, stop_fraction=1.0)
+    paper, _ = hf_cg_update(*args, max_iter=1, stop_fraction=1.0, step_scale=1.0)
+    today, _ = newton_cg_update(*args, max_iter=1, tol=0.0, stop_fraction=1.0)
     for a, t, w0 in zip(paper, today, pr["w"], strict=True):
         assert (t - w0).abs().max() > 1e-3
         torch.testing.assert_close(a - w0, c * (t - w0), rtol=1e-9, atol=1e-15)
@@ -334,7 +336,7 @@ def test_the_step_passes_gradcheck_in_the_slow_weights() -> None:
     u = pr["u"].clone().requires_grad_(True)
 
     def step(weight: torch.Tensor, ln_w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        new, _ = hf_cg_paper_update(
+        new, _ = hf_cg_update(
             u,
             pr["target"],
             weight,
@@ -351,9 +353,7 @@ def test_the_step_passes_gradcheck_in_the_slow_weights() -> None:
 
 
 def test_layer_is_differentiable_and_runs_under_no_grad() -> None:
-    cfg = TTTConfig(
-        dim=32, heads=4, mlp_ratio=2, mini_batch=16, long_span_lag=6, optimizer="hf_cg_paper", seed=3
-    )
+    cfg = TTTConfig(dim=32, heads=4, mlp_ratio=2, mini_batch=16, long_span_lag=6, optimizer="hf_cg", seed=3)
     layer = TTTLayer(cfg).double()
     x = torch.randn(1, 32, 32, generator=torch.Generator().manual_seed(8), dtype=F64)
     with torch.no_grad():
@@ -367,10 +367,26 @@ def test_layer_is_differentiable_and_runs_under_no_grad() -> None:
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
 
 
-def test_hf_cg_stays_todays_solver_and_the_default() -> None:
-    """Saved states and the shipped θ were made with today's solver under the name hf_cg."""
-    assert TTTConfig().optimizer == "hf_cg"
-    assert MemoryConfig(optimizer="hf_cg_paper").cg_step_scale == TTTConfig().cg_step_scale > 1
+def test_hf_cg_is_the_papers_solver_and_the_default() -> None:
+    assert TTTConfig().optimizer == MemoryConfig().optimizer == "hf_cg"
+    assert MemoryConfig().cg_step_scale == TTTConfig().cg_step_scale > 1
+    # the paper's solver's name before the rename is read as its name now
+    assert MemoryConfig(optimizer="hf_cg").optimizer == "hf_cg"
+    with pytest.raises(ValueError, match="optimizer"):
+        MemoryConfig(optimizer="hf_cg_typo")
+
+
+def test_stored_configs_from_before_the_rename_keep_their_solver() -> None:
+    """A state saved before the rename said "hf_cg" for the solver now called hf_cg_newton; it has no
+    rope_regions field, which arrived in the same release. One saved after says "hf_cg" and means it."""
+    before = MemoryConfig(optimizer="hf_cg_newton").model_dump()
+    del before["rope_regions"]
+    before["optimizer"] = "hf_cg"
+    assert saved_config(before).optimizer == "hf_cg_newton"
+    assert saved_config({**before, "optimizer": "hf_cg_paper"}).optimizer == "hf_cg"
+    assert saved_config({**before, "optimizer": "gd"}).optimizer == "gd"
+    after = MemoryConfig().model_dump()
+    assert saved_config(after).optimizer == "hf_cg"
 
 
 def test_a_stream_memory_with_the_paper_solver_ingests_and_reads_out() -> None:
@@ -392,7 +408,7 @@ def test_a_stream_memory_with_the_paper_solver_ingests_and_reads_out() -> None:
         long_span_lag=128,
         reader_visual_slots=8,
         reader_audio_slots=4,
-        optimizer="hf_cg_paper",
+        optimizer="hf_cg",
         slow_weights="untrained",
     )
     mem = StreamMemory(config)
@@ -401,9 +417,9 @@ def test_a_stream_memory_with_the_paper_solver_ingests_and_reads_out() -> None:
         mem.write(x[start : start + 300], times[start : start + 300], times[start : start + 300] + 0.25)
     mem.flush()
     assert 0 < len(mem) <= 128 + 32
-    assert mem.layer.config.optimizer == "hf_cg_paper"
+    assert mem.layer.config.optimizer == "hf_cg"
     state = mem.state_dict()
-    assert state["config"]["optimizer"] == "hf_cg_paper"
+    assert state["config"]["optimizer"] == "hf_cg"
     assert mem.ttt_state.last_cg is not None, "the paper solver must have run"
     moved = max((a - b).abs().max().item() for a, b in zip(mem.ttt_state.fast, start_fast, strict=True))
     assert moved > 1e-6, "the fast weights must learn the stream"
@@ -417,9 +433,7 @@ def test_a_stream_memory_with_the_paper_solver_ingests_and_reads_out() -> None:
 
 
 def paper_layer(dtype: torch.dtype) -> TTTLayer:
-    cfg = TTTConfig(
-        dim=32, heads=4, mlp_ratio=2, mini_batch=16, long_span_lag=6, optimizer="hf_cg_paper", seed=3
-    )
+    cfg = TTTConfig(dim=32, heads=4, mlp_ratio=2, mini_batch=16, long_span_lag=6, optimizer="hf_cg", seed=3)
     return TTTLayer(cfg).to(dtype)
 
 
