@@ -116,7 +116,7 @@ class MLPCache:
     xhat: Tensor  # (B, H, n, p) normalised pre-LN output
     inv_std: Tensor  # (B, H, n, 1)
     gelu: Gelu = "none"  # which GELU made `act`, so that every gelu' taken from this cache matches it
-    u_aug: Tensor | None = None  # (B, H, n, p+1) the inputs with a 1 appended, for the b1 row of [W1; b1]
+    u_aug: Tensor | None = None  # (B, H, n, p+1) [u, 1], for the b1 row of [W1; b1]; None if made elsewhere
 
 
 def _with_one(u: Tensor) -> Tensor:
@@ -202,9 +202,10 @@ def _preln_cotangent(
 # ----- the packed layout of the CG solvers ---------------------------------------------------------------
 # Each (sample, head)'s W travels through CG as one flat vector (B, H, N) in the order of `FastWeights`:
 # [W1; b1] as a (p+1, m) block, then [W2; b2] as (m+1, p), N = (p+1)·m + (m+1)·p. A CG iteration's dot
-# products, axpys and selections are then one op each instead of one per piece: on 2 cores, where every op
-# pays a parallel region's start and barrier, those small ops cost as much as the products did. [W1; b1]
-# is also what the augmented keys [u, 1] multiply, so W1 and b1 go in and out of G in one bmm each.
+# products, axpys and selections are then one op each instead of one to three per piece: every op on a
+# tensor past torch's grain size (32,768 elements) is a parallel region whose barrier costs most on a
+# loaded 2-core machine (docs/benchmarks.md, "Issue 17: solver speed"). [W1; b1] is also what the
+# augmented keys [u, 1] multiply, so W1 and b1 go in and out of G in one bmm each.
 
 
 def _pack(w: FastWeights) -> Tensor:
