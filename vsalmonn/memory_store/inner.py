@@ -76,6 +76,13 @@ def _affine(bias: Tensor, a: Tensor, w: Tensor) -> Tensor:
     return out.view(b, h, *out.shape[1:])
 
 
+def _mm(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b over (B, H) batches as one bmm; `b` may be a strided view (a packed CG vector's piece)."""
+    bh, h = a.shape[:2]
+    out = torch.bmm(a.flatten(0, 1), b.flatten(0, 1))  # (B·H, ·, ·)
+    return out.view(bh, h, *out.shape[1:])
+
+
 def _mm_tn(a: Tensor, b: Tensor) -> Tensor:
     """aᵀ @ b over (B, H) batches; transposing the 3-D view keeps bmm from copying `a`."""
     bh, h = a.shape[:2]
@@ -109,6 +116,13 @@ class MLPCache:
     xhat: Tensor  # (B, H, n, p) normalised pre-LN output
     inv_std: Tensor  # (B, H, n, 1)
     gelu: Gelu = "none"  # which GELU made `act`, so that every gelu' taken from this cache matches it
+    u_aug: Tensor | None = None  # (B, H, n, p+1) [u, 1], for the b1 row of [W1; b1]; None if made elsewhere
+
+
+def _with_one(u: Tensor) -> Tensor:
+    """[u, 1] (B, H, n, p+1): one bmm by [W1; b1] then gives u·W1 + b1 (and its transpose both gradients)
+    without the bias broadcast that baddbmm copies into every (n, m)-sized output, or a sum over n."""
+    return torch.cat([u, u.new_ones(()).expand(*u.shape[:-1], 1)], dim=-1)  # (B, H, n, p+1)
 
 
 def mlp_forward(
@@ -121,14 +135,17 @@ def mlp_forward(
     gelu: Gelu = "none",
 ) -> tuple[Tensor, MLPCache]:
     """f(u; W) = u + LN(W2·gelu(W1·u + b1) + b2), per head; returns the output and the cache."""
-    z1 = _affine(w.b1, u, w.w1)  # (B, H, n, m)
+    u_aug = _with_one(u)  # (B, H, n, p+1)
+    z1 = _mm(u_aug, torch.cat([w.w1, w.b1], dim=-2))  # (B, H, n, m)
     act = F.gelu(z1, approximate=gelu)  # (B, H, n, m)
     z2 = _affine(w.b2, act, w.w2)  # (B, H, n, p)
+    # Two-pass moments: torch.var_mean over rows of p = 48 took 9x as long on this CPU, and
+    # native_layer_norm's 1/σ carries no gradient (training differentiates through the cache's inv_std).
     zc = z2 - z2.mean(dim=-1, keepdim=True)  # (B, H, n, p)
     inv_std = torch.rsqrt((zc * zc).mean(dim=-1, keepdim=True) + eps)  # (B, H, n, 1)
     xhat = zc * inv_std  # (B, H, n, p)
-    out = u + ln_weight * xhat + ln_bias  # (B, H, n, p)
-    return out, MLPCache(z1=z1, act=act, xhat=xhat, inv_std=inv_std, gelu=gelu)
+    out = torch.addcmul(u + ln_bias, ln_weight, xhat)  # (B, H, n, p)
+    return out, MLPCache(z1=z1, act=act, xhat=xhat, inv_std=inv_std, gelu=gelu, u_aug=u_aug)
 
 
 def backward_from_preln(u: Tensor, w: FastWeights, cache: MLPCache, g_z2: Tensor) -> FastWeights:
@@ -156,6 +173,21 @@ def loss_gradient(
     `weight` (B, H, n) already holds η_i / |b| and the long-span factor; the caller folds the long-span term
     into `target`, which leaves the gradient unchanged (the two losses differ by a constant in W).
     """
+    g_z2, cache = _preln_cotangent(u, target, weight, w, ln_weight, ln_bias, gelu=gelu)
+    return backward_from_preln(u, w, cache, g_z2), cache
+
+
+def _preln_cotangent(
+    u: Tensor,
+    target: Tensor,
+    weight: Tensor,
+    w: FastWeights,
+    ln_weight: Tensor,
+    ln_bias: Tensor,
+    *,
+    gelu: Gelu,
+) -> tuple[Tensor, MLPCache]:
+    """The loss's cotangent at the pre-LN output Z2 (B, H, n, p), and the forward cache."""
     out, cache = mlp_forward(u, w, ln_weight, ln_bias, gelu=gelu)
     g_y = weight[..., None] * (out - target)  # (B, H, n, p)
     g_xhat = g_y * ln_weight  # (B, H, n, p)
@@ -164,7 +196,92 @@ def loss_gradient(
         - g_xhat.mean(dim=-1, keepdim=True)
         - cache.xhat * (g_xhat * cache.xhat).mean(dim=-1, keepdim=True)
     )  # (B, H, n, p)
-    return backward_from_preln(u, w, cache, g_z2), cache
+    return g_z2, cache
+
+
+# ----- the packed layout of the CG solvers ---------------------------------------------------------------
+# Each (sample, head)'s W travels through CG as one flat vector (B, H, N) in the order of `FastWeights`:
+# [W1; b1] as a (p+1, m) block, then [W2; b2] as (m+1, p), N = (p+1)·m + (m+1)·p. A CG iteration's dot
+# products, axpys and selections are then one op each instead of one to three per piece: every op on a
+# tensor past torch's grain size (32,768 elements) is a parallel region whose barrier costs most on a
+# loaded 2-core machine (docs/benchmarks.md, "Issue 17: solver speed"). [W1; b1] is also what the
+# augmented keys [u, 1] multiply, so W1 and b1 go in and out of G in one bmm each.
+
+
+def _pack(w: FastWeights) -> Tensor:
+    """W as one flat vector (B, H, N) per (sample, head)."""
+    return torch.cat([x.flatten(-2) for x in w], dim=-1)  # (B, H, N)
+
+
+def _unpack(flat: Tensor, like: FastWeights) -> FastWeights:
+    """Views of a flat vector (B, H, N) as pieces shaped like `like`'s (no copy)."""
+    sizes = [x.shape[-2] * x.shape[-1] for x in like]
+    return FastWeights(
+        *(part.unflatten(-1, x.shape[-2:]) for part, x in zip(flat.split(sizes, dim=-1), like, strict=True))
+    )
+
+
+def _flat_dot(a: Tensor, b: Tensor) -> Tensor:
+    """aᵀb per (sample, head) of flat vectors (B, H, N), accumulated in at least float32."""
+    acc = torch.promote_types(a.dtype, torch.float32)
+    return (a.to(acc) * b.to(acc)).sum(dim=-1)  # (B, H); a bmm of (1, N) by (N, 1) took 15x as long
+
+
+def _flat_add(a: Tensor, b: Tensor, scale: Tensor | float) -> Tensor:
+    """a + scale·b for flat vectors, `scale` a number or one value per (sample, head) (B, H)."""
+    if isinstance(scale, Tensor):
+        return torch.addcmul(a, scale[..., None].to(a.dtype), b)  # (B, H, N)
+    return torch.add(a, b, alpha=scale)  # (B, H, N)
+
+
+def _flat_where(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    return torch.where(mask[..., None], a, b)  # (B, H, N)
+
+
+def _times(a: Tensor, b: Tensor) -> Tensor:
+    """a ⊙ b, written into `a` (a fresh product nobody else holds) when no gradient is being recorded: the
+    (n, m)-sized products are memory-bound, and reusing a's buffer spares a 6 MB allocation per call."""
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        return a * b
+    return a.mul_(b)
+
+
+class _GaussNewton:
+    """What every G·v of one update shares, computed once: gelu'(Z1), the augmented keys, the weights.
+
+    Written out by hand (no autograd) from the same formulas as `backward_from_preln`, so it stays an
+    ordinary differentiable torch computation for training θ. gelu'(Z1) taken once replaces the two GELU
+    backward passes each product made (the exact one evaluates erf and exp per element).
+    """
+
+    def __init__(
+        self, u: Tensor, w: FastWeights, cache: MLPCache, weight: Tensor | None, *, own_cache: bool = False
+    ) -> None:
+        """`own_cache`: the cache is `mlp_forward(u, w, …)`'s with this very u, so its [u, 1] is reused."""
+        self.p, self.m = w.w1.shape[-2:]
+        reuse = own_cache and cache.u_aug is not None
+        self.u_aug = cache.u_aug if reuse else _with_one(u)  # (B, H, n, p+1) keys with a 1 for b1
+        self.dgelu = _gelu_chain(u.new_ones(()).expand_as(cache.z1), cache.z1, cache.gelu)  # (B, H, n, m)
+        self.act = cache.act  # (B, H, n, m)
+        self.w2 = w.w2  # (B, H, m, p)
+        self.weight = None if weight is None else weight[..., None]  # (B, H, n, 1)
+
+    def pull_back(self, g_z2: Tensor) -> Tensor:
+        """Jᵀ g_z2 for a cotangent of Z2 (B, H, n, p), packed (B, H, N)."""
+        g_z1 = _times(_mm_nt(g_z2, self.w2), self.dgelu)  # (B, H, n, m)
+        g_w1b1 = _mm_tn(self.u_aug, g_z1)  # (B, H, p+1, m)
+        g_w2 = _mm_tn(self.act, g_z2)  # (B, H, m, p)
+        g_b2 = g_z2.sum(dim=-2)  # (B, H, p)
+        return torch.cat([g_w1b1.flatten(-2), g_w2.flatten(-2), g_b2], dim=-1)  # (B, H, N)
+
+    def product(self, v: Tensor) -> Tensor:
+        """G·v for a packed direction v (B, H, N): pushed forward to dZ2 and pulled back again."""
+        p, m = self.p, self.m
+        v_w1b1 = v[..., : (p + 1) * m].unflatten(-1, (p + 1, m))  # (B, H, p+1, m)
+        v_w2b2 = v[..., (p + 1) * m :].unflatten(-1, (m + 1, p))  # (B, H, m+1, p)
+        dz1 = _times(_mm(self.u_aug, v_w1b1), self.dgelu)  # (B, H, n, m) (K dW1 + db1) ⊙ gelu'(Z1)
+        dz2 = _affine(_affine(v_w2b2[..., m:, :], self.act, v_w2b2[..., :m, :]), dz1, self.w2)  # (B, H, n, p)
+        return self.pull_back(dz2 if self.weight is None else self.weight * dz2)
 
 
 def gauss_newton_product(
@@ -173,11 +290,10 @@ def gauss_newton_product(
     """G·v with G = Σ_i weight_i J_iᵀ J_i, J_i the Jacobian of the pre-LN output Z2_i with respect to W.
 
     `weight` None is the paper's unweighted G = Σ_i J_iᵀ J_i. The direction is pushed forward to dZ2 and
-    pulled back again, so G (of size |W|² per head) never exists.
+    pulled back again, so G (of size |W|² per head) never exists. (The solvers keep one `_GaussNewton` per
+    update instead of calling this, which would take gelu'(Z1) anew each time.)
     """
-    dz1 = _gelu_chain(_affine(v.b1, u, v.w1), cache.z1, cache.gelu)  # (B, H, n, m) (K dW1 + db1) ⊙ gelu'(Z1)
-    dz2 = _affine(_affine(v.b2, cache.act, v.w2), dz1, w.w2)  # (B, H, n, p)
-    return backward_from_preln(u, w, cache, dz2 if weight is None else weight[..., None] * dz2)
+    return _unpack(_GaussNewton(u, w, cache, weight).product(_pack(v)), w)
 
 
 @dataclass
@@ -205,35 +321,50 @@ def conjugate_gradient(
     iterations buy nothing. The whole solve stops once `stop_fraction` of all heads have stopped, or after
     `max_iter`.
     """
-    x = fw_zeros_like(g)
-    gx = fw_zeros_like(g)  # G·x, kept incrementally for φ
+    x, info = _newton_cg_flat(
+        _packed_gvp(gvp, g), _pack(g), max_iter=max_iter, tol=tol, stop_fraction=stop_fraction
+    )
+    return _unpack(x, g), info
+
+
+def _packed_gvp(gvp: Callable[[FastWeights], FastWeights], like: FastWeights) -> Callable[[Tensor], Tensor]:
+    """A G·v on W's pieces as one on packed vectors, for callers that hand the solvers their own product."""
+    return lambda v: _pack(gvp(_unpack(v, like)))
+
+
+def _newton_cg_flat(
+    gvp: Callable[[Tensor], Tensor], g: Tensor, *, max_iter: int, tol: float, stop_fraction: float
+) -> tuple[Tensor, CGInfo]:
+    """`conjugate_gradient` on packed vectors (B, H, N): the same iteration, each vector op one kernel."""
+    x = torch.zeros_like(g)  # (B, H, N)
+    gx = torch.zeros_like(g)  # (B, H, N) G·x, kept incrementally for φ
     r = g
     p = g
-    rr = fw_dot(r, r)  # (B, H)
+    rr = _flat_dot(r, r)  # (B, H)
     active = rr > _TINY  # (B, H)
     phi_best = torch.zeros_like(rr)  # (B, H)
     iterations = 0
     for _ in range(max_iter):
         iterations += 1
-        gp = gvp(p)
-        pgp = fw_dot(p, gp)  # (B, H)
+        gp = gvp(p)  # (B, H, N)
+        pgp = _flat_dot(p, gp)  # (B, H)
         usable = active & (pgp > _TINY)
         alpha = torch.where(usable, rr / pgp.clamp_min(_TINY), torch.zeros_like(rr))  # (B, H)
-        x_new = fw_add(x, p, alpha)
-        gx_new = fw_add(gx, gp, alpha)
-        phi = fw_dot(x_new, g) / fw_dot(x_new, gx_new).clamp_min(_TINY).sqrt()  # (B, H)
+        x_new = _flat_add(x, p, alpha)
+        gx_new = _flat_add(gx, gp, alpha)
+        phi = _flat_dot(x_new, g) / _flat_dot(x_new, gx_new).clamp_min(_TINY).sqrt()  # (B, H)
         accept = usable & (phi > phi_best)
-        x = fw_where(accept, x_new, x)
-        gx = fw_where(accept, gx_new, gx)
+        x = _flat_where(accept, x_new, x)
+        gx = _flat_where(accept, gx_new, gx)
         active = accept & (phi > phi_best * (1.0 + tol))
         phi_best = torch.where(accept, phi, phi_best)
         stopped = 1.0 - active.float().mean().item()
         if stopped >= stop_fraction:
             break
-        r = fw_add(r, gp, -alpha)
-        rr_new = fw_dot(r, r)  # (B, H)
+        r = _flat_add(r, gp, -alpha)
+        rr_new = _flat_dot(r, r)  # (B, H)
         beta = torch.where(active, rr_new / rr.clamp_min(_TINY), torch.zeros_like(rr))  # (B, H)
-        p = fw_add(r, p, beta)
+        p = _flat_add(r, p, beta)
         rr = rr_new
     stopped = 1.0 - active.float().mean().item()
     return x, CGInfo(iterations=iterations, stopped_fraction=stopped, phi=phi_best)
@@ -249,9 +380,22 @@ def gd_update(
     *,
     gelu: Gelu = "none",
 ) -> FastWeights:
-    """One gradient step W ← W − ∇L_b; the per-token learning rates live in `weight`."""
-    grad, _ = loss_gradient(u, target, weight, w, ln_weight, ln_bias, gelu=gelu)
-    return fw_add(w, grad, -1.0)
+    """One gradient step W ← W − ∇L_b; the per-token learning rates live in `weight`.
+
+    `backward_from_preln` with the subtraction folded in: W2 − Aᵀg in one baddbmm, and [W1; b1] from the
+    keys with a 1 appended, which spares a sum over the (n, m)-sized cotangent.
+    """
+    g_z2, cache = _preln_cotangent(u, target, weight, w, ln_weight, ln_bias, gelu=gelu)
+    g_z1 = _gelu_chain(_mm_nt(g_z2, w.w2), cache.z1, cache.gelu)  # (B, H, n, m)
+    p = u.shape[-1]
+    assert cache.u_aug is not None  # the cache is mlp_forward's of this u
+    g_w1b1 = _mm_tn(cache.u_aug, g_z1)  # (B, H, p+1, m)
+    w2 = torch.baddbmm(
+        w.w2.flatten(0, 1), cache.act.flatten(0, 1).transpose(1, 2), g_z2.flatten(0, 1), alpha=-1.0
+    ).view(w.w2.shape)  # (B, H, m, p)
+    return FastWeights(
+        w.w1 - g_w1b1[..., :p, :], w.b1 - g_w1b1[..., p:, :], w2, w.b2 - g_z2.sum(dim=-2, keepdim=True)
+    )
 
 
 def newton_cg_update(
@@ -272,13 +416,12 @@ def newton_cg_update(
     G is the Gauss-Newton matrix of the same weighted mini-batch loss, so Δ approximates the Newton step on
     L_b; the learning-rate gate then sets how much each token counts rather than the step length.
     """
-    grad, cache = loss_gradient(u, target, weight, w, ln_weight, ln_bias, gelu=gelu)
-
-    def gvp(v: FastWeights) -> FastWeights:
-        return gauss_newton_product(u, w, cache, weight, v)
-
-    delta, info = conjugate_gradient(gvp, grad, max_iter=max_iter, tol=tol, stop_fraction=stop_fraction)
-    return fw_add(w, delta, -1.0), info
+    g_z2, cache = _preln_cotangent(u, target, weight, w, ln_weight, ln_bias, gelu=gelu)
+    gn = _GaussNewton(u, w, cache, weight, own_cache=True)
+    delta, info = _newton_cg_flat(
+        gn.product, gn.pull_back(g_z2), max_iter=max_iter, tol=tol, stop_fraction=stop_fraction
+    )
+    return fw_add(w, _unpack(delta, w), -1.0), info
 
 
 def paper_conjugate_gradient(
@@ -299,10 +442,18 @@ def paper_conjugate_gradient(
     `stop_fraction` of all (sample, head) pairs have stopped, or after `max_iter`. A pair with a zero
     right-hand side has nothing to solve and counts as stopped from the start.
     """
-    x = fw_zeros_like(g)
+    x, info = _paper_cg_flat(_packed_gvp(gvp, g), _pack(g), max_iter=max_iter, stop_fraction=stop_fraction)
+    return _unpack(x, g), info
+
+
+def _paper_cg_flat(
+    gvp: Callable[[Tensor], Tensor], g: Tensor, *, max_iter: int, stop_fraction: float
+) -> tuple[Tensor, CGInfo]:
+    """`paper_conjugate_gradient` on packed vectors (B, H, N): the same loop, each vector op one kernel."""
+    x = torch.zeros_like(g)  # (B, H, N)
     r = g
     p = g
-    rr = fw_dot(r, r)  # (B, H)
+    rr = _flat_dot(r, r)  # (B, H)
     active = rr > _TINY  # (B, H)
     xg = torch.zeros_like(rr)  # (B, H) running Σ α_j p_jᵀg = xᵀg
     rsum = torch.zeros_like(rr)  # (B, H) running Σ r_jᵀr_j
@@ -312,25 +463,25 @@ def paper_conjugate_gradient(
     for k in range(max_iter):
         iterations += 1
         gp = gvp(p)
-        pgp = fw_dot(p, gp)  # (B, H)
+        pgp = _flat_dot(p, gp)  # (B, H)
         usable = active & (pgp > _TINY)
         alpha = torch.where(usable, rr / pgp.clamp_min(_TINY), zero)  # (B, H)
-        xg_new = xg + alpha * fw_dot(p, g)
+        xg_new = xg + alpha * _flat_dot(p, g)
         rsum_new = rsum + torch.where(usable, rr, zero)
         phi_new = xg_new / rsum_new.clamp_min(_TINY).sqrt()  # (B, H)
         accept = usable if k == 0 else usable & (phi_new > phi)
         alpha = torch.where(accept, alpha, zero)
-        x = fw_add(x, p, alpha)
+        x = _flat_add(x, p, alpha)
         xg = torch.where(accept, xg_new, xg)
         rsum = torch.where(accept, rsum_new, rsum)
         phi = torch.where(accept, phi_new, phi)
         active = accept
         if 1.0 - active.float().mean().item() >= stop_fraction:
             break
-        r = fw_add(r, gp, -alpha)
-        rr_new = fw_dot(r, r)  # (B, H)
+        r = _flat_add(r, gp, -alpha)
+        rr_new = _flat_dot(r, r)  # (B, H)
         beta = torch.where(active, rr_new / rr.clamp_min(_TINY), zero)  # (B, H)
-        p = fw_add(r, p, beta)
+        p = _flat_add(r, p, beta)
         rr = torch.where(active, rr_new, rr)
     stopped = 1.0 - active.float().mean().item()
     return x, CGInfo(iterations=iterations, stopped_fraction=stopped, phi=phi)
@@ -355,10 +506,9 @@ def hf_cg_update(
     of `hf_cg_newton`'s: at default sizes (η ≈ 1e-3, |b| = 1,024) that is inert, hence the step scale s
     (`cg_step_scale`; s = 1 is the literal paper step).
     """
-    grad, cache = loss_gradient(u, target, weight, w, ln_weight, ln_bias, gelu=gelu)
-
-    def gvp(v: FastWeights) -> FastWeights:
-        return gauss_newton_product(u, w, cache, None, v)
-
-    delta, info = paper_conjugate_gradient(gvp, grad, max_iter=max_iter, stop_fraction=stop_fraction)
-    return fw_add(w, delta, -step_scale), info
+    g_z2, cache = _preln_cotangent(u, target, weight, w, ln_weight, ln_bias, gelu=gelu)
+    gn = _GaussNewton(u, w, cache, None, own_cache=True)
+    delta, info = _paper_cg_flat(
+        gn.product, gn.pull_back(g_z2), max_iter=max_iter, stop_fraction=stop_fraction
+    )
+    return fw_add(w, _unpack(delta, w), -step_scale), info
