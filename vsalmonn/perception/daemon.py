@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from vsalmonn.errors import one_line
 from vsalmonn.memory_store import MemoryConfig
 from vsalmonn.memory_store.names import validate_stream_name
+from vsalmonn.memory_store.objects import ObjectStoreError
 from vsalmonn.memory_store.redact import redact
 from vsalmonn.memory_store.rows.status import StatusReport, stream_overviews, upsert_statuses
 from vsalmonn.memory_store.store import MemoryStore, StreamBusyError, source_epoch
@@ -118,7 +119,9 @@ class StreamRunner(threading.Thread):
             self.busy = True
             self.stats.fail(str(exc), "failed")
             log.error("stream %s refused: %s", name, self.stats.last_error)
-        except (DecodeError, FolderError, ValueError) as exc:
+        except (DecodeError, FolderError, ValueError, ObjectStoreError) as exc:
+            # ObjectStoreError: the checkpoint store failed a write the stream could not go on without (its
+            # last one) or a read at its start; its last committed checkpoint stays, and a rerun resumes there
             self._ended_badly(str(exc), "failed")
         except Exception as exc:
             log.exception("stream %s: unexpected error", name)

@@ -1,0 +1,252 @@
+"""The local daemon with checkpoints in S3 (moto's real server on loopback, tests/s3_server.py): an object
+store lost mid-stream, several streams against S3 and the PostgreSQL catalog of tests/postgres.py, and the
+query commands run from another node (another data directory) against that shared store and catalog.
+
+Real clips with speech (the prompts of tests/test_daemon_ray.py), real encoders, real moto and PostgreSQL;
+every comparison is with a run of the same files on local storage. In the default suite: the lost store (one
+16 s stream twice, ~10 s) and the other node's `status`, `search` and `ask` (~25 s, most of it the three
+processes loading torch and `ask` its model); the four streams are `slow` (`pytest -m slow`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vsalmonn.memory_store.store import MemoryStore
+from vsalmonn.perception.config import DaemonConfig, PerceptionConfig, StreamSpec
+from vsalmonn.perception.daemon import Daemon, read_status
+from vsalmonn.perception.pipeline import Encoders
+from vsalmonn.settings import DATA_ENV
+
+from . import s3_server
+from .test_daemon_ray import MEMORY, PROMPTS, build_clips, checkpoint_seqs, moments, transcripts
+from .test_ingest import SHARED
+from .test_memory import assert_states_equal
+from .test_store_s3 import PREFIX, _toml, groups_of, s3_config
+
+ROOT = Path(__file__).resolve().parents[1]
+PERCEPTION = PerceptionConfig(language="en", threads=1)  # as the Ray tests' reference: one thread
+DAEMON = DaemonConfig(window_s=4, checkpoint_every_s=4, status_every_s=0.3)
+CLIP_S = 16.0
+
+pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared media folder {SHARED} is absent")
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[s3_server.S3Server]:
+    server = s3_server.start_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory: pytest.TempPathFactory) -> Encoders:
+    return Encoders.from_config(PERCEPTION, tmp_path_factory.mktemp("models"))
+
+
+class _Clips(dict[str, Path]):
+    """The clips of tests/test_daemon_ray.py, each made when first asked for (the default suite needs one)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, name: str) -> Path:
+        made = build_clips(self.root, CLIP_S, only=[name])[name]
+        self[name] = made
+        return made
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> _Clips:
+    return _Clips(tmp_path_factory.mktemp("clips"))
+
+
+def run_daemon(store: MemoryStore, specs: list[StreamSpec], encoders: Encoders) -> Daemon:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(PERCEPTION.threads)
+    try:
+        daemon = Daemon(
+            specs, store=store, perception=PERCEPTION, memory=MEMORY, config=DAEMON, encoders=encoders
+        )
+        assert daemon.run() == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert {r.spec.name: r.stats.state for r in daemon.runners} == {s.name: "done" for s in specs}
+    return daemon
+
+
+def specs_of(clips: dict[str, Path], names: list[str]) -> list[StreamSpec]:
+    return [StreamSpec(name=n, source=str(clips[n])) for n in names]
+
+
+@pytest.fixture(scope="module")
+def local_a(
+    tmp_path_factory: pytest.TempPathFactory, clips: dict[str, Path], encoders: Encoders
+) -> tuple[dict[str, Any], dict[str, list[tuple[float, float, str]]]]:
+    """cam-a on local storage: its final memory state and its transcript."""
+    with MemoryStore(tmp_path_factory.mktemp("local-a") / "data") as store:
+        run_daemon(store, specs_of(clips, ["cam-a"]), encoders)
+        return store.load_latest("cam-a")[0], transcripts(store)
+
+
+class _Outage(logging.Handler):
+    """Cuts the S3 endpoint when the first checkpoint is committed, and restores it when the stream has
+    reported the checkpoint that failed meanwhile: the store is away for exactly one checkpoint."""
+
+    def __init__(self, endpoint: s3_server.Endpoint) -> None:
+        super().__init__(logging.INFO)
+        self.endpoint = endpoint
+        self.records: list[logging.LogRecord] = []
+        self.cut = self.restored = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        message = record.getMessage()
+        if not self.cut and "checkpoint 1 committed" in message:
+            self.cut = True
+            self.endpoint.cut()
+        elif self.cut and not self.restored and "checkpoint not committed" in message:
+            self.restored = True
+            self.endpoint.restore()
+
+
+def test_an_object_store_lost_mid_stream_costs_one_line_and_the_stream_goes_on(
+    s3: s3_server.S3Server, clips: dict[str, Path], encoders: Encoders, local_a: Any, tmp_path: Path
+) -> None:
+    bucket = s3.create_bucket()
+    outage = _Outage(s3.endpoint)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(outage)
+    root.setLevel(logging.INFO)
+    try:
+        with MemoryStore.open(tmp_path / "data", s3_config(s3, bucket)) as store:
+            daemon = run_daemon(store, specs_of(clips, ["cam-a"]), encoders)
+            stats = daemon.runners[0].stats
+            state, last = store.load_latest("cam-a")
+            seqs = checkpoint_seqs(store)["cam-a"]
+            got = transcripts(store)
+            left = store.collect_garbage(min_age_s=0.0)  # what the failed write left, if anything
+            committed = {store.groups.key_of(c.location) for c in store.checkpoints("cam-a")}
+    finally:
+        root.removeHandler(outage)
+        root.setLevel(level)
+        if s3.endpoint._listener is None:
+            s3.endpoint.restore()
+    assert outage.cut and outage.restored, "the endpoint was cut and back mid-stream"
+    url = f"s3://{bucket}/{PREFIX}/"
+    faults = [r for r in outage.records if r.levelno >= logging.WARNING]
+    assert len(faults) == 1, [r.getMessage() for r in faults]
+    line = faults[0].getMessage()
+    assert line.startswith("stream cam-a: checkpoint not committed, ingest goes on") and url in line, line
+    assert "cannot write checkpoint group" in line and "\n" not in line and faults[0].exc_info is None
+    assert not any(r.exc_info for r in outage.records), "no traceback anywhere"
+    assert stats.errors == 1 and stats.detail["checkpoints_failed"] == 1 and url in (stats.last_error or "")
+    # the failed checkpoint took no sequence number; the stream committed again once the store was back
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 3, seqs
+    assert last.source_state == {"done": True} and last.source_offset >= CLIP_S - 0.5
+    # the memory and the transcript are those of the same file on local storage
+    local_state, local_transcripts = local_a
+    assert_states_equal(local_state, state)
+    assert got == local_transcripts
+    assert groups_of(s3, bucket) == committed, left
+
+
+# -- the shared store and catalog from another node -----------------------------------------------------
+
+
+def _config(path: Path, server: s3_server.S3Server, bucket: str, catalog_url: str) -> Path:
+    text = _toml(server, bucket).replace("[store]\n", f'[store]\ncatalog_url = "{catalog_url}"\n')
+    path.write_text('[perception]\nlanguage = "en"\n' + text, encoding="utf-8")
+    return path
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != DATA_ENV}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "vsalmonn", *args], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+@pytest.mark.postgresql
+def test_status_search_and_ask_from_another_node(
+    s3: s3_server.S3Server, clips: dict[str, Path], encoders: Encoders, postgres_server: Any, tmp_path: Path
+) -> None:
+    """Node a ingests into S3 and PostgreSQL; node b, with its own empty data directory and the same
+    settings, answers `status`, `search` and `ask` as separate processes, and writes nothing locally."""
+    bucket = s3.create_bucket()
+    catalog_url = postgres_server.url(postgres_server.create_database())
+    node_a = tmp_path / "node-a"
+    config = s3_config(s3, bucket, catalog_url=catalog_url)
+    with MemoryStore.open(node_a, config) as store:
+        run_daemon(store, specs_of(clips, ["cam-a"]), encoders)
+        last = store.checkpoints("cam-a")[0]
+    node_b = tmp_path / "node-b"
+    node_b.mkdir()
+    settings = _config(tmp_path / "vsalmonn.toml", s3, bucket, catalog_url)
+    common = ("--data", str(node_b), "--config", str(settings))
+
+    status = _cli("status", "--json", *common, cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    (entry,) = json.loads(status.stdout)["streams"]
+    assert entry["stream"] == "cam-a" and entry["state"] == "done"
+    assert entry["checkpoint"]["seq"] == last.seq
+
+    search = _cli("search", "weasels", "--json", *common, cwd=tmp_path)
+    assert search.returncode == 0, search.stderr
+    hits = json.loads(search.stdout)
+    hits = hits["moments"] if isinstance(hits, dict) else hits
+    assert hits and hits[0]["stream"] == "cam-a" and hits[0]["t0"] <= 4.0, hits  # the prompt at 0.5 s
+
+    ask = _cli("ask", "What is said about weasels?", "--json", *common, cwd=tmp_path)
+    assert ask.returncode == 0, ask.stderr
+    answer = json.loads(ask.stdout)
+    assert answer["citations"] and all(c["stream"] == "cam-a" for c in answer["citations"]), answer
+    assert any(c["t0"] <= 4.0 for c in answer["citations"]), answer
+
+    assert not list(node_b.rglob("*.zarr")) and not (node_b / "catalog.sqlite").exists()
+    assert len(s3.keys(bucket, PREFIX + "/")) > 0
+
+
+# -- four streams --------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # ~40 s on 2 busy cores: four 16 s streams on local storage, then on S3 + PostgreSQL
+@pytest.mark.postgresql
+def test_four_streams_on_s3_and_postgresql_equal_a_local_run(
+    s3: s3_server.S3Server, clips: dict[str, Path], encoders: Encoders, postgres_server: Any, tmp_path: Path
+) -> None:
+    names = list(PROMPTS)
+    with MemoryStore(tmp_path / "local") as store:
+        run_daemon(store, specs_of(clips, names), encoders)
+        expected = transcripts(store), moments(store, encoders)
+        local_states = {n: store.load_latest(n)[0] for n in names}
+    bucket = s3.create_bucket()
+    config = s3_config(s3, bucket, catalog_url=postgres_server.url(postgres_server.create_database()))
+    with MemoryStore.open(tmp_path / "shared", config) as store:
+        run_daemon(store, specs_of(clips, names), encoders)
+        assert (transcripts(store), moments(store, encoders)) == expected
+        for name in names:
+            state, info = store.load_latest(name)
+            assert info.location.startswith(f"s3://{bucket}/{PREFIX}/")
+            assert_states_equal(local_states[name], state)
+        assert {e["stream"]: e["state"] for e in read_status(store)} == dict.fromkeys(names, "done")
+        committed = {store.groups.key_of(c.location) for n in names for c in store.checkpoints(n)}
+    assert groups_of(s3, bucket) == committed
+    assert not list((tmp_path / "shared").rglob("*.zarr")), "no group on local disk"
