@@ -4,8 +4,8 @@ query commands run from another node (another data directory) against that share
 
 Real clips with speech (the prompts of tests/test_daemon_ray.py), real encoders, real moto and PostgreSQL;
 every comparison is with a run of the same files on local storage. In the default suite: the lost store (one
-16 s stream twice, ~10 s) and the other node's `status`, `search` and `ask` (~25 s, most of it the three
-processes loading torch and `ask` its model); the four streams are `slow` (`pytest -m slow`).
+16 s stream twice) and the other node's `status` and `search` (one more 16 s stream, two processes); `slow`
+(`pytest -m slow`): the other node's `ask` (its process loads the embedded LLM, ~30 s) and four streams.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from vsalmonn.perception.daemon import Daemon, read_status
 from vsalmonn.perception.pipeline import Encoders
 from vsalmonn.settings import DATA_ENV
 
-from . import s3_server
+from . import postgres, s3_server
 from .test_daemon_ray import MEMORY, PROMPTS, build_clips, checkpoint_seqs, moments, transcripts
 from .test_ingest import SHARED
 from .test_memory import assert_states_equal
@@ -124,31 +125,77 @@ class _Outage(logging.Handler):
             self.endpoint.restore()
 
 
-def test_an_object_store_lost_mid_stream_costs_one_line_and_the_stream_goes_on(
-    s3: s3_server.S3Server, clips: dict[str, Path], encoders: Encoders, local_a: Any, tmp_path: Path
-) -> None:
+@dataclass
+class Faulted:
+    """cam-a ingested by node a into a bucket (and a PostgreSQL catalog, where the server binaries are
+    here) with the endpoint cut for one checkpoint; what it logged and left."""
+
+    bucket: str
+    catalog_url: str | None
+    outage: _Outage
+    stats: Any
+    state: dict[str, Any]
+    last: Any
+    seqs: list[int]
+    transcripts: dict[str, list[tuple[float, float, str]]]
+    committed: set[str | None]
+    left: list[str]
+    node_b: Path
+    settings: Path | None = None
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        assert self.settings is not None
+        return _cli(*args, "--data", str(self.node_b), "--config", str(self.settings), cwd=self.node_b)
+
+
+@pytest.fixture(scope="module")
+def faulted(
+    request: pytest.FixtureRequest,
+    s3: s3_server.S3Server,
+    clips: dict[str, Path],
+    encoders: Encoders,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Faulted:
+    catalog_url = None
+    if postgres.find_bindir() is not None:  # else an SQLite catalog, and no other node
+        server = request.getfixturevalue("postgres_server")
+        catalog_url = server.url(server.create_database())
     bucket = s3.create_bucket()
+    root = tmp_path_factory.mktemp("faulted")
     outage = _Outage(s3.endpoint)
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(outage)
-    root.setLevel(logging.INFO)
+    logger = logging.getLogger()
+    level = logger.level
+    logger.addHandler(outage)
+    logger.setLevel(logging.INFO)
     try:
-        with MemoryStore.open(tmp_path / "data", s3_config(s3, bucket)) as store:
+        with MemoryStore.open(root / "node-a", s3_config(s3, bucket, catalog_url=catalog_url)) as store:
             daemon = run_daemon(store, specs_of(clips, ["cam-a"]), encoders)
-            stats = daemon.runners[0].stats
             state, last = store.load_latest("cam-a")
             seqs = checkpoint_seqs(store)["cam-a"]
             got = transcripts(store)
             left = store.collect_garbage(min_age_s=0.0)  # what the failed write left, if anything
             committed = {store.groups.key_of(c.location) for c in store.checkpoints("cam-a")}
     finally:
-        root.removeHandler(outage)
-        root.setLevel(level)
+        logger.removeHandler(outage)
+        logger.setLevel(level)
         if s3.endpoint._listener is None:
             s3.endpoint.restore()
+    (root / "node-b").mkdir()
+    found = Faulted(
+        bucket, catalog_url, outage, daemon.runners[0].stats, state, last, seqs, got, committed, left,
+        root / "node-b",
+    )  # fmt: skip
+    if catalog_url is not None:
+        found.settings = _config(root / "vsalmonn.toml", s3, bucket, catalog_url)
+    return found
+
+
+def test_an_object_store_lost_mid_stream_costs_one_line_and_the_stream_goes_on(
+    s3: s3_server.S3Server, faulted: Faulted, local_a: Any
+) -> None:
+    outage, stats = faulted.outage, faulted.stats
     assert outage.cut and outage.restored, "the endpoint was cut and back mid-stream"
-    url = f"s3://{bucket}/{PREFIX}/"
+    url = f"s3://{faulted.bucket}/{PREFIX}/"
     faults = [r for r in outage.records if r.levelno >= logging.WARNING]
     assert len(faults) == 1, [r.getMessage() for r in faults]
     line = faults[0].getMessage()
@@ -157,13 +204,14 @@ def test_an_object_store_lost_mid_stream_costs_one_line_and_the_stream_goes_on(
     assert not any(r.exc_info for r in outage.records), "no traceback anywhere"
     assert stats.errors == 1 and stats.detail["checkpoints_failed"] == 1 and url in (stats.last_error or "")
     # the failed checkpoint took no sequence number; the stream committed again once the store was back
-    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 3, seqs
+    assert faulted.seqs == list(range(1, len(faulted.seqs) + 1)) and len(faulted.seqs) >= 3, faulted.seqs
+    last = faulted.last
     assert last.source_state == {"done": True} and last.source_offset >= CLIP_S - 0.5
     # the memory and the transcript are those of the same file on local storage
     local_state, local_transcripts = local_a
-    assert_states_equal(local_state, state)
-    assert got == local_transcripts
-    assert groups_of(s3, bucket) == committed, left
+    assert_states_equal(local_state, faulted.state)
+    assert faulted.transcripts == local_transcripts
+    assert groups_of(s3, faulted.bucket) == faulted.committed, faulted.left
 
 
 # -- the shared store and catalog from another node -----------------------------------------------------
@@ -184,44 +232,44 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-@pytest.mark.postgresql
-def test_status_search_and_ask_from_another_node(
-    s3: s3_server.S3Server, clips: dict[str, Path], encoders: Encoders, postgres_server: Any, tmp_path: Path
-) -> None:
-    """Node a ingests into S3 and PostgreSQL; node b, with its own empty data directory and the same
-    settings, answers `status`, `search` and `ask` as separate processes, and writes nothing locally."""
-    bucket = s3.create_bucket()
-    catalog_url = postgres_server.url(postgres_server.create_database())
-    node_a = tmp_path / "node-a"
-    config = s3_config(s3, bucket, catalog_url=catalog_url)
-    with MemoryStore.open(node_a, config) as store:
-        run_daemon(store, specs_of(clips, ["cam-a"]), encoders)
-        last = store.checkpoints("cam-a")[0]
-    node_b = tmp_path / "node-b"
-    node_b.mkdir()
-    settings = _config(tmp_path / "vsalmonn.toml", s3, bucket, catalog_url)
-    common = ("--data", str(node_b), "--config", str(settings))
+@pytest.fixture
+def shared(faulted: Faulted) -> Faulted:
+    """The faulted run's bucket and PostgreSQL catalog, seen from node b (its own empty data directory)."""
+    if faulted.catalog_url is None:
+        pytest.skip(postgres.MISSING)
+    return faulted
 
-    status = _cli("status", "--json", *common, cwd=tmp_path)
+
+def _nothing_written(shared: Faulted) -> None:
+    assert not list(shared.node_b.rglob("*.zarr")) and not (shared.node_b / "catalog.sqlite").exists()
+
+
+@pytest.mark.postgresql
+def test_status_and_search_from_another_node(shared: Faulted) -> None:
+    """Node b, with its own empty data directory and the same settings, answers `status` and `search` as
+    separate processes from the shared bucket and catalog, and writes nothing locally."""
+    status = shared.cli("status", "--json")
     assert status.returncode == 0, status.stderr
     (entry,) = json.loads(status.stdout)["streams"]
     assert entry["stream"] == "cam-a" and entry["state"] == "done"
-    assert entry["checkpoint"]["seq"] == last.seq
+    assert entry["checkpoint"]["seq"] == shared.last.seq
 
-    search = _cli("search", "weasels", "--json", *common, cwd=tmp_path)
+    search = shared.cli("search", "weasels", "--json")
     assert search.returncode == 0, search.stderr
-    hits = json.loads(search.stdout)
-    hits = hits["moments"] if isinstance(hits, dict) else hits
+    hits = json.loads(search.stdout)["moments"]
     assert hits and hits[0]["stream"] == "cam-a" and hits[0]["t0"] <= 4.0, hits  # the prompt at 0.5 s
+    _nothing_written(shared)
 
-    ask = _cli("ask", "What is said about weasels?", "--json", *common, cwd=tmp_path)
+
+@pytest.mark.slow  # ~30 s: the process loads the embedded LLM
+@pytest.mark.postgresql
+def test_ask_from_another_node(shared: Faulted) -> None:
+    ask = shared.cli("ask", "What is said about weasels?", "--json")
     assert ask.returncode == 0, ask.stderr
     answer = json.loads(ask.stdout)
     assert answer["citations"] and all(c["stream"] == "cam-a" for c in answer["citations"]), answer
     assert any(c["t0"] <= 4.0 for c in answer["citations"]), answer
-
-    assert not list(node_b.rglob("*.zarr")) and not (node_b / "catalog.sqlite").exists()
-    assert len(s3.keys(bucket, PREFIX + "/")) > 0
+    _nothing_written(shared)
 
 
 # -- four streams --------------------------------------------------------------------------------------
