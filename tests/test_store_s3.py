@@ -21,7 +21,7 @@ from vsalmonn.memory_store.models import Checkpoint
 from vsalmonn.memory_store.objects import ObjectStoreError, S3Groups
 from vsalmonn.memory_store.store import MemoryStore, StoreError
 
-from . import s3_server, store_worker
+from . import media, s3_server, store_worker
 from .test_cli import assert_one_line_error, in_process
 from .test_memory import assert_states_equal
 
@@ -263,9 +263,10 @@ def test_dead_endpoint_cli(
     cfg.write_text(_toml(endpoint, bucket), encoding="utf-8")
     with MemoryStore.open(tmp_path, s3_config(endpoint, bucket)) as store, store.writer("cam"):
         pass  # a catalog with a stream, so that `status` gets as far as the object store
+    clip = media.write_media(tmp_path / "clip.mp4", video_times=[0.0, 0.5], rate=2)
     endpoint.endpoint.cut()
     started = time.monotonic()
-    for command in (("status",), ("store", "gc")):
+    for command in (("status",), ("store", "gc"), ("ingest", str(clip), "--stream", "cam")):
         result = in_process(capsys, *command, "--data", str(tmp_path), "--config", str(cfg))
         assert_one_line_error(result, f"s3://{bucket}/{PREFIX}", "cannot be reached")
     assert time.monotonic() - started < 30
