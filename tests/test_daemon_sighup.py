@@ -3,7 +3,8 @@ reconciled with their [[streams]] (a removed stream stopped with its checkpoint 
 started, an unchanged one left running), and a bad edit is one line in the log with nothing changed.
 
 A real daemon process on real clips; video only, with the speech encoder off, so that the daemon loads in
-seconds (what is reconciled does not depend on what is encoded). About 20 s on 2 busy cores.
+seconds (what is reconciled does not depend on what is encoded). About 20 s on 2 busy cores, so `slow`; the
+default suite reconciles a daemon in-process (tests/test_daemon.py, "reconciling the running set").
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from vsalmonn.memory_store.store import MemoryStore
 from vsalmonn.perception.daemon import read_status
@@ -55,6 +58,7 @@ def _done_files(data: Path, stream: str) -> bool:
     return bool(newest) and bool((newest[0].source_state or {}).get("file_done"))
 
 
+@pytest.mark.slow  # ~20 s: a daemon process loading its encoders
 def test_sighup_reconciles_the_local_daemon_s_streams(tmp_path: Path) -> None:
     film = media.write_media(tmp_path / "film.mp4", video_times=media.uniform_times(600, 1), rate=1)
     folders = {name: tmp_path / name for name in ("w2", "w3")}
