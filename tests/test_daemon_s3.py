@@ -94,16 +94,6 @@ def specs_of(clips: dict[str, Path], names: list[str]) -> list[StreamSpec]:
     return [StreamSpec(name=n, source=str(clips[n])) for n in names]
 
 
-@pytest.fixture(scope="module")
-def local_a(
-    tmp_path_factory: pytest.TempPathFactory, clips: dict[str, Path], encoders: Encoders
-) -> tuple[dict[str, Any], dict[str, list[tuple[float, float, str]]]]:
-    """cam-a on local storage: its final memory state and its transcript."""
-    with MemoryStore(tmp_path_factory.mktemp("local-a") / "data") as store:
-        run_daemon(store, specs_of(clips, ["cam-a"]), encoders)
-        return store.load_latest("cam-a")[0], transcripts(store)
-
-
 class _Outage(logging.Handler):
     """Cuts the S3 endpoint when the first checkpoint is committed, and restores it when the stream has
     reported the checkpoint that failed meanwhile: the store is away for exactly one checkpoint."""
@@ -140,6 +130,7 @@ class Faulted:
     transcripts: dict[str, list[tuple[float, float, str]]]
     committed: set[str | None]
     left: list[str]
+    first: dict[str, Any]
     node_b: Path
     settings: Path | None = None
 
@@ -173,6 +164,7 @@ def faulted(
             state, last = store.load_latest("cam-a")
             seqs = checkpoint_seqs(store)["cam-a"]
             got = transcripts(store)
+            first = store.read_checkpoint(store.checkpoints("cam-a")[-1])[0]  # seq 1, from before the cut
             left = store.collect_garbage(min_age_s=0.0)  # what the failed write left, if anything
             committed = {store.groups.key_of(c.location) for c in store.checkpoints("cam-a")}
     finally:
@@ -182,7 +174,7 @@ def faulted(
             s3.endpoint.restore()
     (root / "node-b").mkdir()
     found = Faulted(
-        bucket, catalog_url, outage, daemon.runners[0].stats, state, last, seqs, got, committed, left,
+        bucket, catalog_url, outage, daemon.runners[0].stats, state, last, seqs, got, committed, left, first,
         root / "node-b",
     )  # fmt: skip
     if catalog_url is not None:
@@ -191,7 +183,7 @@ def faulted(
 
 
 def test_an_object_store_lost_mid_stream_costs_one_line_and_the_stream_goes_on(
-    s3: s3_server.S3Server, faulted: Faulted, local_a: Any
+    s3: s3_server.S3Server, faulted: Faulted
 ) -> None:
     outage, stats = faulted.outage, faulted.stats
     assert outage.cut and outage.restored, "the endpoint was cut and back mid-stream"
@@ -207,10 +199,13 @@ def test_an_object_store_lost_mid_stream_costs_one_line_and_the_stream_goes_on(
     assert faulted.seqs == list(range(1, len(faulted.seqs) + 1)) and len(faulted.seqs) >= 3, faulted.seqs
     last = faulted.last
     assert last.source_state == {"done": True} and last.source_offset >= CLIP_S - 0.5
-    # the memory and the transcript are those of the same file on local storage
-    local_state, local_transcripts = local_a
-    assert_states_equal(local_state, faulted.state)
-    assert faulted.transcripts == local_transcripts
+    # nothing was lost: every frame and both prompts are in, to the end of the clip (the equality with a run
+    # on local storage is the slow four-stream test's), and the checkpoint from before the cut still loads
+    assert stats.frames == CLIP_S * PERCEPTION.fps and faulted.state["pending"]["t1"].numel() == 0
+    said = " ".join(text for _, _, text in faulted.transcripts["cam-a"]).lower()
+    assert "weasel" in said and "goodbye" in said, said
+    assert last.t_end is not None and last.t_end >= CLIP_S - 1.0
+    assert faulted.first["next_id"]["visual"] < faulted.state["next_id"]["visual"]
     assert groups_of(s3, faulted.bucket) == faulted.committed, faulted.left
 
 
