@@ -4,7 +4,7 @@ query commands run from another node (another data directory) against that share
 
 Real clips with speech (the prompts of tests/test_daemon_ray.py), real encoders, real moto and PostgreSQL;
 every comparison is with a run of the same files on local storage. In the default suite: the lost store (one
-16 s stream twice) and the other node's `status` and `search` (one more 16 s stream, two processes); `slow`
+16 s stream) and the other node's `status` and `search` (two processes) and `serve`; `slow`
 (`pytest -m slow`): the other node's `ask` (its process loads the embedded LLM, ~30 s) and four streams.
 """
 
@@ -253,6 +253,37 @@ def test_status_and_search_from_another_node(shared: Faulted) -> None:
     assert search.returncode == 0, search.stderr
     hits = json.loads(search.stdout)["moments"]
     assert hits and hits[0]["stream"] == "cam-a" and hits[0]["t0"] <= 4.0, hits  # the prompt at 0.5 s
+    _nothing_written(shared)
+
+
+@pytest.mark.postgresql
+def test_serve_from_another_node_and_while_the_store_is_away(
+    s3: s3_server.S3Server, shared: Faulted, encoders: Encoders
+) -> None:
+    """`serve` on node b: a search needing a checkpoint while the object store is away is a one-line 503
+    (not a 500 with a traceback); once the store is back it answers, and from then on its loaded memory
+    answers even while the store is away again."""
+    from vsalmonn.settings import load_settings
+
+    from .test_serve import one_line_detail, serving
+
+    settings = load_settings(config=shared.settings, data_dir=shared.node_b)
+    with serving(settings, encoders.text) as client:
+        assert client.get("/api/streams").json()["streams"][0]["stream"] == "cam-a"  # the catalog only
+        s3.endpoint.cut()
+        try:
+            away = client.get("/api/search", params={"q": "weasels"})
+            one_line_detail(away, 503, f"s3://{shared.bucket}/{PREFIX}/", "cannot read checkpoint group")
+        finally:
+            s3.endpoint.restore()
+        back = client.get("/api/search", params={"q": "weasels"})
+        assert back.status_code == 200 and back.json()["moments"][0]["stream"] == "cam-a", back.text
+        s3.endpoint.cut()
+        try:
+            cached = client.get("/api/search", params={"q": "weasels"})
+        finally:
+            s3.endpoint.restore()
+        assert cached.status_code == 200 and cached.json() == back.json()
     _nothing_written(shared)
 
 
