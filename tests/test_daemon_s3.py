@@ -3,10 +3,9 @@ store lost mid-stream, several streams against S3 and the PostgreSQL catalog of 
 query commands run from another node (another data directory) against that shared store and catalog.
 
 Real clips with speech (the prompts of tests/test_daemon_ray.py), real encoders, real moto and PostgreSQL.
-In the default suite: the lost store (one
-16 s stream) and the other node's `status` and `search` (two processes) and `serve`; `slow`
-(`pytest -m slow`): the other node's `ask` (its process loads the embedded LLM, ~30 s) and four streams,
-equal to a run of the same files on local storage.
+In the default suite: the lost store (one 16 s stream) and, from the other node, `status` and `search` (two
+processes) and `serve`; `slow` (`pytest -m slow`): the other node's `ask` (its process loads the embedded
+LLM, ~30 s) and four streams, equal to a run of the same files on local storage.
 """
 
 from __future__ import annotations
