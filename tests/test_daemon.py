@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -195,6 +196,87 @@ def test_a_watched_folder_takes_each_file_once_in_order(tmp_path: Path, encoders
             assert s.scalar(select(func.count()).select_from(FrameLabel)) == 4 * 4
         assert Path(rows[-1].path).name == "cam-11.mp4" and rows[-1].stream_offset == pytest.approx(
             12, abs=0.6
+        )
+
+
+# -- reconciling the running set (SIGHUP) ------------------------------------------------------------------
+
+
+def test_a_reload_starts_added_streams_stops_removed_ones_and_leaves_the_rest(
+    tmp_path: Path, encoders: Encoders, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`Daemon.run`'s reload (what SIGHUP sets in `vsalmonn daemon`): a removed stream stops with its
+    checkpoint committed, an added one starts, an unchanged one runs on in the same thread, a changed one is
+    started again, and settings that cannot be read change nothing (one line). The daemon process itself,
+    signals and all: tests/test_daemon_sighup.py (slow)."""
+    film = media.write_media(tmp_path / "film.mp4", video_times=media.uniform_times(600, 1), rate=1)
+    folders = {name: tmp_path / name for name in ("w2", "w3", "w4")}
+    for i, folder in enumerate(folders.values()):
+        folder.mkdir()
+        clip(folder / "a.mp4", 3 + i, 0)
+    spec = {n: StreamSpec(name=n, source=str(f)) for n, f in folders.items()}
+    spec["film"] = StreamSpec(name="film", source=str(film))
+    wanted: list[object] = [[spec["film"], spec["w2"]]]
+
+    def read_specs() -> list[StreamSpec]:
+        if isinstance(wanted[-1], Exception):
+            raise wanted[-1]
+        return wanted[-1]  # type: ignore[return-value]
+
+    perception = PERCEPTION.model_copy(update={"speech_encoder": "none"})
+    config = DAEMON.model_copy(update={"checkpoint_every_s": 1000, "poll_s": 0.2, "settle_s": 0.2})
+    stop, reload = threading.Event(), threading.Event()
+    with MemoryStore(tmp_path / "data") as store:
+        daemon = make_daemon(store, wanted[0], encoders, perception=perception, config=config)  # type: ignore[arg-type]
+        running = threading.Thread(target=daemon.run, args=(stop, reload, read_specs), daemon=True)
+        running.start()
+
+        def files_done(name: str) -> bool:
+            found = store.checkpoints(name)
+            return bool(found) and bool((found[0].source_state or {}).get("file_done"))
+
+        def reloaded(specs: object) -> None:
+            refusals = len(refused())
+            wanted.append(specs)
+            reload.set()
+            if isinstance(specs, list) and len({s.name for s in specs}) == len(specs):
+                until(lambda: daemon.specs == specs, 30, "the reload done")
+            else:
+                until(lambda: len(refused()) > refusals, 30, "the reload refused")
+
+        def refused() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "settings not reloaded" in r.getMessage()]
+
+        try:
+            until(lambda: "film" in by_name(store) and (by_name(store)["film"].get("position") or 0) > 5
+                  and files_done("w2"), 60, "film mid-file, w2's file in")  # fmt: skip
+            film_runner, w2_runner = daemon.active["film"], daemon.active["w2"]
+            caplog.set_level(logging.ERROR, logger="vsalmonn.perception.daemon")
+            reloaded(ValueError("bad settings: line 3"))
+            reloaded([spec["w2"], spec["w2"]])
+            assert refused() == [
+                "SIGHUP: settings not reloaded, streams unchanged: bad settings: line 3",
+                "SIGHUP: settings not reloaded, streams unchanged: stream names must be unique; repeated: w2",
+            ]
+            assert daemon.active == {"film": film_runner, "w2": w2_runner} and film_runner.is_alive()
+
+            reloaded([spec["w2"], spec["w3"]])
+            assert not film_runner.is_alive() and film_runner.stats.state == "stopped"
+            assert 5.0 <= (store.checkpoints("film")[0].source_offset or 0) < 600, "committed on its stop"
+            assert daemon.active["w2"] is w2_runner and w2_runner.is_alive()
+            until(lambda: files_done("w3"), 60, "w3's file in")
+            assert by_name(store)["film"]["state"] == "stopped"
+
+            w3_runner = daemon.active["w3"]
+            reloaded([spec["w2"], StreamSpec(name="w3", source=str(folders["w4"]))])  # w3 changed
+            assert not w3_runner.is_alive() and daemon.active["w3"] is not w3_runner
+            assert daemon.active["w3"].is_alive() and daemon.active["w2"] is w2_runner
+        finally:
+            stop.set()
+            running.join(30)
+        assert not running.is_alive()
+        assert {e["stream"]: e["state"] for e in read_status(store)} == dict.fromkeys(
+            ("film", "w2", "w3"), "stopped"
         )
 
 

@@ -69,9 +69,11 @@ def until(check: Callable[[], bool], within_s: float, what: str, every: float = 
         time.sleep(every)
 
 
-def build_clips(root: Path, seconds: float) -> dict[str, Path]:
+def build_clips(root: Path, seconds: float, only: list[str] | None = None) -> dict[str, Path]:
     out = {}
     for name, prompts in PROMPTS.items():
+        if only is not None and name not in only:
+            continue
         track, _ = media.speech_track([(SHARED / "speech" / f, at) for f, at in prompts], seconds, 48_000)
         out[name] = media.write_media(
             root / f"{name}.mp4", video_times=media.uniform_times(seconds, 2), rate=2, audio=track

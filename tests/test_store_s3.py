@@ -21,7 +21,7 @@ from vsalmonn.memory_store.models import Checkpoint
 from vsalmonn.memory_store.objects import ObjectStoreError, S3Groups
 from vsalmonn.memory_store.store import MemoryStore, StoreError
 
-from . import s3_server, store_worker
+from . import media, s3_server, store_worker
 from .test_cli import assert_one_line_error, in_process
 from .test_memory import assert_states_equal
 
@@ -263,9 +263,10 @@ def test_dead_endpoint_cli(
     cfg.write_text(_toml(endpoint, bucket), encoding="utf-8")
     with MemoryStore.open(tmp_path, s3_config(endpoint, bucket)) as store, store.writer("cam"):
         pass  # a catalog with a stream, so that `status` gets as far as the object store
+    clip = media.write_media(tmp_path / "clip.mp4", video_times=[0.0, 0.5], rate=2)
     endpoint.endpoint.cut()
     started = time.monotonic()
-    for command in (("status",), ("store", "gc")):
+    for command in (("status",), ("store", "gc"), ("ingest", str(clip), "--stream", "cam")):
         result = in_process(capsys, *command, "--data", str(tmp_path), "--config", str(cfg))
         assert_one_line_error(result, f"s3://{bucket}/{PREFIX}", "cannot be reached")
     assert time.monotonic() - started < 30
@@ -360,3 +361,83 @@ def test_store_gc_on_local_disk(tmp_path: Path, capsys: pytest.CaptureFixture[st
         assert committed.path.is_dir() and not (tmp_path / "memory" / orphan).exists()
     refused = in_process(capsys, "store", "gc", "--min-age", "-1", "--data", str(tmp_path))
     assert_one_line_error(refused, "--min-age -1.0 is negative")
+
+
+def test_store_check_and_rebuild_in_s3(
+    endpoint: s3_server.S3Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`store check` lists the bucket's groups against the rows (orphans, damage, rows without a group, young
+    groups left unjudged); `store rebuild` on another node (no local sidecar) re-catalogues them."""
+    import json
+
+    bucket = endpoint.create_bucket()
+    config = s3_config(endpoint, bucket)
+    memory = fed(range(3))
+    with MemoryStore.open(tmp_path / "a", config) as store, store.writer("cam", config=memory.config) as w:
+        first = w.commit(fed(range(2)).state_dict(), source_offset=2.0)
+        newest = w.commit(memory.state_dict(), source_offset=3.0)
+        orphan = store.groups.new_key(w.stream_id, 3)
+        store.groups.write(orphan, memory.state_dict(), {})
+        half = store.groups.new_key(w.stream_id, 4)
+        store.groups.write(half, memory.state_dict(), {})
+        store.groups._root.delete(f"{half}/zarr.json")
+    cfg = tmp_path / "vsalmonn.toml"
+    cfg.write_text(_toml(endpoint, bucket), encoding="utf-8")
+    judged = tmp_path / "judged.toml"  # a grace shorter than the groups' age: every group is judged
+    judged.write_text(_toml(endpoint, bucket).replace("[store.s3]", "gc_grace_s = 0.001\n[store.s3]"))
+    url = f"s3://{bucket}/{PREFIX}"
+
+    young = in_process(capsys, "store", "check", "--data", str(tmp_path / "a"), "--config", str(cfg))
+    assert young.returncode == 0, young  # both committed groups verify; the two without a row are too young
+    assert f"no row yet, younger than gc_grace_s (a write in progress?), not checked: {url}/{orphan}" in (
+        young.stdout
+    )
+    assert f"checkpoint groups in {url}: 2 of 1 stream(s), 2 verify, 0 fail" in young.stdout, young.stdout
+    report = in_process(capsys, "store", "check", "--data", str(tmp_path / "a"), "--config", str(judged))
+    assert report.returncode == 1, report
+    assert f"  not in the catalog: {url}/{orphan}" in report.stdout
+    assert f"  damaged: {url}/{half} (" in report.stdout
+    as_json = in_process(
+        capsys, "store", "check", "--json", "--data", str(tmp_path / "a"), "--config", str(judged)
+    )
+    found = json.loads(as_json.stdout)
+    assert found["ok"] is False and found["store"] == url and found["missing"] == []
+    expected = [(first.location, True, True), (newest.location, True, True)]
+    expected += [(f"{url}/{orphan}", True, False), (f"{url}/{half}", False, False)]
+    assert sorted((g["path"], g["ok"], g["catalogued"]) for g in found["groups"]) == sorted(expected)
+
+    # the catalog is lost on the node that wrote; another node (its own empty data directory, so no sidecar
+    # with the stream's name) rebuilds one from the bucket: the name comes from the groups' commit attributes
+    with MemoryStore.open(tmp_path / "a", config) as store:
+        store.groups.delete(orphan)
+    node_b = tmp_path / "b"
+    rebuilt = in_process(capsys, "store", "rebuild", "--data", str(node_b), "--config", str(judged))
+    assert rebuilt.returncode == 0, rebuilt
+    assert "stream cam (" in rebuilt.stdout and "2 checkpoint(s) catalogued" in rebuilt.stdout
+    assert f"set aside (not catalogued): {url}/{half}.damaged" in rebuilt.stdout
+    assert half not in groups_of(endpoint, bucket) and f"{half}.damaged" in groups_of(endpoint, bucket)
+    assert any(k.startswith(f"{PREFIX}/{half}.damaged/") for k in endpoint.keys(bucket, PREFIX + "/"))
+    with MemoryStore.open(node_b, config) as store:
+        assert [c.seq for c in store.checkpoints("cam")] == [2, 1]
+        state, info = store.load_latest("cam")
+        assert info.location == newest.location and info.source_offset == 3.0
+        assert info.bytes_stored == newest.bytes_stored
+        assert_states_equal(memory.state_dict(), state)
+        assert half + ".damaged" not in {e.key for e in store.groups.groups()}  # never listed as a group,
+        assert store.collect_garbage(min_age_s=0.0) == []  # so never collected as garbage
+    healthy = in_process(capsys, "store", "check", "--data", str(node_b), "--config", str(judged))
+    assert healthy.returncode == 0, healthy
+    refused = in_process(capsys, "store", "rebuild", "--data", str(node_b), "--config", str(judged))
+    assert_one_line_error(refused, "nothing to rebuild")
+    # a row whose group is gone
+    with MemoryStore.open(node_b, config) as store:
+        store.groups.delete(store.groups.key_of(newest.location))
+    gone = in_process(capsys, "store", "check", "--data", str(node_b), "--config", str(judged))
+    assert (
+        gone.returncode == 1
+        and f"in the catalog but missing from the store: {newest.location}" in gone.stdout
+    )
+    endpoint.endpoint.cut()
+    for action in ("check", "rebuild"):
+        dead = in_process(capsys, "store", action, "--data", str(node_b), "--config", str(judged))
+        assert_one_line_error(dead, url, "cannot be reached")

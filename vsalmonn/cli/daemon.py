@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 from vsalmonn.app import make_daemon, open_plugins
 from vsalmonn.cli.output import PROG, UsageError, quiet_model_loading
 from vsalmonn.cli.signals import reload_on_sighup, stop_on_signals
-from vsalmonn.settings import Settings, load_settings
+from vsalmonn.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
+    from vsalmonn.perception.config import StreamSpec
     from vsalmonn.serve.server import Background
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,8 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         description=(
             "Run the [[streams]] of the settings, each from its last committed checkpoint, reporting "
             "status into the catalog (see 'vsalmonn status'). SIGTERM or SIGINT checkpoints every stream "
-            "and exits 0."
+            "and exits 0; SIGHUP reads the settings again and starts added [[streams]], stops removed "
+            "ones (checkpointed) and restarts changed ones."
         ),
     )
     daemon.add_argument(
@@ -59,9 +61,9 @@ def run_daemon(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(str(exc)) from None
         serving = _serve(*served) if served is not None else None
         try:
-            with stop_on_signals() as stop:
+            with stop_on_signals() as stop, reload_on_sighup() as again:
                 log.warning("daemon: %d stream(s) in %s", len(settings.streams), settings.data_dir)
-                code = daemon.run(stop)
+                code = daemon.run(stop, again, lambda: _streams_again(args, settings))
         finally:
             if serving is not None:
                 serving.stop()
@@ -72,6 +74,21 @@ def run_daemon(args: argparse.Namespace, settings: Settings) -> int:
                 file=sys.stderr,
             )
     return code
+
+
+def _streams_again(args: argparse.Namespace, running: Settings) -> list[StreamSpec]:
+    """The [[streams]] of the settings read again (SIGHUP: the same --config file and environment).
+
+    Only the streams are reconciled: the encoders, the store and the plugins of a running daemon stay as
+    they are, so a change anywhere else is said (one line) and takes effect at the next start. An empty
+    list is refused (SettingsError): a daemon stopping every stream on a half-saved file helps nobody.
+    """
+    settings = load_settings(config=getattr(args, "config", None), data_dir=getattr(args, "data", None))
+    if not settings.streams:
+        raise SettingsError("no [[streams]] in the settings read again")
+    if settings.model_dump(exclude={"streams"}) != running.model_dump(exclude={"streams"}):
+        log.warning("SIGHUP: settings other than [[streams]] changed; they take effect at the next start")
+    return list(settings.streams)
 
 
 def _run_on_ray(

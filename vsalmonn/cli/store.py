@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from vsalmonn.cli.output import UsageError
 from vsalmonn.settings import Settings
+
+if TYPE_CHECKING:
+    from vsalmonn.memory_store.objects import GroupStore
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -15,10 +19,11 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         parents=[common],
         help="check the store against its disk, rebuild a lost catalog, or delete groups without a row",
         description=(
-            "check: verify every checkpoint group on disk and compare with the catalog (writes nothing; "
-            "exit 1 when something is wrong). rebuild: when the catalog is missing, empty or unreadable, "
-            "move it aside and catalogue the checkpoint groups that verify again (transcript rows, labels "
-            "and events are not in the groups and cannot come back)."
+            "check: verify every checkpoint group of the store (on disk, or in S3 with [store] "
+            "checkpoints_url) and compare with the catalog (writes nothing; exit 1 when something is wrong). "
+            "rebuild: when the catalog is missing, empty or unreadable, move it aside and catalogue the "
+            "checkpoint groups that verify again (transcript rows, labels and events are not in the groups "
+            "and cannot come back)."
         ),
     )
     actions = store.add_subparsers(dest="store_command", metavar="ACTION", required=True)
@@ -51,13 +56,14 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     gc.set_defaults(handler=run_gc)
 
 
-def _local_groups_only(settings: Settings, what: str) -> None:
-    """check and rebuild read the groups under <data>/memory: refuse, with the reason, anywhere else."""
-    if settings.store.checkpoints_url is not None:
-        raise UsageError(
-            f"store {what} reads checkpoint groups under <data>/memory; with [store] checkpoints_url "
-            f"{settings.store.checkpoints_url} it is not supported yet ('vsalmonn store gc' is)"
-        )
+def _groups(settings: Settings) -> GroupStore:
+    """Where the settings keep checkpoint groups (a folder, or an S3 prefix), reachable: the refusal of a dead
+    object store is one line (exit 2) before anything is read."""
+    from vsalmonn.memory_store.objects import open_groups
+
+    groups = open_groups(settings.store, settings.data_dir)
+    groups.probe()
+    return groups
 
 
 def run_gc(args: argparse.Namespace, settings: Settings) -> int:
@@ -78,10 +84,11 @@ def run_gc(args: argparse.Namespace, settings: Settings) -> int:
 def run_check(args: argparse.Namespace, settings: Settings) -> int:
     from vsalmonn.memory_store.repair import check_store
 
-    _local_groups_only(settings, "check")
-    if not settings.data_dir.is_dir():
+    if not settings.data_dir.is_dir() and settings.store.catalog_url is None:
         raise UsageError(f"no data directory {settings.data_dir}")
-    report = check_store(settings.data_dir, settings.store.catalog_target())
+    report = check_store(
+        settings.data_dir, settings.store.catalog_target(), _groups(settings), settings.store.gc_grace_s
+    )
     healthy = report.catalog_ok and not report.damaged and not report.missing and not report.uncatalogued
     if args.json:
         print(
@@ -89,11 +96,11 @@ def run_check(args: argparse.Namespace, settings: Settings) -> int:
                 {
                     "catalog": report.catalog, "ok": healthy,
                     "groups": [
-                        {"stream_id": g.stream_id, "path": str(g.path), "seq": g.seq, "ok": g.ok,
-                         "reason": g.reason}
+                        {"stream_id": g.stream_id, "path": g.where, "seq": g.seq, "ok": g.ok,
+                         "reason": g.reason, "catalogued": g.catalogued}
                         for g in report.groups
                     ],
-                    "missing": report.missing,
+                    "missing": report.missing, "in_flight": report.in_flight, "store": report.where,
                 }
             )
         )  # fmt: skip
@@ -106,9 +113,9 @@ def run_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from vsalmonn.memory_store.catalog import CatalogError
     from vsalmonn.memory_store.repair import rebuild_catalog
 
-    _local_groups_only(settings, "rebuild")
+    groups = _groups(settings)
     try:
-        result = rebuild_catalog(settings.data_dir, settings.store.catalog_target())
+        result = rebuild_catalog(settings.data_dir, settings.store.catalog_target(), groups)
     except CatalogError as exc:
         raise UsageError(str(exc)) from None
     print("\n".join(result.lines()))

@@ -324,13 +324,20 @@ def _tensor(a: np.ndarray, dtype: str) -> Tensor:
 
 def read_group_attrs(path: Path) -> dict[str, Any]:
     """The attributes of the group at `path` (no arrays read); CheckpointError when it is unreadable."""
+    return read_store_attrs(LocalStore(path, read_only=True), str(path))
+
+
+def read_store_attrs(
+    store: Store, where: str, *, passthrough: tuple[type[BaseException], ...] = ()
+) -> dict[str, Any]:
+    """`read_group_attrs` for the group at the root of any Zarr store (`passthrough` as in `read_store`)."""
     try:
-        group = run_sync(
-            zarr_async.open_group(store=LocalStore(path, read_only=True), mode="r", zarr_format=3)
-        )
+        group = run_sync(zarr_async.open_group(store=store, mode="r", zarr_format=3))
         return dict(group.attrs)
+    except passthrough:
+        raise
     except Exception as exc:
-        raise CheckpointError(f"checkpoint group {path} is unreadable: {type(exc).__name__}: {exc}") from exc
+        raise CheckpointError(f"checkpoint group {where} is unreadable: {type(exc).__name__}: {exc}") from exc
 
 
 def written_checksum(attrs: dict[str, Any]) -> str | None:

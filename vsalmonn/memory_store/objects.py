@@ -35,7 +35,9 @@ from .checkpoint import (
     encode_state,
     fsync_dir,
     read_group,
+    read_group_attrs,
     read_store,
+    read_store_attrs,
     run_sync,
     write_encoded,
     write_group,
@@ -87,6 +89,19 @@ class GroupStore(ABC):
     @abstractmethod
     def read(self, key: str, expected_checksum: str | None) -> tuple[dict[str, Any], str]:
         """The state under `key` (CheckpointError: missing or damaged; ObjectStoreError: unreachable)."""
+
+    @abstractmethod
+    def read_attrs(self, key: str) -> dict[str, Any]:
+        """The group's attributes, no arrays read (errors as in `read`)."""
+
+    @abstractmethod
+    def stored_bytes(self, key: str) -> int:
+        """Bytes of every part of the group as stored."""
+
+    @abstractmethod
+    def set_aside(self, key: str, suffix: str) -> str:
+        """Move the group out of the listing (to ``<name>.zarr<suffix>``, which `groups` never lists, so no
+        garbage collection deletes it); where it went."""
 
     @abstractmethod
     def delete(self, key: str) -> None:
@@ -163,6 +178,19 @@ class LocalGroups(GroupStore):
 
     def read(self, key: str, expected_checksum: str | None) -> tuple[dict[str, Any], str]:
         return read_group(self.root / key, expected_checksum)
+
+    def read_attrs(self, key: str) -> dict[str, Any]:
+        return read_group_attrs(self.root / key)
+
+    def stored_bytes(self, key: str) -> int:
+        return sum(f.stat().st_size for f in (self.root / key).rglob("*") if f.is_file())
+
+    def set_aside(self, key: str, suffix: str) -> str:
+        final = self.root / key
+        aside = final.with_name(final.name + suffix)
+        os.replace(final, aside)
+        fsync_dir(final.parent)
+        return str(aside)
 
     def delete(self, key: str) -> None:
         shutil.rmtree(self.root / key, ignore_errors=True)
@@ -311,6 +339,34 @@ class S3Groups(GroupStore):
             raise CheckpointError(f"checkpoint group {where} is missing") from None
         except self._errors as exc:
             raise self._fail(f"cannot read checkpoint group {where}", exc) from None
+
+    def read_attrs(self, key: str) -> dict[str, Any]:
+        where = self.describe(key)
+        try:
+            return read_store_attrs(self._group_store(key, read_only=True), where, passthrough=self._errors)
+        except self._errors as exc:
+            raise self._fail(f"cannot read checkpoint group {where}", exc) from None
+
+    def stored_bytes(self, key: str) -> int:
+        try:
+            return sum(int(meta["size"]) for meta in self._list(f"{key}/"))
+        except self._errors as exc:
+            raise self._fail(f"cannot list checkpoint group {self.describe(key)}", exc) from None
+
+    def set_aside(self, key: str, suffix: str) -> str:
+        """No rename in an object store: each object is copied under the new name, then the group deleted.
+        Cut off half way, the group is still whole under its old key (a copy is never a move)."""
+        import obstore
+
+        aside = key + suffix
+        try:
+            for meta in list(self._list(f"{key}/")):
+                part = meta["path"].removeprefix(f"{key}/")
+                obstore.copy(self._root, meta["path"], f"{aside}/{part}")
+        except self._errors as exc:
+            raise self._fail(f"cannot set aside checkpoint group {self.describe(key)}", exc) from None
+        self.delete(key)
+        return self.describe(aside)
 
     def delete(self, key: str) -> None:
         import obstore

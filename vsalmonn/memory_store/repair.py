@@ -7,6 +7,12 @@ memory, and the next writer would delete it. `MemoryStore.open` refuses that; th
 catalog aside and builds a new one from the groups that verify (each group records its checksum, its stream
 and the source offset it resumes from; each stream folder holds `stream.json` with the stream's name).
 
+Both work wherever the groups live (`objects.GroupStore`: a folder, or a prefix in an S3 object store): the
+groups are listed, read and set aside through it, and the catalog rows are compared by key. An object store
+differs in one thing: it has no temporary names, so a group still being written (by a writer on another node)
+looks like an abandoned one until its row exists. `check_store` therefore leaves out of its verdict groups
+without a row younger than the store's garbage grace (`gc_grace_s`), as `store gc` does, and says so.
+
 What a group does not hold cannot come back: transcript rows, frame labels, moments, events and status are
 catalog-only and are reported as lost.
 """
@@ -18,16 +24,18 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
 from .catalog import Catalog, CatalogError
-from .checkpoint import COMMIT_ATTR, CheckpointError, read_group, read_group_attrs, written_checksum
+from .checkpoint import COMMIT_ATTR, CheckpointError, written_checksum
 from .models import Checkpoint, Stream
-from .on_disk import _groups_on_disk, _span
-from .store import CATALOG_FILE, GROUP_SUFFIX, MEMORY_DIR, STREAM_FILE
+from .objects import GroupEntry, GroupStore, LocalGroups
+from .on_disk import _aware, _span
+from .store import CATALOG_FILE, GROUP_SUFFIX, MEMORY_DIR, STREAM_FILE, TMP_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +45,22 @@ LOST_KINDS = "transcript rows, frame labels, on-screen text, moments, events and
 
 @dataclass
 class GroupCheck:
-    """One checkpoint group on disk, as verified."""
+    """One checkpoint group of the store, as verified."""
 
     stream_id: str
-    path: Path
+    key: str  # <stream id>/<name>.zarr below the store's root
+    where: str  # how messages name it: its folder, or its URL in an object store
     seq: int
     ok: bool
     reason: str = ""
     commit: dict[str, Any] = field(default_factory=dict)
     checksum: str | None = None
     state: dict[str, Any] | None = None
+    catalogued: bool = False  # a row names it (False too when the catalog is unreadable)
+
+    @property
+    def path(self) -> str:
+        return self.where
 
 
 @dataclass
@@ -56,10 +70,11 @@ class StoreCheck:
     catalog: str  # "ok", or why the catalog cannot be read
     catalog_ok: bool
     groups: list[GroupCheck]
-    uncatalogued: list[
-        GroupCheck
-    ]  # verified groups that no row commits (all of them when the catalog is lost)
+    # verified groups that no row commits (all of them when the catalog is lost)
+    uncatalogued: list[GroupCheck]
     missing: list[str]  # rows whose group is gone
+    where: str = ""  # the store's root
+    in_flight: list[str] = field(default_factory=list)  # object store: young groups without a row, not judged
 
     @property
     def damaged(self) -> list[GroupCheck]:
@@ -70,40 +85,58 @@ class StoreCheck:
         streams = {g.stream_id for g in self.groups}
         good = sum(g.ok for g in self.groups)
         out.append(
-            f"checkpoint groups on disk: {len(self.groups)} of {len(streams)} stream(s), {good} verify, "
-            f"{len(self.damaged)} fail their checksum"
+            f"checkpoint groups in {self.where}: {len(self.groups)} of {len(streams)} stream(s), "
+            f"{good} verify, {len(self.damaged)} fail their checksum"
         )
-        out += [f"  damaged: {g.path} ({g.reason})" for g in self.damaged]
+        out += [f"  damaged: {g.where} ({g.reason})" for g in self.damaged]
         if self.catalog_ok:
-            out += [f"  not in the catalog: {g.path}" for g in self.uncatalogued]
-            out += [f"  in the catalog but missing on disk: {m}" for m in self.missing]
+            out += [f"  not in the catalog: {g.where}" for g in self.uncatalogued]
+            out += [f"  in the catalog but missing from the store: {m}" for m in self.missing]
         elif good:
             out.append(f"run 'vsalmonn store rebuild' to re-catalogue the {good} group(s) that verify")
+        out += [
+            f"  no row yet, younger than gc_grace_s (a write in progress?), not checked: {w}"
+            for w in self.in_flight
+        ]
         return out
 
 
-def _verify(stream_id: str, path: Path, keep_state: bool) -> GroupCheck:
-    seq = _seq_of(path)
+def _verify(groups: GroupStore, stream_id: str, key: str, keep_state: bool) -> GroupCheck:
+    where = groups.describe(key) if not groups.local else str(groups.location(key))
+    seq = _seq_of(key)
     try:
-        attrs = read_group_attrs(path)
+        attrs = groups.read_attrs(key)
         commit = dict(attrs.get(COMMIT_ATTR) or {})
         seq = int(commit.get("seq") or seq)
-        state, checksum = read_group(path, written_checksum(attrs))
+        state, checksum = groups.read(key, written_checksum(attrs))
     except CheckpointError as exc:
-        return GroupCheck(stream_id, path, seq, False, reason=str(exc).replace(str(path), "group"))
+        reason = str(exc).replace(where, "group").replace(groups.describe(key), "group")
+        return GroupCheck(stream_id, key, where, seq, False, reason=reason)
     if written_checksum(attrs) is None:
         reason = "readable, but written before groups recorded their checksum: content not verified"
-        log.warning("%s: %s", path, reason)
+        log.warning("%s: %s", where, reason)
     return GroupCheck(
-        stream_id, path, seq, True, commit=commit, checksum=checksum, state=state if keep_state else None
-    )
+        stream_id, key, where, seq, True, commit=commit, checksum=checksum,
+        state=state if keep_state else None,
+    )  # fmt: skip
 
 
-def _seq_of(path: Path) -> int:
+def _seq_of(key: str) -> int:
+    """The sequence number a group's name starts with (``00000007.zarr``, ``00000007-<random>.zarr``)."""
+    name = key.rsplit("/", 1)[-1].removesuffix(GROUP_SUFFIX)
     try:
-        return int(path.name.removesuffix(GROUP_SUFFIX))
+        return int(name.split("-", 1)[0])
     except ValueError:
         return 0
+
+
+def _final_groups(groups: GroupStore) -> dict[str, list[GroupEntry]]:
+    """The store's groups by stream id, oldest first, without a folder's temporaries (never final)."""
+    found: dict[str, list[GroupEntry]] = {}
+    for entry in groups.groups():
+        if not entry.key.rsplit("/", 1)[-1].startswith(TMP_PREFIX):
+            found.setdefault(entry.stream_id, []).append(entry)
+    return found
 
 
 def _catalog_rows(catalog: Catalog) -> list[str]:
@@ -126,36 +159,53 @@ def _open_catalog(data_dir: Path, url: str | None, read_only: bool) -> tuple[Cat
     return catalog, "ok"
 
 
-def check_store(data_dir: Path, url: str | None = None) -> StoreCheck:
-    """Verify every checkpoint group under `data_dir` and compare with the catalog; writes nothing."""
+def check_store(
+    data_dir: Path, url: str | None = None, groups: GroupStore | None = None, grace_s: float = 3600.0
+) -> StoreCheck:
+    """Verify every checkpoint group of the store and compare with the catalog; writes nothing.
+
+    `groups`: where the groups live (default: the folder ``<data>/memory``); `grace_s`: in an object store,
+    groups without a row younger than this are reported as possibly in flight, not judged (module docstring).
+    """
     data_dir = Path(data_dir)
-    groups = [
-        _verify(stream_id, path, keep_state=False)
-        for stream_id, paths in _groups_on_disk(data_dir / MEMORY_DIR).items()
-        for path in paths
-    ]
+    groups = groups or LocalGroups(data_dir / MEMORY_DIR, data_dir)
+    listed = [e for entries in _final_groups(groups).values() for e in entries]
     catalog, status = _open_catalog(data_dir, url, read_only=True)
+    rows: list[str] = []
+    if catalog is not None:
+        try:
+            rows = _catalog_rows(catalog)
+            with catalog.session() as s:
+                if not s.scalar(select(Stream.id).limit(1)) and listed:
+                    status = "holds no streams, though checkpoint groups exist"
+        finally:
+            catalog.close()
+    committed = {groups.key_of(p) for p in rows}
+    in_flight: list[str] = []
+    if catalog is not None and not groups.local:
+        now = datetime.now(UTC)
+        young = {
+            e.key for e in listed
+            if e.key not in committed and (now - _aware(e.modified)).total_seconds() < grace_s
+        }  # fmt: skip
+        in_flight = [groups.describe(k) for k in sorted(young)]
+        listed = [e for e in listed if e.key not in young]
+    checked = [_verify(groups, e.stream_id, e.key, keep_state=False) for e in listed]
     if catalog is None:
-        return StoreCheck(status, False, groups, [g for g in groups if g.ok], [])
-    try:
-        rows = _catalog_rows(catalog)
-        paths = {str(Path(p)) for p in rows}
-        with catalog.session() as s:
-            if not s.scalar(select(Stream.id).limit(1)) and groups:
-                status = "holds no streams, though checkpoint groups exist"
-    finally:
-        catalog.close()
-    on_disk = {str(g.path.relative_to(data_dir)) for g in groups}
-    uncatalogued = [g for g in groups if g.ok and str(g.path.relative_to(data_dir)) not in paths]
-    missing = [p for p in rows if str(Path(p)) not in on_disk]
-    return StoreCheck(status, status == "ok", groups, uncatalogued, missing)
+        return StoreCheck(status, False, checked, [g for g in checked if g.ok], [], groups.url)
+    keys = {e.key for e in listed}
+    for g in checked:
+        g.catalogued = g.key in committed
+    uncatalogued = [g for g in checked if g.ok and g.key not in committed]
+    missing = [p for p in rows if groups.key_of(p) not in keys]
+    return StoreCheck(status, status == "ok", checked, uncatalogued, missing, groups.url, in_flight)
 
 
 @dataclass
 class RebuildResult:
     moved_aside: list[Path]
     streams: list[tuple[str, str, int]]  # (name, id, checkpoints catalogued)
-    damaged: list[Path]  # groups set aside as <name>.damaged
+    damaged: list[str]  # groups set aside as <name>.damaged (their folder or URL)
 
     def lines(self) -> list[str]:
         out = [f"moved the unreadable catalog aside: {p}" for p in self.moved_aside]
@@ -165,17 +215,23 @@ class RebuildResult:
         return out
 
 
-def rebuild_catalog(data_dir: Path, url: str | None = None) -> RebuildResult:
-    """A new catalog from the checkpoint groups on disk; the old, unreadable one is moved aside, not deleted.
+def rebuild_catalog(
+    data_dir: Path, url: str | None = None, groups: GroupStore | None = None
+) -> RebuildResult:
+    """A new catalog from the checkpoint groups of the store; the old, unreadable one is moved aside, not
+    deleted. `groups`: where the groups live (default: the folder ``<data>/memory``).
 
     Refused (CatalogError) when the catalog reads fine and holds streams: there is nothing to rebuild, and a
     rebuild would drop its transcript rows and events. Only a SQLite catalog is moved aside; a PostgreSQL one
-    must be empty (its database is the administrator's to recreate).
+    must be empty (its database is the administrator's to recreate). A stream's name comes from its local
+    sidecar (``<data>/memory/<id>/stream.json``, with its source and kind) when this node has one, else from
+    the commit attributes inside its groups.
     """
     data_dir = Path(data_dir)
-    found = _groups_on_disk(data_dir / MEMORY_DIR)
+    groups = groups or LocalGroups(data_dir / MEMORY_DIR, data_dir)
+    found = _final_groups(groups)
     if not found:
-        raise CatalogError(f"no checkpoint groups under {data_dir / MEMORY_DIR}: nothing to rebuild from")
+        raise CatalogError(f"no checkpoint groups in {groups.url}: nothing to rebuild from")
     catalog, _status = _open_catalog(data_dir, url, read_only=True)
     if catalog is not None:
         try:
@@ -188,6 +244,10 @@ def rebuild_catalog(data_dir: Path, url: str | None = None) -> RebuildResult:
                 f"the catalog of {data_dir} reads fine and holds streams; nothing to rebuild "
                 "('vsalmonn store check' lists what differs)"
             )
+    checked = {
+        stream_id: [_verify(groups, stream_id, e.key, keep_state=True) for e in entries]
+        for stream_id, entries in found.items()
+    }  # every group read before anything is moved: an unreachable object store changes nothing
     moved: list[Path] = []
     if url is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -199,8 +259,7 @@ def rebuild_catalog(data_dir: Path, url: str | None = None) -> RebuildResult:
                 moved.append(aside)
     result = RebuildResult(moved, [], [])
     with Catalog.for_data_dir(data_dir, url) as new:
-        for stream_id, paths in found.items():
-            checks = [_verify(stream_id, p, keep_state=True) for p in paths]
+        for stream_id, checks in checked.items():
             meta = _stream_meta(data_dir / MEMORY_DIR / stream_id)
             name = str(meta.get("name") or "") or next(
                 (str(c.commit["stream"]) for c in checks if c.commit.get("stream")),
@@ -219,23 +278,20 @@ def rebuild_catalog(data_dir: Path, url: str | None = None) -> RebuildResult:
                     assert c.state is not None and c.checksum is not None
                     t_start, t_end = _span(c.state)
                     next_id = c.state.get("next_id", {})
-                    stored = sum(f.stat().st_size for f in c.path.rglob("*") if f.is_file())
                     raw = sum(int(v.numel() * v.element_size()) for v in _tensors(c.state))
                     s.add(
                         Checkpoint(
-                            stream_id=stream_id, seq=c.seq, path=str(c.path.relative_to(data_dir)),
+                            stream_id=stream_id, seq=c.seq, path=groups.row_path(c.key),
                             t_start=t_start, t_end=t_end, source_offset=c.commit.get("source_offset"),
                             source_state=c.commit.get("source_state"),
                             tokens_visual=int(next_id.get("visual", 0)),
                             tokens_audio=int(next_id.get("audio", 0)),
-                            checksum=c.checksum, bytes_raw=raw, bytes_stored=stored,
+                            checksum=c.checksum, bytes_raw=raw, bytes_stored=groups.stored_bytes(c.key),
                         )
                     )  # fmt: skip
             for c in checks:
                 if not c.ok:
-                    aside = c.path.with_name(c.path.name + DAMAGED_SUFFIX)
-                    os.replace(c.path, aside)
-                    result.damaged.append(aside)
+                    result.damaged.append(groups.set_aside(c.key, DAMAGED_SUFFIX))
             result.streams.append((name, stream_id, len(good)))
     return result
 

@@ -388,9 +388,9 @@ class StreamWriter:
         }  # fmt: skip
         try:
             info = groups.write(key, state, extra_attrs={COMMIT_ATTR: commit_attrs})
-        except BaseException:
+        except BaseException as exc:
             if not groups.local:  # a folder's write cleans up its own temporary; its final name is untouched
-                self._discard(key)
+                self._discard(key, quiet=isinstance(exc, ObjectStoreError))
             raise
         took = time.perf_counter() - started
         if not groups.local and took > self.store.gc_grace_s / 2:
@@ -443,12 +443,14 @@ class StreamWriter:
                 log.warning("stream %s: a checkpoint listener failed: %s", self.name, exc)
         return committed
 
-    def _discard(self, key: str) -> None:
-        """Delete a group that will get no row; one that cannot be deleted now is left to `recover`."""
+    def _discard(self, key: str, quiet: bool = False) -> None:
+        """Delete a group that will get no row; one that cannot be deleted now is left to `recover` (`quiet`:
+        the object store failed the write already, which the caller reports; a failed delete is no news)."""
         try:
             self.store.groups.delete(key)
         except ObjectStoreError as exc:
-            log.warning("stream %s: uncommitted group left for garbage collection: %s", self.name, exc)
+            level = logging.INFO if quiet else logging.WARNING
+            log.log(level, "stream %s: uncommitted group left for garbage collection: %s", self.name, exc)
 
     def submit(
         self,
@@ -483,7 +485,8 @@ class StreamWriter:
         try:
             self.commit(state, source_offset=offset, source_state=source_state)
         except BaseException as exc:
-            log.error("stream %s: background checkpoint failed: %s", self.name, exc)
+            if not isinstance(exc, ObjectStoreError):  # that one is the caller's to report (the next wait)
+                log.error("stream %s: background checkpoint failed: %s", self.name, exc)
             with self._cond:
                 self._error = exc
         finally:

@@ -27,7 +27,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from vsalmonn.errors import one_line
 from vsalmonn.memory_store import MemoryConfig
 from vsalmonn.memory_store.names import validate_stream_name
+from vsalmonn.memory_store.objects import ObjectStoreError
 from vsalmonn.memory_store.redact import redact
 from vsalmonn.memory_store.rows.status import StatusReport, stream_overviews, upsert_statuses
 from vsalmonn.memory_store.store import MemoryStore, StreamBusyError, source_epoch
@@ -118,7 +119,9 @@ class StreamRunner(threading.Thread):
             self.busy = True
             self.stats.fail(str(exc), "failed")
             log.error("stream %s refused: %s", name, self.stats.last_error)
-        except (DecodeError, FolderError, ValueError) as exc:
+        except (DecodeError, FolderError, ValueError, ObjectStoreError) as exc:
+            # ObjectStoreError: the checkpoint store failed a write the stream could not go on without (its
+            # last one) or a read at its start; its last committed checkpoint stays, and a rerun resumes there
             self._ended_badly(str(exc), "failed")
         except Exception as exc:
             log.exception("stream %s: unexpected error", name)
@@ -155,7 +158,13 @@ def daemon_kinds(plugins: PluginManager | None) -> KindRegistry:
 
 
 class Daemon:
-    """Runs `specs` until every stream has ended or `stop` is set; reports status into the catalog."""
+    """Runs `specs` until every stream has ended or `stop` is set; reports status into the catalog.
+
+    `reconcile` (what SIGHUP does to `vsalmonn daemon`) makes the running set another list of streams: a new
+    one starts, a removed one is stopped as on SIGTERM (its checkpoint committed), a changed one is stopped
+    and started again, the others run on untouched. Each stream has its own stop event for that; `stop`
+    (the daemon's) is set with all of them.
+    """
 
     def __init__(
         self,
@@ -170,10 +179,7 @@ class Daemon:
         once: bool = False,
         plugins: PluginManager | None = None,
     ) -> None:
-        names = [s.name for s in specs]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"stream names must be unique; repeated: {', '.join(duplicates)}")
+        _unique(specs)
         self.specs = list(specs)
         self.store = store
         self.perception = perception
@@ -185,8 +191,10 @@ class Daemon:
         self.stop = threading.Event()
         self._encoders = encoders
         self._data_dir = data_dir or store.data_dir
-        self.runners: list[StreamRunner] = []
+        self.runners: list[StreamRunner] = []  # every stream run, removed ones too (the summary's)
+        self.active: dict[str, StreamRunner] = {}  # the current set by name, ended or not
         self.started_at = datetime.now(UTC)
+        self._reporter: threading.Thread | None = None
 
     @property
     def encoders(self) -> Encoders:
@@ -198,17 +206,24 @@ class Daemon:
     def start(self) -> None:
         """Load the encoders and start every stream's thread and the status reporter."""
         allocator.limit_arenas()  # before the threads: their arenas are taken on their first malloc
-        encoders = self.encoders
         for spec in self.specs:
-            runner = StreamRunner(
-                spec, store=self.store, encoders=encoders, perception=self.perception, memory=self.memory,
-                daemon=self.config, stop=self.stop, once=self.once, plugins=self.plugins,
-                kinds=self.kinds,
-            )  # fmt: skip
-            self.runners.append(runner)
-            runner.start()
-        self._reporter = threading.Thread(target=self._report_loop, name="status", daemon=True)
-        self._reporter.start()
+            self._launch(spec)
+        self._ensure_reporter()
+
+    def _launch(self, spec: StreamSpec) -> None:
+        runner = StreamRunner(
+            spec, store=self.store, encoders=self.encoders, perception=self.perception, memory=self.memory,
+            daemon=self.config, stop=threading.Event(), once=self.once, plugins=self.plugins,
+            kinds=self.kinds,
+        )  # fmt: skip
+        self.runners.append(runner)
+        self.active[spec.name] = runner
+        runner.start()
+
+    def _ensure_reporter(self) -> None:
+        if self._reporter is None or not self._reporter.is_alive():
+            self._reporter = threading.Thread(target=self._report_loop, name="status", daemon=True)
+            self._reporter.start()
 
     @property
     def running(self) -> bool:
@@ -222,6 +237,18 @@ class Daemon:
             runner.join(remaining)
         return not self.running
 
+    def _stop(self, runners: Sequence[StreamRunner]) -> bool:
+        """Ask these streams to stop and wait up to `stop_timeout_s`; True if all ended."""
+        for runner in runners:
+            runner.stop.set()
+        deadline = time.monotonic() + self.config.stop_timeout_s
+        for runner in runners:
+            runner.join(max(0.0, deadline - time.monotonic()))
+        busy = [r.spec.name for r in runners if r.is_alive()]
+        if busy:
+            log.warning("streams still busy after %.0f s: %s", self.config.stop_timeout_s, ", ".join(busy))
+        return not busy
+
     def shutdown(self) -> bool:
         """Ask every stream to stop, wait up to `stop_timeout_s`, write the final status; True if all ended.
 
@@ -229,21 +256,51 @@ class Daemon:
         whole, as after any kill (DESIGN §4), and it resumes from its last commit.
         """
         self.stop.set()
-        ended = self.wait(self.config.stop_timeout_s)
-        if not ended:
-            log.warning(
-                "streams still busy after %.0f s: %s", self.config.stop_timeout_s,
-                ", ".join(r.spec.name for r in self.runners if r.is_alive()),
-            )  # fmt: skip
+        ended = self._stop(self.runners)
         self.report()
         return ended
 
-    def run(self, should_stop: threading.Event | None = None) -> int:
-        """Start, run until all streams end or `should_stop` is set, shut down. 0, or 1 if a stream failed."""
+    def reconcile(self, specs: Sequence[StreamSpec]) -> None:
+        """Make the current set `specs` (class docstring). Checked whole first: ValueError (one line) for a
+        list that cannot run, and then nothing has changed."""
+        _unique(specs)
+        for spec in specs:
+            validate_stream_name(spec.name)
+            self.kinds.resolve(spec)
+        wanted = {s.name: s for s in specs}
+        gone = [n for n, r in self.active.items() if n not in wanted or r.spec != wanted[n]]
+        if gone:
+            log.warning("reconcile: stopping %s", ", ".join(gone))
+            stopped = [self.active.pop(n) for n in gone]
+            self._stop(stopped)
+            self._report(stopped)  # their last rows ("stopped"); the reporter writes the current set only
+        new = [s for n, s in wanted.items() if n not in self.active]
+        for spec in new:
+            self._launch(spec)
+        self.specs = list(specs)
+        self._ensure_reporter()
+        log.warning("reconcile: %d stream(s), %d started, %d stopped", len(wanted), len(new), len(gone))
+
+    def run(
+        self,
+        should_stop: threading.Event | None = None,
+        reload: threading.Event | None = None,
+        read_specs: Callable[[], Sequence[StreamSpec]] | None = None,
+    ) -> int:
+        """Start, run until all streams end or `should_stop` is set, shut down. 0, or 1 if a stream failed.
+
+        `reload` set (SIGHUP) calls `read_specs` (the settings read again) and reconciles with its streams; a
+        `read_specs` that raises (a bad edit) is one line in the log, and the streams run on unchanged.
+        """
         self.start()
         outside = should_stop or threading.Event()
         while self.running and not outside.wait(0.2):
-            pass
+            if reload is not None and reload.is_set() and read_specs is not None:
+                reload.clear()
+                try:
+                    self.reconcile(read_specs())
+                except Exception as exc:
+                    log.error("SIGHUP: settings not reloaded, streams unchanged: %s", one_line(str(exc)))
         self.shutdown()
         failed = [r for r in self.runners if r.stats.state == "failed"]
         return 1 if failed and not outside.is_set() else 0
@@ -257,10 +314,20 @@ class Daemon:
                 return
 
     def report(self) -> None:
-        """Write every stream's status row now."""
-        rows = [r for r in self.runners if r.stream_id is not None]
+        """Write the status row of every stream of the current set now."""
+        self._report(list(self.active.values()))
+
+    def _report(self, runners: Sequence[StreamRunner]) -> None:
+        rows = {r.stream_id: r.stats for r in runners if r.stream_id is not None}
         if rows:
-            write_status(self.store, [(r.stream_id, r.stats) for r in rows], self.started_at)  # type: ignore[misc]
+            write_status(self.store, rows.items(), self.started_at)
+
+
+def _unique(specs: Sequence[StreamSpec]) -> None:
+    names = [s.name for s in specs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"stream names must be unique; repeated: {', '.join(duplicates)}")
 
 
 def write_status(

@@ -32,6 +32,7 @@ import numpy as np
 
 from vsalmonn.errors import one_line
 from vsalmonn.memory_store import StreamMemory
+from vsalmonn.memory_store.objects import ObjectStoreError
 from vsalmonn.memory_store.redact import redact
 from vsalmonn.memory_store.retention import RetentionSchedule
 from vsalmonn.memory_store.rope import kind_positions
@@ -389,14 +390,32 @@ class StreamSink:
         """
         if flush:
             self.memory.flush()
+        self._settle()
         if wait:
-            self.writer.wait()
             self.writer.commit(
                 self.memory.state_dict(copy=False), source_offset=self.committed, source_state=source_state
             )
         else:
             self.writer.submit(self.memory, source_offset=self.committed, source_state=source_state)
         self.stats.checkpoints += 1
+
+    def _settle(self) -> None:
+        """Wait for the background checkpoint in flight. One that an object store failed (unreachable, or
+        refusing) costs nothing committed: the stream's previous checkpoint stays the one it resumes from,
+        rows are kept in line with it on a restart, and the next checkpoint (this one) holds everything the
+        failed one would have. So it is one line in the log and a count in the status, and ingest goes on;
+        the client's own retries with backoff (`[store.s3]`) have run already. Any other failure is raised.
+        A checkpoint the stream ends with is committed synchronously, and its failure ends the stream."""
+        try:
+            self.writer.wait()
+        except ObjectStoreError as exc:
+            reason = one_line(str(exc))
+            self.stats.fail(reason)
+            self.stats.detail["checkpoints_failed"] = int(self.stats.detail.get("checkpoints_failed", 0)) + 1
+            log.warning(
+                "stream %s: checkpoint not committed, ingest goes on and the next checkpoint tries again: %s",
+                self.stream, reason,
+            )  # fmt: skip
 
 
 def forget_from(store: MemoryStore, stream_id: str, offset: float) -> None:

@@ -319,5 +319,12 @@ def _add_errors(app: FastAPI) -> None:
     async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
         return _error(503, one_line(exc))
 
+    from vsalmonn.memory_store.objects import ObjectStoreError
+
+    @app.exception_handler(ObjectStoreError)
+    async def store_away(request: Request, exc: ObjectStoreError) -> JSONResponse:
+        # the checkpoints' object store cannot be reached: the environment's fault, and it may come back
+        return _error(503, one_line(exc))
+
 
 __all__ = ["SEARCH_K_MAX", "Unavailable", "ViewHolder", "create_app"]
