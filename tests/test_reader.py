@@ -100,13 +100,36 @@ def test_a_strong_slot_is_not_joined_with_weak_neighbours() -> None:
     assert [m.slot_ids for m in joined] == [[0, 1, 2, 3, 4]]
 
 
-def test_slots_with_an_unselected_slot_between_stay_apart() -> None:
+def test_slots_with_an_unselected_slot_between_stay_apart_unless_they_touch() -> None:
     prompt = torch.tensor([[1.0, 0.0]])
     keys = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
-    # Slot 1 is an instant, so slots 0 and 2 touch in time; they are still not adjacent in the bank.
+    # Slot 1 is an instant, so slots 0 and 2 touch in time though they are not adjacent in the bank:
+    # one stretch of time, so one moment (`join_touching`, the default) ...
     t0, t1 = torch.tensor([0.0, 1.0, 1.0]), torch.tensor([1.0, 1.0, 2.0])
     moments = read(prompt, [cands("audio", keys, t0=t0, t1=t1)], k=5, budgets={"audio": 2})
-    assert [m.slot_ids for m in moments] == [[0], [2]]
+    assert [(m.slot_ids, m.t0, m.t1) for m in moments] == [([0, 2], 0.0, 2.0)]
+    # ... and two runs without it
+    apart = read(prompt, [cands("audio", keys, t0=t0, t1=t1)], k=5, budgets={"audio": 2}, join_touching=False)
+    assert [m.slot_ids for m in apart] == [[0], [2]]
+    # slots apart in time stay apart either way
+    later = torch.tensor([0.0, 1.0, 1.5])
+    found = read(prompt, [cands("audio", keys, t0=later, t1=later + 0.5)], k=5, budgets={"audio": 2})
+    assert [m.slot_ids for m in found] == [[0], [2]]
+
+
+def test_a_weak_slot_inside_a_scene_does_not_split_it_into_several_moments() -> None:
+    """bench needle's case: a frame is several slots of one span, the budget takes a weak one of them, and the
+    weak-link rule cut the scene into strong moments that filled the first k, pushing the needle out."""
+    prompt = torch.tensor([[1.0, 0.0]])
+    strong, weak = [0.8, 0.6], [0.05, 0.9987]
+    keys = torch.tensor([strong, strong, weak, strong, strong, [0.0, 1.0], [0.7, 0.714]])
+    t0 = torch.tensor([35.0, 35.0, 35.0, 36.0, 36.0, 50.0, 90.0], dtype=torch.float64)
+    c = cands("visual", keys, t0=t0, t1=t0 + 1)
+    runs = read(prompt, [c], k=3, budgets={"visual": 6}, join_touching=False)
+    assert [m.slot_ids for m in runs] == [[0, 1], [3, 4], [6]]  # the scene twice, the needle third
+    moments = read(prompt, [c], k=3, budgets={"visual": 6})
+    assert [(m.slot_ids, m.t0, m.t1) for m in moments[:2]] == [([0, 1, 3, 4], 35.0, 37.0), ([6], 90.0, 91.0)]
+    assert moments[2].slot_ids == [2]  # the weak slot stays a moment of its own
 
 
 def test_moments_are_best_first_and_ties_earlier_first() -> None:
@@ -193,8 +216,11 @@ def test_read_properties(sizes: tuple[int, int], budgets: tuple[int, int], q: in
         t0 = torch.cumsum(dur + gap, 0) - dur  # (s,) time-ordered, touching or apart
         keys = torch.randint(-1, 2, (s, dim), generator=gen).float()  # ties and zero keys are common
         candidates.append(cands(m, keys, first_id=1000 * i, t0=t0, t1=t0 + dur))
-    moments = read(prompt, candidates, k=k, budgets=dict(zip(modalities, budgets, strict=True)))
-    everything = read(prompt, candidates, k=10**6, budgets=dict(zip(modalities, budgets, strict=True)))
+    per = dict(zip(modalities, budgets, strict=True))
+    joined = read(prompt, candidates, k=10**6, budgets=per)
+    # runs of adjacent slots first (the properties below), then those that touch joined
+    moments = read(prompt, candidates, k=k, budgets=per, join_touching=False)
+    everything = read(prompt, candidates, k=10**6, budgets=per, join_touching=False)
     assert moments == everything[:k]
     assert [(-m.score, m.t0) for m in everything] == sorted((-m.score, m.t0) for m in everything)
     for i, (modality, size, budget) in enumerate(zip(modalities, sizes, budgets, strict=True)):
@@ -218,6 +244,15 @@ def test_read_properties(sizes: tuple[int, int], budgets: tuple[int, int], q: in
                 pair = scores[[a.slot_ids[-1] - 1000 * i, b.slot_ids[0] - 1000 * i]]
                 hi, lo = float(pair.max()), float(pair.min())
                 assert hi > 0 and lo < 0.5 * hi, "adjacent slots of similar score belong to one moment"
+    # joining touching moments keeps the slots selected and each moment's score and span those of its slots
+    assert sorted(s for m in joined for s in m.slot_ids) == sorted(s for m in everything for s in m.slot_ids)
+    assert [(-m.score, m.t0) for m in joined] == sorted((-m.score, m.t0) for m in joined)
+    assert read(prompt, candidates, k=k, budgets=per) == joined[:k]
+    for m in joined:
+        i = modalities.index(m.modality)
+        local = [s - 1000 * i for s in m.slot_ids]
+        assert m.score == pytest.approx(float(score(prompt, candidates[i].keys)[local].max()))
+        assert m.t0 == float(candidates[i].t0[local].min()) and m.t1 == float(candidates[i].t1[local].max())
 
 
 @pytest.mark.slow

@@ -169,6 +169,11 @@ class MemoryConfig(TTTConfig):
     reader_join_gap_s: float = Field(
         2.0, ge=0, description="adjacent selected slots further apart in time than this are separate moments"
     )
+    reader_join_touching: bool = Field(
+        True,
+        description="moments whose spans touch and whose scores are similar (reader_join_ratio) become one, "
+        "even when a weak slot parted them (a frame's tokens are several slots of one span)",
+    )
     slow_weights: str = Field(
         "default",
         description="the slow weights θ a fresh memory starts from: 'default' (the shipped trained θ when it "

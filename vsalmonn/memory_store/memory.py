@@ -287,6 +287,7 @@ class StreamMemory:
                     budgets=budgets,  # type: ignore[arg-type]
                     join_ratio=self.config.reader_join_ratio,
                     join_gap_s=self.config.reader_join_gap_s,
+                    join_touching=self.config.reader_join_touching,
                 )
         moments.sort(key=lambda mo: (-mo.score, mo.t0))
         return moments[:k]

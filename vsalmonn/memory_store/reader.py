@@ -196,6 +196,7 @@ def read(
     budgets: Mapping[Modality, int],
     join_ratio: float = 0.5,
     join_gap_s: float = 2.0,
+    join_touching: bool = True,
 ) -> list[Moment]:
     """The at most ``k`` best moments for ``prompt`` (q, d), best first (ties: earlier ``t0`` first).
 
@@ -205,7 +206,9 @@ def read(
     unselected slot between them) become one moment scored by its best slot, unless the weaker of two
     neighbours scores below ``join_ratio`` times the stronger: a strong hit beside slots that only filled the
     budget would otherwise cite a span far wider than its evidence. Neighbours further apart in time than
-    ``join_gap_s`` stay apart too: two remarks a minute apart are two moments, not one long one. Ties in
+    ``join_gap_s`` stay apart too: two remarks a minute apart are two moments, not one long one. With
+    ``join_touching``, moments whose spans touch and whose scores are similar (by ``join_ratio``) then
+    become one, even when a weak slot between them parted their runs (`_join_touching`). Ties in
     slot scores keep the earlier slot; moments tied in score and ``t0`` keep the order of ``candidates``.
     A 1-D prompt is one row.
     """
@@ -227,10 +230,40 @@ def read(
         if cand.modality not in budgets:
             raise KeyError(f"no reader budget for modality {cand.modality!r}")
         scores = cand.slot_scores(prompt)
-        moments.extend(_moments(cand, scores, int(budgets[cand.modality]), join_ratio, join_gap_s))
+        found = _moments(cand, scores, int(budgets[cand.modality]), join_ratio, join_gap_s)
+        moments.extend(_join_touching(found, join_ratio) if join_touching else found)
     moments.sort(key=lambda m: (-m.score, m.t0))
     logger.debug("reader: %d moments from %d modalities, returning %d", len(moments), len(candidates), k)
     return moments[:k]
+
+
+def _join_touching(moments: list[Moment], join_ratio: float) -> list[Moment]:
+    """One modality's moments, those whose spans touch joined when neither is weak beside the other.
+
+    A frame is several tokens, so several slots of one span; the budget fills with weak slots of the same
+    frames, and the weak-link rule of `_moments` then cuts one scene into several strong moments that crowd
+    the first k (bench needle: three of the first five for one scene, pushing the needle out). A moment is
+    a stretch of time, so touching strong ones are one; a weak moment between them stays apart and does not
+    block the join.
+    """
+    out: list[Moment] = []
+    for m in sorted(moments, key=lambda m: (m.t0, m.t1)):
+        for i in range(len(out) - 1, -1, -1):
+            g = out[i]
+            hi, lo = max(g.score, m.score), min(g.score, m.score)
+            if g.t1 >= m.t0 and not (hi > 0 and lo < join_ratio * hi):  # touching, neither weak
+                out[i] = Moment(
+                    t0=g.t0,
+                    t1=max(g.t1, m.t1),
+                    score=max(g.score, m.score),
+                    modality=g.modality,
+                    slot_ids=sorted(g.slot_ids + m.slot_ids),
+                    token_ids=(min(g.token_ids[0], m.token_ids[0]), max(g.token_ids[1], m.token_ids[1])),
+                )
+                break
+        else:
+            out.append(m)
+    return out
 
 
 def _moments(
