@@ -442,7 +442,8 @@ def test_times_may_be_clock_text_or_the_wall_clock_of_a_live_stream(
         before = call(tools["search_video_memory"], {"query": "someone says goodbye", "k": 3, **early})
         # every moment starts inside the window; a frame's slot that overlaps its end may end 1 s later
         end = at - 8 + 0.01
-        assert all(m["t0"] <= end and m["t1"] <= end + 1.0 for m in before.artifact["moments"]), before.artifact
+        spans = [(m["t0"], m["t1"]) for m in before.artifact["moments"]]
+        assert all(t0 <= end and t1 <= end + 1.0 for t0, t1 in spans), before.artifact
         # A wall-clock instant, as describe_moment takes it.
         seen = call(tools["describe_moment"], {"stream": "talk", "t": "2026-12-03 14:00:18"})
         assert seen.artifact["t"] == 18.0 and seen.artifact["wall"] == "2026-12-03T14:00:18Z"
