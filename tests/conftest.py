@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # imported lazily below: a broken catalog module must not tak
     from vsalmonn.memory_store.catalog import Catalog
     from vsalmonn.perception.ingest import Encoders
 
+    from .s3_server import S3Server
     from .talk_store import Ingested
 
 
@@ -72,6 +73,18 @@ def catalog(catalog_url: str) -> Iterator[Catalog]:
         yield cat
     finally:
         cat.close()
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    """moto's real S3 server on 127.0.0.1 (tests/s3_server.py), one per module, stopped after it."""
+    from .s3_server import start_server
+
+    server = start_server()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

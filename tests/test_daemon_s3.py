@@ -15,7 +15,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,15 +39,6 @@ DAEMON = DaemonConfig(window_s=4, checkpoint_every_s=4, status_every_s=0.3)
 CLIP_S = 16.0
 
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared media folder {SHARED} is absent")
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[s3_server.S3Server]:
-    server = s3_server.start_server()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

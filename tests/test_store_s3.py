@@ -30,15 +30,6 @@ PREFIX = "fleet/ckpt"
 FAST_FAIL = {"connect_timeout_s": 5.0, "request_timeout_s": 5.0, "max_retries": 2, "retry_timeout_s": 3.0}
 
 
-@pytest.fixture(scope="module")
-def s3() -> Iterator[s3_server.S3Server]:
-    server = s3_server.start_server()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def endpoint(s3: s3_server.S3Server) -> Iterator[s3_server.S3Server]:
     """The server, with its endpoint listening again after the test whatever the test did to it."""
