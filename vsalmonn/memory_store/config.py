@@ -145,6 +145,13 @@ class MemoryConfig(TTTConfig):
     audio_slots: int = Field(4096, gt=0, le=MAX_SLOTS, description="budget M_a of the audio bank")
     policy: Policy = Field("merge", description="how the visual bank reduces when it would overflow")
     audio_policy: Policy = Field("merge", description="how the audio bank reduces (the paper: merge)")
+    audio_merge_balance: float = Field(
+        1.0,
+        ge=0,
+        description="audio merge/whole: a slot of c tokens counts log2(c) times this as less similar to "
+        "the next sentence, so a run of alike sentences is not averaged into one slot (0: the paper's merge; "
+        "docs/memory.md)",
+    )
     slot_members: int = Field(
         2,
         ge=1,
@@ -357,6 +364,7 @@ LEGACY_FIELDS: dict[str, object] = {
     "value_time_code": 0.0,
     "cg_step_scale": CG_STEP_SCALE,
     "slot_members": 2,
+    "audio_merge_balance": 0.0,
 }
 
 

@@ -78,16 +78,15 @@ class StreamMemory:
         (the TTT layer's learned reader view acts on the prompt), so each slot is stored once."""
         cfg = self.config
 
-        def bank(capacity: int, policy: Policy) -> Bank:
+        def bank(capacity: int, policy: Policy, balance: float = 0.0) -> Bank:
+            kw = {"dtype": self.dtype, "device": self.device, "balance": balance}
             if policy == "whole":
-                return WholeBank(
-                    capacity, cfg.dim, members=cfg.slot_members, dtype=self.dtype, device=self.device
-                )
-            return Bank(capacity, cfg.dim, policy, dtype=self.dtype, device=self.device, tied_keys=True)
+                return WholeBank(capacity, cfg.dim, members=cfg.slot_members, **kw)
+            return Bank(capacity, cfg.dim, policy, tied_keys=True, **kw)
 
         return {
             "visual": bank(cfg.visual_slots, cfg.policy),
-            "audio": bank(cfg.audio_slots, cfg.audio_policy),
+            "audio": bank(cfg.audio_slots, cfg.audio_policy, cfg.audio_merge_balance),
         }
 
     # ----- size -----------------------------------------------------------------------------------------

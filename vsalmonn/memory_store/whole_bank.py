@@ -45,10 +45,11 @@ class WholeBank(Bank):
         members: int,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
+        balance: float = 0.0,
     ) -> None:
         if members < 1:
             raise ValueError(f"members must be at least 1, got {members}")
-        super().__init__(capacity, dim, "merge", dtype=dtype, device=device, tied_keys=True)
+        super().__init__(capacity, dim, "merge", dtype=dtype, device=device, tied_keys=True, balance=balance)
         self.policy = "whole"
         self.members = int(members)
         self.member_values = torch.empty(0, dim, dtype=dtype, device=self.device)  # (R, dim)
