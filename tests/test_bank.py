@@ -170,6 +170,34 @@ def test_merge_keeps_most_novel_boundaries_and_averages_runs() -> None:
     assert bank.t0.tolist() == [0.0, 2.0, 4.0] and bank.t1.tolist() == [2.0, 4.0, 5.0]
 
 
+def test_balance_splits_a_run_of_alike_tokens_that_plain_merge_averages_into_one_slot() -> None:
+    """bench needle's lost sentences: a long stretch of alike tokens is never novel against its neighbour,
+    so plain merge folds it into one ever-growing slot; with `balance` that slot is reluctant to grow."""
+    gen = torch.Generator().manual_seed(0)
+    dim, capacity = 16, 8
+    anchor = torch.nn.functional.normalize(torch.randn(dim, generator=gen), dim=0)
+    alike = torch.nn.functional.normalize(anchor + 0.2 * torch.randn(40, dim, generator=gen), dim=1)
+    distinct = torch.nn.functional.normalize(torch.randn(8, dim, generator=gen), dim=1)
+    stream = torch.cat([distinct[:4], alike, distinct[4:]])  # (48, dim): the alike run in the middle
+    plain, balanced = Bank(capacity, dim, "merge"), Bank(capacity, dim, "merge", balance=1.0)
+    for bank in (plain, balanced):
+        for start in range(0, 48, 4):  # sentences arrive a few at a time
+            ids = torch.arange(start, start + 4)
+            v = stream[start : start + 4]
+            bank.append(v, v, ids.double(), ids.double() + 1, ids)
+        assert len(bank) == capacity and int(bank.count.sum()) == 48
+    assert int(plain.count.max()) >= 30, plain.count.tolist()  # the run became (nearly) one slot
+    assert int(balanced.count.max()) <= 16, balanced.count.tolist()
+    # balance 0 is the paper's merge, bit for bit
+    zero = Bank(capacity, dim, "merge", balance=0.0)
+    for start in range(0, 48, 4):
+        ids = torch.arange(start, start + 4)
+        zero.append(stream[start : start + 4], stream[start : start + 4], ids.double(), ids.double() + 1, ids)
+    assert torch.equal(zero.values, plain.values) and torch.equal(zero.count, plain.count)
+    with pytest.raises(ValueError, match="balance"):
+        Bank(capacity, dim, "merge", balance=-1.0)
+
+
 def test_discard_keeps_boundaries_unchanged() -> None:
     e = torch.eye(3)
     values = torch.stack([e[0], e[0], e[1], 3 * e[1], e[2]])

@@ -513,11 +513,12 @@ def test_configs_stored_before_an_option_existed_read_it_as_it_was() -> None:
     from vsalmonn.memory_store.config import LEGACY_FIELDS, saved_config
 
     fields = MemoryConfig(rope=True, mlp_ratio=2, value_time_code=1.0).model_dump(mode="json")
-    for key in ("rope", "mlp_ratio", "value_time_code"):
+    for key in ("rope", "mlp_ratio", "value_time_code", "audio_merge_balance"):
         del fields[key]
     old = saved_config(fields)
     # whatever today's defaults are, a config that predates a field was made with its old value
     assert (old.rope, old.mlp_ratio, old.value_time_code) == (False, 4, 0.0)
+    assert MemoryConfig().audio_merge_balance > 0 and old.audio_merge_balance == 0.0  # the paper's merge
     assert set(LEGACY_FIELDS) <= set(MemoryConfig.model_fields)
     # a memory with the option on refuses the old state: it was not made with it
     mem = StreamMemory(memory_config())
