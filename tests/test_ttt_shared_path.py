@@ -161,7 +161,6 @@ def test_theta_gradients_equal_the_old_formulas(optimizer: str, config: str) -> 
     """train-memory differentiates through the layer: θ's gradients through outputs, fast weights and
     carry-over must be the old ones (the read-out's grad path, not its no_grad one, is the one run here)."""
     layer, (x, times, positions) = make(optimizer, CONFIGS[config], 1)
-    gen = torch.Generator().manual_seed(12)
     params = [p for _, p in layer.named_parameters()]
 
     def grads(run: Any) -> list[torch.Tensor]:
@@ -174,7 +173,6 @@ def test_theta_gradients_equal_the_old_formulas(optimizer: str, config: str) -> 
         loss = sum((t * w).sum() for t, w in zip(parts, weights, strict=True))
         return list(torch.autograd.grad(loss, params, allow_unused=True))
 
-    del gen
     got = grads(lambda layer_, *a: layer_(*a))
     want = grads(ref_forward)
     for (name, _), g, w in zip(layer.named_parameters(), got, want, strict=True):
