@@ -23,7 +23,6 @@ from .inner import (
     Gelu,
     gd_update,
     hf_cg_update,
-    layer_norm,
     mlp_forward,
     newton_cg_update,
 )
@@ -59,6 +58,7 @@ class InnerProblem:
     carry: Tensor  # (B, H, lag, p) carry-over after this mini-batch
     lag_weight: float
     gelu: Gelu = "none"
+    fused_target: Tensor | None = field(default=None, repr=False)  # combined_target, if made already
 
     @property
     def weight(self) -> Tensor:
@@ -69,6 +69,8 @@ class InnerProblem:
     @property
     def combined_target(self) -> Tensor:
         """The single target whose loss has the same gradient and Gauss-Newton matrix as both terms."""
+        if self.fused_target is not None:
+            return self.fused_target
         lam = (self.lag_weight * self.lag_mask)[:, None]  # (n, 1)
         return (self.target + lam * self.lag_target) / (1.0 + lam)  # (B, H, n, p)
 
@@ -169,18 +171,42 @@ class TTTLayer(nn.Module):
         return TTTState(fast=fast, carry=carry, seen=0)
 
     # ----- one mini-batch ----------------------------------------------------------------------------
+    def _heads_of(self, x: Tensor, weight: Tensor) -> Tensor:
+        """x (B, n, d) through the stacked maps `weight` (k·d, d), straight into the head-major layout
+        (B, k·H, n, p) that every later op wants contiguous.
+
+        For one sample this is one bmm over the k·H heads' (p, d) blocks, as fast as the plain (n, d)·(d, k·d)
+        product on this CPU and without the three (n, H, p) → (H, n, p) copies that product then needs
+        (docs/benchmarks.md, "Issue 17: the layer's shared path"). Several samples take the plain product.
+        """
+        b, n, d = x.shape
+        p = self.config.head_dim
+        blocks = weight.view(-1, p, d)  # (k·H, p, d)
+        if b == 1:
+            out = torch.bmm(x[0].expand(blocks.shape[0], n, d), blocks.transpose(1, 2))  # (k·H, n, p)
+            return out.unsqueeze(0)  # (1, k·H, n, p)
+        return (x @ weight.t()).view(b, n, -1, p).transpose(1, 2).contiguous()  # (B, k·H, n, p)
+
     def inner_problem(
         self, x: Tensor, state: TTTState, times: Tensor | None = None, positions: Tensor | None = None
     ) -> InnerProblem:
         """Views, targets and learning rates of a mini-batch x (B, n, d); `times` (B, n): stream seconds,
         needed (and only used) with `rope` or the time code; `positions` (B, n, 2): each token's region
-        (`rope.kind_positions`), used with `rope_regions` (zeros, the frame's centre, when not given)."""
+        (`rope.kind_positions`), used with `rope_regions` (zeros, the frame's centre, when not given).
+
+        The formulas are docs/memory.md's; the ops are chosen for a 2-core CPU, where each kernel over a
+        mini-batch-sized tensor costs a pass over memory and a thread barrier: q, k and v come out of one
+        product already head-major, q and k are l2-normalised (and rotated) together, and the combined
+        target that the inner optimiser fits is formed here in one lerp.
+        """
         cfg = self.config
-        n, d = x.shape[1:]
-        qkv = x @ self.qkv.t()  # (B, n, 3d)
-        q, k, v = (self._split_heads(t) for t in qkv.split(d, dim=-1))  # (B, H, n, p) each
-        k = F.normalize(k, dim=-1)  # (B, H, n, p)
-        q = F.normalize(q, dim=-1)  # (B, H, n, p)
+        n = x.shape[1]
+        h = cfg.heads
+        qkv = self._heads_of(x, self.qkv)  # (B, 3H, n, p) θ_Q x, θ_K x, θ_V x
+        qk = qkv[:, : 2 * h]  # (B, 2H, n, p)
+        v = qkv[:, 2 * h :]  # (B, H, n, p)
+        # F.normalize's formula (x / max(‖x‖, 1e-12)) for q and k in one norm and one division
+        qk = qk / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(1e-12)  # (B, 2H, n, p)
         if cfg.uses_times:
             if times is None or times.shape != x.shape[:2]:
                 got = None if times is None else list(times.shape)
@@ -200,33 +226,47 @@ class TTTLayer(nn.Module):
             else:
                 cos, sin = rope_angles(times, cfg.head_dim, base=cfg.rope_base, unit_s=cfg.rope_unit_s)
             if cfg.rope:
-                q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+                qk = rotate(qk, cos, sin)  # (B, 2H, n, p) q and k rotated by the same angles
             if cfg.value_time_code:
                 v = v + cfg.value_time_code * time_code(cos, sin).to(v.dtype)  # (B, H, n, p)
-        k = k.contiguous()  # contiguous so the inner bmm views are free
-        q = q.contiguous()
-        recon = layer_norm(v - k)  # (B, H, n, p)
+        q, k = qk[:, :h], qk[:, h:]  # (B, H, n, p) each, contiguous: slices of the head dimension
+        recon = F.layer_norm(v - k, (cfg.head_dim,), eps=LN_EPS)  # (B, H, n, p) LN(v − k)
         if cfg.target_ln_affine:
-            recon = recon * self.target_ln_weight + self.target_ln_bias
-        target = recon + k  # (B, H, n, p)
-        gate = x @ self.lr_weight.t() + self.lr_bias  # (B, n, H)
-        eta = (cfg.eta_base / cfg.head_dim) * torch.sigmoid(gate).transpose(1, 2)  # (B, H, n)
-        if cfg.long_span_lag > 0:
+            target = torch.addcmul(k + self.target_ln_bias, recon, self.target_ln_weight)  # (B, H, n, p)
+        else:
+            target = recon + k  # (B, H, n, p)
+        eta = torch.sigmoid(F.linear(x, self.lr_weight, self.lr_bias)).transpose(1, 2)  # (B, H, n)
+        eta = (cfg.eta_base / cfg.head_dim) * eta  # (B, H, n)
+        lag = cfg.long_span_lag
+        if lag > 0:
             mapped = cfg.long_span_target == "mapped"
             if mapped:
                 # the carry holds lag_map(x) of the last Δ tokens instead of their targets: same shape
-                src, now = (self._split_heads(t) for t in (x @ self.lag_maps.t()).split(d, dim=-1))
-            history = torch.cat([state.carry, src if mapped else target], dim=2)  # (B, H, lag + n, p)
-            lag_target = history[:, :, :n]  # (B, H, n, p) token i ↔ stream position seen + i - lag
+                maps = self._heads_of(x, self.lag_maps)  # (B, 2H, n, p) lag_map x, K_lag x
+                src, now = maps[:, :h], maps[:, h:]
+            else:
+                src = target
+            # history = [carry, src] along the tokens, (B, H, lag + n, p); token i's lag target is
+            # history[i] (stream position seen + i − lag) and the new carry its last Δ rows. Built only as
+            # far as needed: with Δ = n (the default) the lag targets are the carry and the carry is src.
+            if lag >= n:
+                lag_target = state.carry[:, :, :n]  # (B, H, n, p)
+                carry = src if lag == n else torch.cat([state.carry[:, :, n:], src], dim=2)  # (B, H, lag, p)
+            else:
+                lag_target = torch.cat([state.carry, src[:, :, : n - lag]], dim=2)  # (B, H, n, p)
+                carry = src[:, :, n - lag :]  # (B, H, lag, p)
             if mapped:
-                lag_target = layer_norm(lag_target - now) + k  # (B, H, n, p)
-            carry = history[:, :, -cfg.long_span_lag :]  # (B, H, lag, p)
+                lag_target = F.layer_norm(lag_target - now, (cfg.head_dim,), eps=LN_EPS) + k  # (B, H, n, p)
             position = state.seen + torch.arange(n, device=x.device)  # (n,)
-            lag_mask = (position >= cfg.long_span_lag).to(x.dtype)  # (n,)
+            lag_mask = (position >= lag).to(x.dtype)  # (n,)
+            lam = (cfg.long_span_weight * lag_mask)[:, None]  # (n, 1)
+            # (target + λ·lag_target) / (1 + λ) as one lerp towards the lag target by λ / (1 + λ)
+            fused = torch.lerp(target, lag_target, lam / (1.0 + lam))  # (B, H, n, p)
         else:
-            lag_target = torch.zeros_like(target)
+            lag_target = target.new_zeros(()).expand_as(target)  # (B, H, n, p) no long-span term
             carry = state.carry
             lag_mask = x.new_zeros(n)
+            fused = target
         return InnerProblem(
             keys=k,
             queries=q,
@@ -235,8 +275,9 @@ class TTTLayer(nn.Module):
             lag_mask=lag_mask,
             eta=eta,
             carry=carry,
-            lag_weight=cfg.long_span_weight if cfg.long_span_lag > 0 else 0.0,
+            lag_weight=cfg.long_span_weight if lag > 0 else 0.0,
             gelu=self.gelu,
+            fused_target=fused,
         )
 
     def update(self, problem: InnerProblem, fast: FastWeights) -> tuple[FastWeights, CGInfo | None]:
@@ -277,12 +318,32 @@ class TTTLayer(nn.Module):
         )
 
     def read_out(self, x: Tensor, queries: Tensor, fast: FastWeights) -> Tensor:
-        """x̃ = x + tanh(α) ⊙ θ_O·LN(f(q; W)): the mini-batch rewritten with the updated weights."""
+        """x̃ = x + tanh(α) ⊙ θ_O·LN(f(q; W)): the mini-batch rewritten with the updated weights.
+
+        f is `mlp_forward`'s formula without the cache the update keeps for its backward pass (one native
+        LayerNorm over p instead of the moments' six passes); under no_grad its last op writes straight into
+        the (B, n, H, p) layout of the output LayerNorm; and tanh(α) ⊙ θ_O· + x is one addmm with α folded
+        into the rows of θ_O (a (d, d) product instead of two passes over the (n, d) output).
+        """
         b, n, d = x.shape
-        z, _ = mlp_forward(queries, fast, self.ln_weight, self.ln_bias, gelu=self.gelu)  # (B, H, n, p)
-        z = z.transpose(1, 2).reshape(b, n, d)  # (B, n, d)
-        o = self.out_norm(z) @ self.out_proj.t()  # (B, n, d)
-        return x + torch.tanh(self.gate) * o  # (B, n, d)
+        p = self.config.head_dim
+        u_aug = torch.cat([queries, queries.new_ones(()).expand(*queries.shape[:-1], 1)], dim=-1)
+        z1 = torch.matmul(u_aug, torch.cat([fast.w1, fast.b1], dim=-2))  # (B, H, n, m) q·W1 + b1
+        act = F.gelu(z1, approximate=self.gelu)  # (B, H, n, m)
+        z2 = torch.baddbmm(fast.b2.flatten(0, 1), act.flatten(0, 1), fast.w2.flatten(0, 1))  # (B·H, n, p)
+        ln = F.layer_norm(z2, (p,), eps=LN_EPS).view(queries.shape)  # (B, H, n, p)
+        base = queries + self.ln_bias  # (B, H, n, p)
+        if torch.is_grad_enabled():
+            z = torch.addcmul(base, self.ln_weight, ln).transpose(1, 2).reshape(b, n, d)  # (B, n, d)
+        else:
+            z = x.new_empty(b, n, self.config.heads, p)  # (B, n, H, p)
+            torch.addcmul(base, self.ln_weight, ln, out=z.transpose(1, 2))
+            z = z.view(b, n, d)  # (B, n, d)
+        normed = F.layer_norm(
+            z, (d,), self.out_norm.weight, self.out_norm.bias, self.out_norm.eps
+        )  # (B, n, d)
+        proj = self.out_proj * torch.tanh(self.gate)[:, None]  # (d, d) diag(tanh α)·θ_O
+        return torch.addmm(x.reshape(b * n, d), normed.view(b * n, d), proj.t()).view(b, n, d)  # (B, n, d)
 
     def step(
         self, x: Tensor, state: TTTState, times: Tensor | None = None, positions: Tensor | None = None
