@@ -39,7 +39,9 @@ _FORMAT_ATTR = "vsalmonn_format"
 _MANIFEST_ATTR = "vsalmonn_arrays"
 _CHECKSUM_ATTR = "vsalmonn_checksum"  # the checksum as written, so that a group verifies without its row
 COMMIT_ATTR = "vsalmonn_commit"  # the store's own facts (stream, seq, source offset) for `store rebuild`
-CHUNK_ROWS = 4096  # rows per chunk: big banks split into chunks that compress in parallel
+# Bytes per chunk, at most: a big bank splits into chunks that compress in parallel (4,096 rows of a dim-384
+# float32 bank), while a small array is one chunk, i.e. one object (one request to an object store).
+CHUNK_BYTES = 6 * 2**20
 T = TypeVar("T")
 # numpy has no bfloat16: those tensors are stored as their raw 16-bit patterns
 _VIEW_AS = {torch.bfloat16: torch.int16}
@@ -213,14 +215,22 @@ async def write_encoded(store: Store, encoded: EncodedState, level: int = 5) -> 
     codec = compressor(level)
 
     async def one(name: str, a: np.ndarray) -> None:
-        chunks = (max(1, min(CHUNK_ROWS, a.shape[0])), *a.shape[1:]) if a.ndim else ()
         array = await group.create_array(
-            name, shape=a.shape, dtype=a.dtype, chunks=chunks, compressors=[codec]
+            name, shape=a.shape, dtype=a.dtype, chunks=_chunks(a), compressors=[codec]
         )
         if a.size:
             await array.setitem(Ellipsis, a)
 
     await asyncio.gather(*(one(name, a) for name, a in encoded.arrays.items()))
+
+
+def _chunks(a: np.ndarray) -> tuple[int, ...]:
+    """Whole rows (the first axis) up to `CHUNK_BYTES` a chunk; an array of any size has at least one row
+    a chunk."""
+    if not a.ndim:
+        return ()
+    row_bytes = max(1, a.nbytes // a.shape[0]) if a.shape[0] else 1
+    return (max(1, min(a.shape[0], CHUNK_BYTES // row_bytes)), *a.shape[1:])
 
 
 def fsync_tree(root: Path) -> None:
