@@ -191,19 +191,30 @@ def test_write_cut_half_way_keeps_the_previous_checkpoint(
         stream_id = writer.stream_id
         store_worker.feed(memory, 3, 0)
 
-        # the endpoint goes away right after the first chunk of an array has been PUT
+        # the endpoint goes away right after the first chunk of an array has been PUT; the other chunks,
+        # which a write of a few objects could otherwise finish in the meantime, are sent after the cut
         original = S3Groups._group_store
         put_chunks: list[str] = []
+        claimed: list[str] = []  # the chunk that goes first
 
         def cut_after_first_chunk(self: S3Groups, key: str, read_only: bool) -> Any:
+            import asyncio
+
             from zarr.storage import WrapperStore
 
             class Cutting(WrapperStore[Any]):
                 async def set(self, name: str, value: Any) -> None:
-                    await self._store.set(name, value)
-                    if "/c/" in name and not put_chunks:
+                    if "/c/" not in name:
+                        await self._store.set(name, value)
+                    elif not claimed:
+                        claimed.append(name)
+                        await self._store.set(name, value)
                         put_chunks.append(f"{key}/{name}")
                         endpoint.endpoint.cut()
+                    else:
+                        while not put_chunks and endpoint.endpoint._listener is not None:
+                            await asyncio.sleep(0.005)  # until the first chunk is in and the cut made
+                        await self._store.set(name, value)
 
             return Cutting(original(self, key, read_only))
 
