@@ -4,8 +4,10 @@ The memory is `bench checkpoint`'s own (`_full_memory`: the `MemoryConfig()` def
 Round by round, so that a busy machine slows both alike, one `StreamWriter.commit` goes to a local store
 (Zarr group, fsync, rename, catalog row) and one to a store whose `checkpoints_url` is ``s3://`` on moto's S3
 server on loopback (group under a fresh key, one PUT per object, catalog row); each is then loaded back with
-`load_latest` (read + checksum). moto runs in this process (`ThreadedMotoServer`): its Python request
-handling shares the CPU with the writer, which a real object store on another machine would not.
+`load_latest` (read + checksum). The requests moto answers are counted by method for the last round's S3
+write (which includes retention's deletion of the oldest group) and load. moto runs in this process
+(`ThreadedMotoServer`): its Python request handling shares the CPU with the writer, which a real object
+store on another machine would not.
 
 Target (issue 19): the write to loopback S3 ≤ 2× the local-disk write.
 """
@@ -48,6 +50,15 @@ def measure_checkpoint(quick: bool) -> dict[str, Any]:
     memory = _full_memory(config)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    seen: list[str] = []  # the methods of the requests moto answers, in order
+    app = server._server.app  # type: ignore[union-attr]  # werkzeug serves `server.app`
+
+    def counting(environ: dict[str, Any], start_response: Any) -> Any:
+        seen.append(environ["REQUEST_METHOD"])
+        return app(environ, start_response)
+
+    server._server.app = counting  # type: ignore[union-attr]
+    requests: dict[str, dict[str, int]] = {}
     data = Path(tempfile.mkdtemp(prefix="vsalmonn-bench-scale-"))
     times: dict[str, list[float]] = {k: [] for k in ("local_write", "local_load", "s3_write", "s3_load")}
     try:
@@ -73,11 +84,15 @@ def measure_checkpoint(quick: bool) -> dict[str, Any]:
             writers = {k: store.writer(STREAM, config=config) for k, store in stores.items()}
             for rnd in range(reps["warmup"] + reps["timed"]):
                 for kind in ("local", "s3"):
+                    seen.clear()
                     t0 = time.perf_counter()
                     info = writers[kind].commit(memory.state_dict(copy=False))
                     t1 = time.perf_counter()
+                    written = list(seen)
                     loaded = stores[kind].load_latest(STREAM)
                     t2 = time.perf_counter()
+                    if kind == "s3":
+                        requests = {"write": _by_method(written), "load": _by_method(seen[len(written) :])}
                     assert loaded is not None and loaded[1].seq == info.seq
                     sizes[kind] = info.bytes_stored
                     if rnd >= reps["warmup"]:
@@ -100,12 +115,17 @@ def measure_checkpoint(quick: bool) -> dict[str, Any]:
         "quick": quick,
         "repeats": reps,
         "bytes_stored": sizes,
+        "requests": requests,
         "summary": summary,
         "samples_ms": times,
         "targets": targets,
         "all_pass": all(t["pass"] for t in targets),
         "seconds": time.perf_counter() - started,
     }
+
+
+def _by_method(methods: list[str]) -> dict[str, int]:
+    return {m: methods.count(m) for m in sorted(set(methods))}
 
 
 def render_checkpoint(result: dict[str, Any]) -> list[str]:
@@ -121,5 +141,10 @@ def render_checkpoint(result: dict[str, Any]) -> list[str]:
         f"checkpoint of the full default memory ({result['bytes_stored']['local'] / mb:.1f} MB stored), "
         f"median of {result['repeats']['timed']} after {result['repeats']['warmup']} warm-up:",
         *format_table(["store", "write ms", "load ms"], rows).splitlines(),
+        *(
+            f"S3 requests, last round's {what}: "
+            + ", ".join(f"{n} {m}" for m, n in result.get("requests", {}).get(what, {}).items())
+            for what in ("write", "load")
+        ),
         f"target: S3 write ≤ {TARGET_RATIO:g}x local write: {s['write_ratio']:.2f}x, {verdict}",
     ]

@@ -21,7 +21,9 @@ import socket
 import threading
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +126,42 @@ def _reset(s: socket.socket) -> None:
     s.close()
 
 
+class RequestLog:
+    """Every HTTP request moto's server answers, as (method, path, query), while `recording` (WSGI middleware
+    in front of moto's app: what the client really sent, however it batched or retried it)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.recording = False
+        self.seen: list[tuple[str, str, str]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if self.recording:
+            with self._lock:
+                self.seen.append(
+                    (environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""))
+                )
+        return self.app(environ, start_response)
+
+    @contextlib.contextmanager
+    def record(self) -> Iterator[list[tuple[str, str, str]]]:
+        """The requests made inside the block (a list filled as they come)."""
+        with self._lock:
+            self.seen, self.recording = [], True
+        try:
+            yield self.seen
+        finally:
+            self.recording = False
+
+
 @dataclass
 class S3Server:
     """moto's S3 server and the endpoint in front of it; `stop()` ends both."""
 
     moto: object
     endpoint: Endpoint
+    requests: RequestLog
     _stopped: bool = field(default=False, repr=False)
 
     @property
@@ -169,7 +201,9 @@ def start_server() -> S3Server:
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     host, port = moto.get_host_and_port()
+    requests = RequestLog(moto._server.app)  # type: ignore[union-attr]  # werkzeug serves `server.app`
+    moto._server.app = requests  # type: ignore[union-attr]
     endpoint = Endpoint((host, port))
     endpoint.restore()
     log.info("test S3 (moto) on %s:%d behind %s", host, port, endpoint.url)
-    return S3Server(moto=moto, endpoint=endpoint)
+    return S3Server(moto=moto, endpoint=endpoint, requests=requests)

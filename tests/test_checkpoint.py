@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,61 @@ def test_a_missing_chunk_or_group_is_caught(tmp_path: Path) -> None:
         read_group(tmp_path / "g", info.checksum)
     with pytest.raises(CheckpointError, match="missing"):
         read_group(tmp_path / "nothing", info.checksum)
+
+
+FORMAT_1 = Path(__file__).parent / "data" / "checkpoint_format1.zarr"
+FORMAT_1_CHECKSUM = "a53a98babe4083bcbeb9cd0e83e451fd6477255e801efa144314804c6e000c8c"
+
+
+def format_1_state() -> dict[str, object]:
+    """The state in tests/data/checkpoint_format1.zarr, written by vsalmonn at commit 25172a5 (format 1:
+    every array on its own, chunks of 4,096 rows)."""
+    g = torch.Generator().manual_seed(7)
+    return {
+        "bank": {
+            "values": torch.randn(40, 6, generator=g),
+            "ids": torch.arange(40, dtype=torch.int64),
+            "t": torch.linspace(0, 3.9, 40, dtype=torch.float64),
+        },
+        "bf16": torch.randn(5, 3, generator=g).bfloat16(),
+        "empty": torch.empty(0, 7),
+        "scalar": torch.tensor(3.5, dtype=torch.float64),
+        "flags": torch.tensor([True, False, True]),
+        "half": torch.randn(4, generator=g).half(),
+        "nested": {"inf": -math.inf, "name": "cam/1", "list": [1, 2.5, None], "empty": {}},
+    }
+
+
+def test_format_1_groups_still_load_and_checksums_do_not_depend_on_the_layout(tmp_path: Path) -> None:
+    from vsalmonn.memory_store.checkpoint import read_group_attrs
+
+    assert read_group_attrs(FORMAT_1)["vsalmonn_format"] == "vsalmonn.memory/1"
+    loaded, checksum = read_group(FORMAT_1, FORMAT_1_CHECKSUM)
+    assert checksum == FORMAT_1_CHECKSUM
+    assert_states_equal(format_1_state(), loaded)
+    # today's layout (small arrays packed) of the same content: the same checksum, far fewer objects
+    info = write_group(tmp_path / "g", format_1_state())
+    assert info.checksum == FORMAT_1_CHECKSUM
+    assert read_group_attrs(tmp_path / "g")["vsalmonn_format"] == "vsalmonn.memory/2"
+    assert_states_equal(format_1_state(), read_group(tmp_path / "g", FORMAT_1_CHECKSUM)[0])
+    files = sorted(
+        p.relative_to(tmp_path / "g").as_posix() for p in (tmp_path / "g").rglob("*") if p.is_file()
+    )
+    old = [p for p in FORMAT_1.rglob("*") if p.is_file()]
+    assert files == [
+        "p1/c/0", "p1/zarr.json", "p2/c/0", "p2/zarr.json", "p4/c/0", "p4/zarr.json",
+        "p8/c/0", "p8/zarr.json", "zarr.json",
+    ] and len(old) == 16  # fmt: skip
+
+
+def test_a_pack_shorter_than_its_manifest_is_caught(tmp_path: Path) -> None:
+    import zarr
+
+    info = write_group(tmp_path / "g", format_1_state())
+    pack = zarr.open_array(tmp_path / "g" / "p8", mode="r")
+    data = pack[:]
+    shutil.rmtree(tmp_path / "g" / "p8")
+    short = zarr.create_array(tmp_path / "g" / "p8", shape=(data.size - 1,), dtype=data.dtype)
+    short[:] = data[:-1]
+    with pytest.raises(CheckpointError, match="unreadable"):
+        read_group(tmp_path / "g", info.checksum)

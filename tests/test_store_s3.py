@@ -191,19 +191,30 @@ def test_write_cut_half_way_keeps_the_previous_checkpoint(
         stream_id = writer.stream_id
         store_worker.feed(memory, 3, 0)
 
-        # the endpoint goes away right after the first chunk of an array has been PUT
+        # the endpoint goes away right after the first chunk of an array has been PUT; the other chunks,
+        # which a write of a few objects could otherwise finish in the meantime, are sent after the cut
         original = S3Groups._group_store
         put_chunks: list[str] = []
+        claimed: list[str] = []  # the chunk that goes first
 
         def cut_after_first_chunk(self: S3Groups, key: str, read_only: bool) -> Any:
+            import asyncio
+
             from zarr.storage import WrapperStore
 
             class Cutting(WrapperStore[Any]):
                 async def set(self, name: str, value: Any) -> None:
-                    await self._store.set(name, value)
-                    if "/c/" in name and not put_chunks:
+                    if "/c/" not in name:
+                        await self._store.set(name, value)
+                    elif not claimed:
+                        claimed.append(name)
+                        await self._store.set(name, value)
                         put_chunks.append(f"{key}/{name}")
                         endpoint.endpoint.cut()
+                    else:
+                        while not put_chunks and endpoint.endpoint._listener is not None:
+                            await asyncio.sleep(0.005)  # until the first chunk is in and the cut made
+                        await self._store.set(name, value)
 
             return Cutting(original(self, key, read_only))
 
@@ -432,3 +443,46 @@ def test_store_check_and_rebuild_in_s3(
     for action in ("check", "rebuild"):
         dead = in_process(capsys, "store", action, "--data", str(node_b), "--config", str(judged))
         assert_one_line_error(dead, url, "cannot be reached")
+
+
+def test_a_checkpoint_is_one_put_per_object(endpoint: s3_server.S3Server, tmp_path: Path) -> None:
+    """Writing a group asks the server nothing (no existence GET, no listing) and PUTs each object once;
+    small arrays share packs, a big one is one object per 6 MiB chunk; loading GETs each object once."""
+    import torch
+
+    bucket = endpoint.create_bucket()
+    state = {
+        "big": torch.randn(5000, 384),  # 7.7 MB: two chunks of 4,096 and 904 rows
+        "small": {f"s{i}": torch.arange(100 + i) for i in range(30)},  # one int64 pack
+        "flags": torch.tensor([True, False]),  # and one 1-byte pack
+        "note": "cam/1",
+    }
+    with MemoryStore.open(tmp_path, s3_config(endpoint, bucket)) as store:
+        groups = store.groups
+        key = groups.new_key("stream", 1)
+        with endpoint.requests.record() as written:
+            info = groups.write(key, state, {})
+        objects = endpoint.keys(bucket, f"{PREFIX}/{key}/")
+        names = sorted(k.removeprefix(f"{PREFIX}/{key}/") for k in objects)
+        assert names == [
+            "a000/c/0/0", "a000/c/1/0", "a000/zarr.json", "p1/c/0", "p1/zarr.json", "p8/c/0", "p8/zarr.json",
+            "zarr.json",
+        ]  # fmt: skip
+        assert sorted(path for _, path, _ in written) == [f"/{bucket}/{k}" for k in objects]
+        assert {method for method, _, _ in written} == {"PUT"}
+        assert info.bytes_stored == groups.stored_bytes(key)  # counted from the PUTs, equal to the listing
+        with endpoint.requests.record() as read:
+            loaded, checksum = groups.read(key, info.checksum)
+        assert checksum == info.checksum
+        assert_states_equal(state, loaded)
+        assert sorted(path for method, path, _ in read if method == "GET") == [
+            f"/{bucket}/{k}" for k in objects
+        ]
+        assert len(read) == len(objects)
+
+        # a stream's commit of its memory: the same, plus nothing (no retention yet)
+        memory = fed(range(4))
+        with store.writer("cam", config=memory.config) as writer, endpoint.requests.record() as commit:
+            committed = writer.commit(memory.state_dict())
+        group = endpoint.keys(bucket, f"{PREFIX}/{_key(committed.location)}/")
+        assert {m for m, _, _ in commit} == {"PUT"} and len(commit) == len(group) <= 12, commit

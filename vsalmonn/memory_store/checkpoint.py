@@ -33,13 +33,24 @@ from zarr.storage import LocalStore
 
 log = logging.getLogger(__name__)
 
-FORMAT = "vsalmonn.memory/1"
+# Format 2 packs the small arrays into one array per item size (`PACK_BELOW`); format 1 stored every array
+# on its own. Both are read. The checksum is of the content, not the layout: the same under either format.
+FORMAT = "vsalmonn.memory/2"
+READABLE_FORMATS = ("vsalmonn.memory/1", FORMAT)
+_CHECKSUM_DOMAIN = "vsalmonn.memory/1"
 _SCALARS_ATTR = "vsalmonn_scalars"
 _FORMAT_ATTR = "vsalmonn_format"
 _MANIFEST_ATTR = "vsalmonn_arrays"
 _CHECKSUM_ATTR = "vsalmonn_checksum"  # the checksum as written, so that a group verifies without its row
 COMMIT_ATTR = "vsalmonn_commit"  # the store's own facts (stream, seq, source offset) for `store rebuild`
-CHUNK_ROWS = 4096  # rows per chunk: big banks split into chunks that compress in parallel
+# Bytes per chunk, at most: a big bank splits into chunks that compress in parallel (4,096 rows of a dim-384
+# float32 bank), while a small array is one chunk, i.e. one object (one request to an object store).
+CHUNK_BYTES = 6 * 2**20
+# Arrays smaller than this are packed, flat, into one array per item size (``p1`` … ``p8``): a memory has
+# about 30 of them (ids, times, counters, fast weights), each of which would otherwise be a metadata object
+# and a chunk object of its own.
+PACK_BELOW = 2**20
+_PACKABLE = (1, 2, 4, 8)
 T = TypeVar("T")
 # numpy has no bfloat16: those tensors are stored as their raw 16-bit patterns
 _VIEW_AS = {torch.bfloat16: torch.int16}
@@ -133,7 +144,7 @@ def _numpy(t: Tensor) -> np.ndarray:
 
 
 def _checksum(arrays: dict[str, np.ndarray], dtypes: dict[str, str], scalars_json: str) -> str:
-    digest = hashlib.sha256(FORMAT.encode())
+    digest = hashlib.sha256(_CHECKSUM_DOMAIN.encode())
     for path in sorted(arrays):
         a = arrays[path]
         digest.update(f"\0{path}\0{dtypes[path]}\0{list(a.shape)}\0".encode())
@@ -161,16 +172,28 @@ def encode_state(state: dict[str, Any], extra_attrs: dict[str, Any] | None = Non
     dtypes = {p: str(t.dtype).removeprefix("torch.") for p, t in tensors.items()}
     scalars_json = _scalars_json(scalars)
     checksum = _checksum(arrays, dtypes, scalars_json)
-    manifest = {
-        p: {"name": _array_name(i), "dtype": dtypes[p], "shape": list(arrays[p].shape)}
-        for i, p in enumerate(sorted(arrays))
-    }
+    manifest: dict[str, dict[str, Any]] = {}
+    stored: dict[str, np.ndarray] = {}
+    packs: dict[str, list[np.ndarray]] = {}
+    for i, p in enumerate(sorted(arrays)):
+        a = arrays[p]
+        entry: dict[str, Any] = {"dtype": dtypes[p], "shape": list(a.shape)}
+        if a.nbytes < PACK_BELOW and a.dtype.itemsize in _PACKABLE:
+            name = f"p{a.dtype.itemsize}"
+            parts = packs.setdefault(name, [])
+            entry |= {"name": name, "offset": sum(x.size for x in parts), "numpy": a.dtype.str}
+            parts.append(np.ascontiguousarray(a).reshape(-1).view(f"u{a.dtype.itemsize}"))  # (n,)
+        else:
+            entry["name"] = _array_name(i)
+            stored[entry["name"]] = a
+        manifest[p] = entry
+    stored |= {name: np.concatenate(parts) for name, parts in packs.items()}
     attrs = {
         **(extra_attrs or {}),
         _FORMAT_ATTR: FORMAT, _SCALARS_ATTR: scalars_json, _MANIFEST_ATTR: manifest, _CHECKSUM_ATTR: checksum,
     }  # fmt: skip
     return EncodedState(
-        arrays={manifest[p]["name"]: a for p, a in arrays.items()},
+        arrays=stored,
         attrs=attrs,
         checksum=checksum,
         bytes_raw=sum(a.nbytes for a in arrays.values()),
@@ -203,7 +226,8 @@ def write_group(
 
 
 def _array_name(index: int) -> str:
-    """Arrays sit flat in the group under short names; the manifest maps state paths to them."""
+    """Arrays sit flat in the group under short names (packs under ``p<item size>``); the manifest maps
+    state paths to them, and a packed one to its offset (in items) in its pack."""
     return f"a{index:03d}"
 
 
@@ -213,14 +237,22 @@ async def write_encoded(store: Store, encoded: EncodedState, level: int = 5) -> 
     codec = compressor(level)
 
     async def one(name: str, a: np.ndarray) -> None:
-        chunks = (max(1, min(CHUNK_ROWS, a.shape[0])), *a.shape[1:]) if a.ndim else ()
         array = await group.create_array(
-            name, shape=a.shape, dtype=a.dtype, chunks=chunks, compressors=[codec]
+            name, shape=a.shape, dtype=a.dtype, chunks=_chunks(a), compressors=[codec]
         )
         if a.size:
             await array.setitem(Ellipsis, a)
 
     await asyncio.gather(*(one(name, a) for name, a in encoded.arrays.items()))
+
+
+def _chunks(a: np.ndarray) -> tuple[int, ...]:
+    """Whole rows (the first axis) up to `CHUNK_BYTES` a chunk; an array of any size has at least one row
+    a chunk."""
+    if not a.ndim:
+        return ()
+    row_bytes = max(1, a.nbytes // a.shape[0]) if a.shape[0] else 1
+    return (max(1, min(a.shape[0], CHUNK_BYTES // row_bytes)), *a.shape[1:])
 
 
 def fsync_tree(root: Path) -> None:
@@ -269,13 +301,13 @@ def read_store(
     """
     try:
         attrs, by_name = run_sync(_read_arrays(store))
-        if attrs.get(_FORMAT_ATTR) != FORMAT:
+        if attrs.get(_FORMAT_ATTR) not in READABLE_FORMATS:
             raise CheckpointError(
                 f"{where} is not a vsalmonn memory checkpoint ({attrs.get(_FORMAT_ATTR)!r})"
             )
         scalars_json = str(attrs[_SCALARS_ATTR])
-        manifest: dict[str, dict[str, str]] = attrs[_MANIFEST_ATTR]
-        arrays = {p: by_name[entry["name"]].reshape(entry["shape"]) for p, entry in manifest.items()}
+        manifest: dict[str, dict[str, Any]] = attrs[_MANIFEST_ATTR]
+        arrays = {p: _unpacked(by_name[entry["name"]], entry) for p, entry in manifest.items()}
         dtypes = {p: entry["dtype"] for p, entry in manifest.items()}
         scalars = _decode_float(json.loads(scalars_json))
     except CheckpointError:
@@ -294,7 +326,7 @@ def read_store(
 async def _read_arrays(store: Store) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     group = await zarr_async.open_group(store=store, mode="r", zarr_format=3)
     attrs = dict(group.attrs)
-    names = [entry["name"] for entry in attrs.get(_MANIFEST_ATTR, {}).values()]
+    names = sorted({entry["name"] for entry in attrs.get(_MANIFEST_ATTR, {}).values()})
 
     async def one(name: str) -> np.ndarray:
         array = await zarr_async.open_array(store=store, path=name, mode="r", zarr_format=3)
@@ -302,6 +334,16 @@ async def _read_arrays(store: Store) -> tuple[dict[str, Any], dict[str, np.ndarr
 
     values = await asyncio.gather(*(one(name) for name in names))
     return attrs, dict(zip(names, values, strict=True))
+
+
+def _unpacked(stored: np.ndarray, entry: dict[str, Any]) -> np.ndarray:
+    """One state array from the array it is stored in: all of it, or (packed) its items at its offset."""
+    if "offset" in entry:
+        start, count = int(entry["offset"]), math.prod(entry["shape"])
+        if start + count > stored.size:
+            raise ValueError(f"pack {entry['name']} holds {stored.size} items, not {start + count}")
+        stored = stored[start : start + count].view(np.dtype(entry["numpy"]))
+    return stored.reshape(entry["shape"])
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:

@@ -43,6 +43,7 @@ from .checkpoint import (
     write_group,
 )
 from .config import S3Options, StoreConfig
+from .fresh_writes import FreshKeyStore, SinglePutStore
 
 log = logging.getLogger(__name__)
 
@@ -310,9 +311,8 @@ class S3Groups(GroupStore):
         )
 
     def _group_store(self, key: str, read_only: bool) -> Any:
-        from zarr.storage import ObjectStore
-
-        return ObjectStore(self._store(f"{self.prefix}/{key}" if self.prefix else key), read_only=read_only)
+        prefix = f"{self.prefix}/{key}" if self.prefix else key
+        return SinglePutStore(self._store(prefix), read_only=read_only)
 
     def _fail(self, what: str, exc: BaseException) -> ObjectStoreError:
         return ObjectStoreError(f"{what}: {_first_line(exc)}")
@@ -322,11 +322,12 @@ class S3Groups(GroupStore):
 
     def write(self, key: str, state: dict[str, Any], extra_attrs: dict[str, Any]) -> GroupInfo:
         encoded = encode_state(state, extra_attrs)
+        store = FreshKeyStore(self._group_store(key, read_only=False))  # one request per object
         try:
-            run_sync(write_encoded(self._group_store(key, read_only=False), encoded))
-            stored = sum(meta["size"] for meta in self._list(f"{key}/"))
+            run_sync(write_encoded(store, encoded))
         except self._errors as exc:
             raise self._fail(f"cannot write checkpoint group {self.describe(key)}", exc) from None
+        stored = sum(store.written.values())  # what the PUTs carried: no listing of the group afterwards
         return GroupInfo(checksum=encoded.checksum, bytes_raw=encoded.bytes_raw, bytes_stored=stored)
 
     def read(self, key: str, expected_checksum: str | None) -> tuple[dict[str, Any], str]:
