@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,17 +181,57 @@ def _start(name: str, args: list[str], env: dict[str, str]) -> RayNode:
     return node
 
 
-def start_cluster(head_cpus: int, env: dict[str, str]) -> RayCluster:
-    """A head node on 127.0.0.1 at a free port; add nodes with `add_node`. Stop it with `stop()`."""
+def start_cluster(head_cpus: int, env: dict[str, str], head_gpus: int = 0) -> RayCluster:
+    """A head node on 127.0.0.1 at a free port; add nodes with `add_node`. Stop it with `stop()`.
+
+    `head_gpus` declares logical GPUs: Ray schedules and hands them out (CUDA_VISIBLE_DEVICES) whether or not
+    the machine has one, which is what the placement tests need; nothing can run CUDA on them here.
+    """
     if not RAY.exists():
         raise RayUnavailable(f"Ray is not installed ({RAY} missing): pip install 'vsalmonn[ray]'")
     port = free_port()
-    head = _start(
-        "head",
-        ["--head", "--port", str(port), "--num-cpus", str(head_cpus), "--include-dashboard", "false"],
-        {**QUICK_HEALTH, **env},
-    )
+    args = ["--head", "--port", str(port), "--num-cpus", str(head_cpus), "--include-dashboard", "false"]
+    if head_gpus:
+        args += ["--num-gpus", str(head_gpus)]
+    head = _start("head", args, {**QUICK_HEALTH, **env})
     return RayCluster(head=head, address=f"127.0.0.1:{port}")
+
+
+@contextlib.contextmanager
+def joined_cluster(
+    head_cpus: int, env: dict[str, str], head_gpus: int = 0, nodes: tuple[tuple[str, int], ...] = ()
+) -> Iterator[RayCluster]:
+    """A cluster of a head and `nodes` ((name, CPUs), each with a resource of its name), joined by this
+    process as a driver; everything stopped again on the way out, and the driver's `RAY_AUTH_MODE` restored.
+
+    One authentication mode for the nodes, this driver and any CLI driver a test starts: without it, Ray 2.60
+    turns token authentication on wherever it finds a ~/.ray/auth_token (a local `ray.init` leaves one), and
+    a node or driver that did not look for it is refused.
+    """
+    import ray
+
+    previous = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = env["RAY_AUTH_MODE"] = "disabled"
+    started = start_cluster(head_cpus=head_cpus, env=env, head_gpus=head_gpus)
+    try:
+        for name, cpus in nodes:
+            started.add_node(name, num_cpus=cpus, resources={name: 1}, env=env)
+        ray.init(address=started.address, logging_level="WARNING", configure_logging=False)
+        deadline = time.monotonic() + 30
+        while sum(1 for n in ray.nodes() if n["Alive"]) < 1 + len(nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{1 + len(nodes)} Ray nodes not alive within 30 s")
+            time.sleep(0.1)
+        yield started
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        started.stop()
+        if previous is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = previous
+    assert not started.head.pids() and not any(n.pids() for n in started.nodes), "Ray processes left"
 
 
 @atexit.register

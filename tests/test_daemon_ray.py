@@ -91,29 +91,9 @@ def cluster() -> Iterator[ray_cluster.RayCluster]:
     """Head (4 logical CPUs: room for its own two streams and the second node's two after a loss) and a
     second node (2 CPUs, resource node2); the pytest process joins as a driver."""
     pytest.importorskip("ray")
-    import ray
-
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    # One authentication mode for the nodes, this driver and the CLI drivers started below: without it,
-    # Ray 2.60 turns token authentication on wherever it finds a ~/.ray/auth_token (a local `ray.init`
-    # leaves one), and a node or driver that did not look for it is refused.
-    previous = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = env["RAY_AUTH_MODE"] = "disabled"
-    started = ray_cluster.start_cluster(head_cpus=4, env=env)
-    try:
-        started.add_node("node2", num_cpus=2, resources={"node2": 1}, env=env)
-        ray.init(address=started.address, logging_level="WARNING", configure_logging=False)
-        until(lambda: sum(1 for n in ray.nodes() if n["Alive"]) == 2, 30, "two alive nodes")
+    with ray_cluster.joined_cluster(head_cpus=4, env=env, nodes=(("node2", 2),)) as started:
         yield started
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        started.stop()
-        if previous is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = previous
-    assert not started.head.pids() and not any(n.pids() for n in started.nodes), "Ray processes left"
 
 
 def node_ids() -> dict[str, str]:

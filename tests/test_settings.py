@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -517,3 +518,22 @@ def test_the_ray_backend_settings_are_read_listed_and_checked(tmp_path: Path) ->
         check_placement(Settings(), alive_nodes=2)
     with pytest.raises(SettingsError, match=r"daemon\.backend: Input should be 'local' or 'ray'"):
         load_settings(config=write_toml(tmp_path, '[daemon]\nbackend = "k8s"\n'), environ={})
+
+
+def test_a_cuda_memory_on_ray_is_refused_where_ray_could_not_give_it_a_gpu() -> None:
+    from vsalmonn.ray_backend import RayBackendError, check_gpus
+
+    def settings(device: str, fraction: float = 0.25) -> Settings:
+        return Settings(memory={"device": device}, daemon={"backend": "ray", "ray_num_gpus": fraction})
+
+    check_gpus(settings("cpu"), cluster_gpus=0)  # a CPU memory needs nothing of the cluster
+    check_gpus(settings("cuda"), cluster_gpus=2)
+    refusals = {
+        "on Ray: use 'cuda' (Ray picks each actor's GPU": (settings("cuda:1"), 2),
+        "needs daemon.ray_num_gpus > 0": (settings("cuda", fraction=0), 2),
+        "but the cluster has no GPUs": (settings("cuda"), 0),
+    }
+    for reason, (given, gpus) in refusals.items():
+        with pytest.raises(RayBackendError, match=re.escape(reason)) as got:
+            check_gpus(given, cluster_gpus=gpus)
+        assert "\n" not in str(got.value)

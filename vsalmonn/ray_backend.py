@@ -49,7 +49,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RayBackendError", "RayDaemon", "StreamActor", "check_placement", "is_sqlite_catalog"]
+__all__ = [
+    "RayBackendError", "RayDaemon", "StreamActor", "check_gpus", "check_placement", "is_sqlite_catalog",
+    "uses_cuda",
+]  # fmt: skip
 
 ACTOR_NAME = "vsalmonn-stream-{}"
 # What the actors' processes get from the driver's environment: OpenMP's wait policy, set before torch loads.
@@ -58,6 +61,10 @@ PASSED_ENV = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
 
 class RayBackendError(RuntimeError):
     """The Ray backend cannot run as configured (Ray missing, SQLite across nodes, no cluster): one line."""
+
+
+class StreamSetupError(RuntimeError):
+    """An actor cannot set its stream up in its process (no CUDA where the memory needs it): one line."""
 
 
 def import_ray() -> Any:
@@ -81,6 +88,38 @@ def check_placement(settings: Settings, alive_nodes: int) -> None:
         raise RayBackendError(
             f"daemon.backend 'ray' on {alive_nodes} nodes needs a catalog every node reaches: SQLite is one "
             "machine's file; set store.catalog_url to a PostgreSQL database"
+        )
+
+
+def uses_cuda(settings: Settings) -> bool:
+    """Whether the memory (the TTT layer and the banks) is to run on a GPU: the only part that can."""
+    return settings.memory.device.startswith("cuda")
+
+
+def check_gpus(settings: Settings, cluster_gpus: float) -> None:
+    """Refuse a CUDA memory that Ray could not give a GPU of its own.
+
+    Ray sets CUDA_VISIBLE_DEVICES only for an actor that reserved a GPU: one that reserved none would see
+    every GPU of its node and share them unplanned, so `memory.device = "cuda"` needs `ray_num_gpus` > 0 and
+    a cluster with GPUs. The device is plain "cuda", because the actor sees only the GPU Ray gave it.
+    """
+    if not uses_cuda(settings):
+        return
+    device, fraction = settings.memory.device, settings.daemon.ray_num_gpus
+    if device != "cuda":
+        raise RayBackendError(
+            f"memory.device {device!r} on Ray: use 'cuda' (Ray picks each actor's GPU and shows it only "
+            "that one)"
+        )
+    if fraction <= 0:
+        raise RayBackendError(
+            "memory.device 'cuda' on Ray needs daemon.ray_num_gpus > 0: an actor that reserves no GPU would "
+            "share every GPU of its node unplanned"
+        )
+    if cluster_gpus <= 0:
+        raise RayBackendError(
+            "memory.device 'cuda' on Ray, but the cluster has no GPUs: set memory.device = 'cpu' or add GPU "
+            "nodes"
         )
 
 
@@ -117,7 +156,11 @@ class StreamActor:
         with warnings.catch_warnings():  # Ray's own property reads a deprecated one inside
             warnings.simplefilter("ignore", DeprecationWarning)
             restarted = bool(context.was_current_actor_reconstructed)
-        return {"node_id": context.get_node_id(), "pid": os.getpid(), "restarted": restarted}
+        gpus = [str(g) for g in context.get_accelerator_ids().get("GPU", [])]
+        return {
+            "node_id": context.get_node_id(), "pid": os.getpid(), "restarted": restarted, "gpus": gpus,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),  # what "cuda" means to torch here
+        }  # fmt: skip
 
     def stop(self) -> None:
         """Ask the stream to checkpoint what is whole and end (the local daemon's SIGTERM, for one stream)."""
@@ -138,6 +181,13 @@ class StreamActor:
     def _open_once(self) -> tuple[Any, ...]:
         if self._parts is None:
             import torch
+
+            if uses_cuda(self.settings) and not torch.cuda.is_available():  # before minutes of loading
+                raise StreamSetupError(
+                    f"memory.device 'cuda', but this actor's process sees no CUDA device (GPUs Ray gave it: "
+                    f"{', '.join(self.where()['gpus']) or 'none'}; CUDA_VISIBLE_DEVICES="
+                    f"{os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')})"
+                )
 
             from vsalmonn.app import open_plugins
             from vsalmonn.memory_store.store import MemoryStore
@@ -169,7 +219,10 @@ class StreamActor:
         """Run the stream from its last checkpoint to its end; its final state, node and pid."""
         from vsalmonn.perception.daemon import StreamRunner
 
-        store, plugins, encoders, kinds = self._open()
+        try:
+            store, plugins, encoders, kinds = self._open()
+        except StreamSetupError as exc:  # the driver writes the row: this process has no stream to report
+            return {**self.where(), "state": "failed", "last_error": str(exc), "setup_failed": True}
         settings, where = self.settings, self.where()
         cpu_started = time.process_time()  # every thread of this process: the stream's whole CPU cost
         if where["restarted"]:
@@ -185,7 +238,9 @@ class StreamActor:
                     memory=settings.memory, daemon=settings.daemon, stop=self.stop_event, plugins=plugins,
                     kinds=kinds,
                 )  # fmt: skip
-                runner.stats.detail.update(backend="ray", node=where["node_id"], restarted=where["restarted"])
+                runner.stats.detail.update(
+                    backend="ray", node=where["node_id"], restarted=where["restarted"], gpus=where["gpus"]
+                )
                 self._runner = runner
                 runner.run()  # in this thread: the actor's thread is the stream's thread
                 if not runner.busy or self.stop_event.is_set() or time.monotonic() >= deadline:
@@ -297,8 +352,15 @@ class RayDaemon:
                 "backend ray: joined the Ray cluster at %s: %d node(s), %.0f CPUs, %.2g GPUs",
                 address, len(alive), resources.get("CPU", 0), self._gpus,
             )  # fmt: skip
+        if self._gpus > 0 and not uses_cuda(self.settings):
+            log.warning(
+                "backend ray: the cluster has %.2g GPUs but memory.device is %r: actors reserve none "
+                "(set memory.device = 'cuda' to run the memory on them)",
+                self._gpus, self.settings.memory.device,
+            )  # fmt: skip
         try:
             check_placement(self.settings, len(alive))
+            check_gpus(self.settings, self._gpus)
         except RayBackendError:
             self.disconnect()
             raise
@@ -323,7 +385,7 @@ class RayDaemon:
         }
         if env:
             options["runtime_env"] = {"env_vars": env}
-        if self._gpus > 0 and config.ray_num_gpus > 0:
+        if uses_cuda(self.settings):  # check_gpus made sure the cluster has GPUs and the fraction is > 0
             options["num_gpus"] = config.ray_num_gpus
         return options
 
@@ -379,6 +441,13 @@ class RayDaemon:
             reason = f"Ray gave up on the stream's actor: {one_line(f'{type(exc).__name__}: {exc}')}"
             stream.result = {"state": "failed", "last_error": reason}
             log.error("stream %s failed: %s", stream.spec.name, reason)
+            self._write_failed(stream.spec, reason)
+            return
+        if stream.result.get("setup_failed"):
+            reason = str(stream.result["last_error"])
+            log.error(
+                "stream %s failed on node %s: %s", stream.spec.name, stream.result.get("node_id"), reason
+            )
             self._write_failed(stream.spec, reason)
             return
         log.warning(

@@ -142,7 +142,7 @@ class DaemonConfig(BaseModel):
     )
     ray_num_cpus: float = Field(1.0, gt=0, description="CPUs each stream's actor reserves on its node")
     ray_num_gpus: float = Field(
-        0.25, ge=0, le=1, description="GPU fraction each stream's actor reserves, where the cluster has GPUs"
+        0.25, ge=0, le=1, description="GPU fraction each stream's actor reserves when memory.device is cuda"
     )
     ray_max_restarts: int = Field(
         5, ge=-1, description="times Ray restarts a stream's actor after a crash or a lost node; -1: always"
