@@ -7,9 +7,9 @@ streams must finish on the head without a duplicated transcript row or a gap in 
 SQLite catalog across two nodes is refused with one line; SIGHUP reconciles a running `vsalmonn daemon`.
 The cluster is started once for the module and stopped by its finalizer (and at exit, whatever happens).
 
-In the default suite: the four streams and the refusal (a two-node cluster, about 90 s on 2 busy cores, most
-of it loading encoders in five processes and ingesting 64 s of clips twice); the lost node and SIGHUP are
-`slow` (`pytest -m slow tests/test_daemon_ray.py`).
+In the default suite: the refusal (a two-node cluster started and stopped, about 20 s). `slow` (`pytest -m
+slow tests/test_daemon_ray.py`): the four streams (about 70 s on 2 cores, most of it loading encoders in five
+processes and ingesting 64 s of clips twice), the lost node and SIGHUP.
 """
 
 from __future__ import annotations
