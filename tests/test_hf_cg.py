@@ -183,6 +183,18 @@ def test_unweighted_gauss_newton_product_equals_jtj_from_autograd() -> None:
         torch.testing.assert_close(a, c, rtol=1e-12, atol=0.0)
 
 
+def assert_step_equals_reference(
+    pr: dict[str, Any], kw: dict[str, float], expected: FastWeights, ref_iterations: int
+) -> FastWeights:
+    """One hf_cg step on `pr` with `kw`: the reference's iteration count and weights to 1e-10; the step."""
+    names = ("u", "target", "weight", "w", "ln_w", "ln_b")
+    got, info = hf_cg_update(*(pr[n] for n in names), **kw)  # type: ignore[arg-type]
+    assert info.iterations == ref_iterations
+    for name, e, g in zip(FastWeights._fields, expected, got, strict=True):
+        assert (e - g).abs().max().item() < 1e-10, f"{name} differs from the reference step"
+    return got
+
+
 @pytest.mark.parametrize(("seed", "max_iter", "stop_fraction"), [(2, 4, 0.75), (3, 6, 1.0), (4, 3, 0.5)])
 def test_one_step_equals_the_reference_conjugate_gradient(
     seed: int, max_iter: int, stop_fraction: float
@@ -190,18 +202,7 @@ def test_one_step_equals_the_reference_conjugate_gradient(
     pr = mlp_problem(seed)
     kw = dict(max_iter=max_iter, stop_fraction=stop_fraction, step_scale=37.0)
     expected, _, ref_iterations = reference_step(**pr, **kw)  # type: ignore[arg-type]
-    got, info = hf_cg_update(
-        pr["u"],
-        pr["target"],
-        pr["weight"],
-        pr["w"],
-        pr["ln_w"],
-        pr["ln_b"],
-        **kw,  # type: ignore[arg-type]
-    )
-    assert info.iterations == ref_iterations
-    for name, e, g in zip(FastWeights._fields, expected, got, strict=True):
-        assert (e - g).abs().max().item() < 1e-10, f"{name} differs from the reference step"
+    got = assert_step_equals_reference(pr, kw, expected, ref_iterations)
     moved = max((g - w0).abs().max().item() for g, w0 in zip(got, pr["w"], strict=True))
     assert moved > 1e-4, "the step must move the weights for this comparison to mean anything"
 
@@ -266,18 +267,7 @@ def test_phi_rule_fires_on_an_mlp_problem_as_in_the_reference() -> None:
     kw = dict(max_iter=8, stop_fraction=1.0, step_scale=1.0)
     expected, stopped_at, ref_iterations = reference_step(**pr, **kw)  # type: ignore[arg-type]
     assert any(s is not None for s in stopped_at), f"the case must make φ fire (stops: {stopped_at})"
-    got, info = hf_cg_update(
-        pr["u"],
-        pr["target"],
-        pr["weight"],
-        pr["w"],
-        pr["ln_w"],
-        pr["ln_b"],
-        **kw,  # type: ignore[arg-type]
-    )
-    assert info.iterations == ref_iterations
-    for name, e, g in zip(FastWeights._fields, expected, got, strict=True):
-        assert (e - g).abs().max().item() < 1e-10, f"{name} differs from the reference step"
+    assert_step_equals_reference(pr, kw, expected, ref_iterations)
 
 
 @pytest.mark.parametrize("stop_fraction", [0.5, 0.75, 0.875])
