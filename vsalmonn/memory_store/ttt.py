@@ -251,8 +251,10 @@ class TTTLayer(nn.Module):
         recon = F.layer_norm(v - k, (cfg.head_dim,), eps=LN_EPS)  # (B, H, n, p) LN(v − k)
         if cfg.target_ln_affine:
             target = torch.addcmul(k + self.target_ln_bias, recon, self.target_ln_weight)  # (B, H, n, p)
-        else:
+        elif qk_aug is None:
             target = recon + k  # (B, H, n, p)
+        else:
+            target = recon.add_(k)  # (B, H, n, p) inference: LN(v − k) is needed no more
         eta = torch.sigmoid(F.linear(x, self.lr_weight, self.lr_bias)).transpose(1, 2)  # (B, H, n)
         eta = (cfg.eta_base / cfg.head_dim) * eta  # (B, H, n)
         lag = cfg.long_span_lag
