@@ -437,7 +437,8 @@ def gd_update(
     """One gradient step W ← W − ∇L_b; the per-token learning rates live in `weight`.
 
     `backward_from_preln` with the subtraction folded in: W2 − Aᵀg in one baddbmm, and [W1; b1] from the
-    keys with a 1 appended, which spares a sum over the (n, m)-sized cotangent.
+    keys with a 1 appended, which spares a sum over the (n, m)-sized cotangent. `u_aug`, here and in the
+    other solvers: those keys [u, 1] (B, H, n, p+1) if the caller has them already (`InnerProblem.keys_aug`).
     """
     g_z2, cache = _preln_cotangent(u, target, weight, w, ln_weight, ln_bias, gelu=gelu, u_aug=u_aug)
     g_z1 = _gelu_chain_into(_mm_nt(g_z2, w.w2), cache.z1, cache.gelu)  # (B, H, n, m)
