@@ -107,6 +107,14 @@ def _gelu_chain(grad: Tensor, z: Tensor, approximate: Gelu = "none") -> Tensor:
     return torch.ops.aten.gelu_backward(grad, z, approximate=approximate)
 
 
+def _gelu_chain_into(grad: Tensor, z: Tensor, approximate: Gelu = "none") -> Tensor:
+    """`_gelu_chain` written into `grad` (a fresh product nobody else holds) when no gradient is recorded,
+    which spares an (n, m)-sized allocation and its first write."""
+    if _recording(grad, z):
+        return _gelu_chain(grad, z, approximate)
+    return torch.ops.aten.gelu_backward.grad_input(grad, z, approximate=approximate, grad_input=grad)
+
+
 @dataclass
 class MLPCache:
     """What the forward pass keeps for the backward pass and for Gauss-Newton products."""
@@ -186,8 +194,12 @@ def _preln_cotangent(
     ln_bias: Tensor,
     *,
     gelu: Gelu,
+    u_aug: Tensor | None = None,
 ) -> tuple[Tensor, MLPCache]:
-    """The loss's cotangent at the pre-LN output Z2 (B, H, n, p), and the forward cache."""
+    """The loss's cotangent at the pre-LN output Z2 (B, H, n, p), and the forward cache; `u_aug`: [u, 1]
+    if the caller has it already (used only when no gradient is recorded)."""
+    if not _recording(u, target, weight, *w, ln_weight, ln_bias):
+        return _preln_cotangent_inference(u, target, weight, w, ln_weight, ln_bias, gelu=gelu, u_aug=u_aug)
     out, cache = mlp_forward(u, w, ln_weight, ln_bias, gelu=gelu)
     g_y = weight[..., None] * (out - target)  # (B, H, n, p)
     g_xhat = g_y * ln_weight  # (B, H, n, p)
@@ -197,6 +209,47 @@ def _preln_cotangent(
         - cache.xhat * (g_xhat * cache.xhat).mean(dim=-1, keepdim=True)
     )  # (B, H, n, p)
     return g_z2, cache
+
+
+def _recording(*tensors: Tensor) -> bool:
+    """Whether autograd records ops on these tensors (training θ through the inner loop)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _preln_cotangent_inference(
+    u: Tensor,
+    target: Tensor,
+    weight: Tensor,
+    w: FastWeights,
+    ln_weight: Tensor,
+    ln_bias: Tensor,
+    *,
+    gelu: Gelu,
+    u_aug: Tensor | None = None,
+) -> tuple[Tensor, MLPCache]:
+    """`_preln_cotangent` when no gradient is recorded: the same formulas in fewer passes over (n, p).
+
+    The LayerNorm inside f is ATen's native one (its moments and 1/σ in one kernel, the same two-pass
+    formula), and the cotangent through it is ATen's LayerNorm backward, rstd·(g − mean g − x̂·mean(g x̂)),
+    one kernel instead of nine; out − target is formed in place without `out`, which only this difference
+    needs. Every (n, p)-sized pass costs about as much as its memory traffic, so fewer passes are what
+    counts (docs/benchmarks.md, "Issue 17: gd's own cost"). Neither ATen kernel's 1/σ carries a gradient
+    for training, hence the differentiable formulas when autograd records.
+    """
+    p = u.shape[-1]
+    if u_aug is None:
+        u_aug = _with_one(u)  # (B, H, n, p+1)
+    z1 = _mm(u_aug, torch.cat([w.w1, w.b1], dim=-2))  # (B, H, n, m)
+    act = F.gelu(z1, approximate=gelu)  # (B, H, n, m)
+    z2 = _affine(w.b2, act, w.w2)  # (B, H, n, p)
+    xhat, mean, inv_std = torch.native_layer_norm(z2, (p,), None, None, LN_EPS)  # (B, H, n, p), (B, H, n, 1)
+    # g_x̂ = weight ⊙ γ ⊙ (f(u) − target), f(u) = u + β + γ ⊙ x̂
+    g_xhat = torch.sub(u, target).add_(ln_bias).addcmul_(ln_weight, xhat)  # (B, H, n, p)
+    g_xhat.mul_(weight[..., None]).mul_(ln_weight)  # (B, H, n, p)
+    g_z2 = torch.ops.aten.native_layer_norm_backward(
+        g_xhat, z2, (p,), mean, inv_std, None, None, (True, False, False)
+    )[0]  # (B, H, n, p)
+    return g_z2, MLPCache(z1=z1, act=act, xhat=xhat, inv_std=inv_std, gelu=gelu, u_aug=u_aug)
 
 
 # ----- the packed layout of the CG solvers ---------------------------------------------------------------
@@ -379,14 +432,16 @@ def gd_update(
     ln_bias: Tensor,
     *,
     gelu: Gelu = "none",
+    u_aug: Tensor | None = None,
 ) -> FastWeights:
     """One gradient step W ← W − ∇L_b; the per-token learning rates live in `weight`.
 
     `backward_from_preln` with the subtraction folded in: W2 − Aᵀg in one baddbmm, and [W1; b1] from the
-    keys with a 1 appended, which spares a sum over the (n, m)-sized cotangent.
+    keys with a 1 appended, which spares a sum over the (n, m)-sized cotangent. `u_aug`, here and in the
+    other solvers: those keys [u, 1] (B, H, n, p+1) if the caller has them already (`InnerProblem.keys_aug`).
     """
-    g_z2, cache = _preln_cotangent(u, target, weight, w, ln_weight, ln_bias, gelu=gelu)
-    g_z1 = _gelu_chain(_mm_nt(g_z2, w.w2), cache.z1, cache.gelu)  # (B, H, n, m)
+    g_z2, cache = _preln_cotangent(u, target, weight, w, ln_weight, ln_bias, gelu=gelu, u_aug=u_aug)
+    g_z1 = _gelu_chain_into(_mm_nt(g_z2, w.w2), cache.z1, cache.gelu)  # (B, H, n, m)
     p = u.shape[-1]
     assert cache.u_aug is not None  # the cache is mlp_forward's of this u
     g_w1b1 = _mm_tn(cache.u_aug, g_z1)  # (B, H, p+1, m)
@@ -410,13 +465,14 @@ def newton_cg_update(
     tol: float,
     stop_fraction: float,
     gelu: Gelu = "none",
+    u_aug: Tensor | None = None,
 ) -> tuple[FastWeights, CGInfo]:
     """`hf_cg_newton`: one Hessian-free step W ← W − Δ with G Δ = ∇L_b solved by conjugate gradient.
 
     G is the Gauss-Newton matrix of the same weighted mini-batch loss, so Δ approximates the Newton step on
     L_b; the learning-rate gate then sets how much each token counts rather than the step length.
     """
-    g_z2, cache = _preln_cotangent(u, target, weight, w, ln_weight, ln_bias, gelu=gelu)
+    g_z2, cache = _preln_cotangent(u, target, weight, w, ln_weight, ln_bias, gelu=gelu, u_aug=u_aug)
     gn = _GaussNewton(u, w, cache, weight, own_cache=True)
     delta, info = _newton_cg_flat(
         gn.product, gn.pull_back(g_z2), max_iter=max_iter, tol=tol, stop_fraction=stop_fraction
@@ -499,6 +555,7 @@ def hf_cg_update(
     stop_fraction: float,
     step_scale: float,
     gelu: Gelu = "none",
+    u_aug: Tensor | None = None,
 ) -> tuple[FastWeights, CGInfo]:
     """`hf_cg`, TTT_HF as the paper defines it: W ← W − s·Δ with (Σ_i J_iᵀ J_i) Δ = ∇L_b.
 
@@ -506,7 +563,7 @@ def hf_cg_update(
     of `hf_cg_newton`'s: at default sizes (η ≈ 1e-3, |b| = 1,024) that is inert, hence the step scale s
     (`cg_step_scale`; s = 1 is the literal paper step).
     """
-    g_z2, cache = _preln_cotangent(u, target, weight, w, ln_weight, ln_bias, gelu=gelu)
+    g_z2, cache = _preln_cotangent(u, target, weight, w, ln_weight, ln_bias, gelu=gelu, u_aug=u_aug)
     gn = _GaussNewton(u, w, cache, None, own_cache=True)
     delta, info = _paper_cg_flat(
         gn.product, gn.pull_back(g_z2), max_iter=max_iter, stop_fraction=stop_fraction

@@ -59,6 +59,9 @@ class InnerProblem:
     lag_weight: float
     gelu: Gelu = "none"
     fused_target: Tensor | None = field(default=None, repr=False)  # combined_target, if made already
+    # [k, 1] and [q, 1] (B, H, n, p+1), if made already (inference): `keys` and `queries` are their views
+    keys_aug: Tensor | None = field(default=None, repr=False)
+    queries_aug: Tensor | None = field(default=None, repr=False)
 
     @property
     def weight(self) -> Tensor:
@@ -206,7 +209,19 @@ class TTTLayer(nn.Module):
         qk = qkv[:, : 2 * h]  # (B, 2H, n, p)
         v = qkv[:, 2 * h :]  # (B, H, n, p)
         # F.normalize's formula (x / max(‖x‖, 1e-12)) for q and k in one norm and one division
-        qk = qk / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(1e-12)  # (B, 2H, n, p)
+        norm = torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(1e-12)  # (B, 2H, n, 1)
+        qk_aug = None
+        if cfg.rope or torch.is_grad_enabled():
+            qk = qk / norm  # (B, 2H, n, p)
+        else:
+            # Inference without rotation: the division writes q and k straight into [q, 1] and [k, 1], the
+            # augmented rows the fast MLP's first product takes, which spares two (n, p+1) concatenations.
+            b = x.shape[0]
+            p = cfg.head_dim
+            qk_aug = x.new_empty(2, b, h, n, p + 1)  # (2, B, H, n, p+1) [q, 1] then [k, 1]
+            qk_aug[..., p].fill_(1.0)
+            rows = qk_aug[..., :p].transpose(0, 1)  # (B, 2, H, n, p)
+            torch.div(qk.unflatten(1, (2, h)), norm.unflatten(1, (2, h)), out=rows)
         if cfg.uses_times:
             if times is None or times.shape != x.shape[:2]:
                 got = None if times is None else list(times.shape)
@@ -229,12 +244,17 @@ class TTTLayer(nn.Module):
                 qk = rotate(qk, cos, sin)  # (B, 2H, n, p) q and k rotated by the same angles
             if cfg.value_time_code:
                 v = v + cfg.value_time_code * time_code(cos, sin).to(v.dtype)  # (B, H, n, p)
-        q, k = qk[:, :h], qk[:, h:]  # (B, H, n, p) each, contiguous: slices of the head dimension
+        if qk_aug is None:
+            q, k = qk[:, :h], qk[:, h:]  # (B, H, n, p) each, contiguous: slices of the head dimension
+        else:
+            q, k = qk_aug[0, ..., :p], qk_aug[1, ..., :p]  # (B, H, n, p) each, rows of stride p+1
         recon = F.layer_norm(v - k, (cfg.head_dim,), eps=LN_EPS)  # (B, H, n, p) LN(v − k)
         if cfg.target_ln_affine:
             target = torch.addcmul(k + self.target_ln_bias, recon, self.target_ln_weight)  # (B, H, n, p)
-        else:
+        elif qk_aug is None:
             target = recon + k  # (B, H, n, p)
+        else:
+            target = recon.add_(k)  # (B, H, n, p) inference: LN(v − k) is needed no more
         eta = torch.sigmoid(F.linear(x, self.lr_weight, self.lr_bias)).transpose(1, 2)  # (B, H, n)
         eta = (cfg.eta_base / cfg.head_dim) * eta  # (B, H, n)
         lag = cfg.long_span_lag
@@ -278,6 +298,8 @@ class TTTLayer(nn.Module):
             lag_weight=cfg.long_span_weight if lag > 0 else 0.0,
             gelu=self.gelu,
             fused_target=fused,
+            keys_aug=None if qk_aug is None else qk_aug[1],
+            queries_aug=None if qk_aug is None else qk_aug[0],
         )
 
     def update(self, problem: InnerProblem, fast: FastWeights) -> tuple[FastWeights, CGInfo | None]:
@@ -287,7 +309,14 @@ class TTTLayer(nn.Module):
         if cfg.optimizer == "gd":
             return (
                 gd_update(
-                    problem.keys, target, weight, fast, self.ln_weight, self.ln_bias, gelu=problem.gelu
+                    problem.keys,
+                    target,
+                    weight,
+                    fast,
+                    self.ln_weight,
+                    self.ln_bias,
+                    gelu=problem.gelu,
+                    u_aug=problem.keys_aug,
                 ),
                 None,
             )
@@ -303,6 +332,7 @@ class TTTLayer(nn.Module):
                 stop_fraction=cfg.cg_stop_fraction,
                 step_scale=cfg.cg_step_scale,
                 gelu=problem.gelu,
+                u_aug=problem.keys_aug,
             )
         return newton_cg_update(
             problem.keys,
@@ -315,21 +345,30 @@ class TTTLayer(nn.Module):
             tol=cfg.cg_tol,
             stop_fraction=cfg.cg_stop_fraction,
             gelu=problem.gelu,
+            u_aug=problem.keys_aug,
         )
 
-    def read_out(self, x: Tensor, queries: Tensor, fast: FastWeights) -> Tensor:
+    def read_out(
+        self, x: Tensor, queries: Tensor, fast: FastWeights, queries_aug: Tensor | None = None
+    ) -> Tensor:
         """x̃ = x + tanh(α) ⊙ θ_O·LN(f(q; W)): the mini-batch rewritten with the updated weights.
 
         f is `mlp_forward`'s formula without the cache the update keeps for its backward pass (one native
         LayerNorm over p instead of the moments' six passes); under no_grad its last op writes straight into
         the (B, n, H, p) layout of the output LayerNorm; and tanh(α) ⊙ θ_O· + x is one addmm with α folded
-        into the rows of θ_O (a (d, d) product instead of two passes over the (n, d) output).
+        into the rows of θ_O (a (d, d) product instead of two passes over the (n, d) output). `queries_aug`:
+        [q, 1] (B, H, n, p+1) if made already (`InnerProblem.queries_aug`).
         """
         b, n, d = x.shape
         p = self.config.head_dim
-        u_aug = torch.cat([queries, queries.new_ones(()).expand(*queries.shape[:-1], 1)], dim=-1)
+        u_aug = queries_aug
+        if u_aug is None:
+            u_aug = torch.cat([queries, queries.new_ones(()).expand(*queries.shape[:-1], 1)], dim=-1)
         z1 = torch.matmul(u_aug, torch.cat([fast.w1, fast.b1], dim=-2))  # (B, H, n, m) q·W1 + b1
-        act = F.gelu(z1, approximate=self.gelu)  # (B, H, n, m)
+        if torch.is_grad_enabled():
+            act = F.gelu(z1, approximate=self.gelu)  # (B, H, n, m)
+        else:
+            act = torch.ops.aten.gelu_(z1, approximate=self.gelu)  # (B, H, n, m) z1 is needed no more
         z2 = torch.baddbmm(fast.b2.flatten(0, 1), act.flatten(0, 1), fast.w2.flatten(0, 1))  # (B·H, n, p)
         ln = F.layer_norm(z2, (p,), eps=LN_EPS).view(queries.shape)  # (B, H, n, p)
         base = queries + self.ln_bias  # (B, H, n, p)
@@ -352,7 +391,7 @@ class TTTLayer(nn.Module):
         with the post-update weights."""
         problem = self.inner_problem(x, state, times, positions)
         fast, info = self.update(problem, state.fast)
-        y = self.read_out(x, problem.queries, fast)  # (B, n, d)
+        y = self.read_out(x, problem.queries, fast, problem.queries_aug)  # (B, n, d)
         return y, TTTState(fast=fast, carry=problem.carry, seen=state.seen + x.shape[1], last_cg=info)
 
     def forward(
