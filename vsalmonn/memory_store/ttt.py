@@ -305,47 +305,17 @@ class TTTLayer(nn.Module):
     def update(self, problem: InnerProblem, fast: FastWeights) -> tuple[FastWeights, CGInfo | None]:
         """The fast weights after one step of the configured inner optimiser on `problem`."""
         cfg = self.config
-        target, weight = problem.combined_target, problem.weight
+        args = (problem.keys, problem.combined_target, problem.weight, fast, self.ln_weight, self.ln_bias)
+        common = {"gelu": problem.gelu, "u_aug": problem.keys_aug}
         if cfg.optimizer == "gd":
-            return (
-                gd_update(
-                    problem.keys,
-                    target,
-                    weight,
-                    fast,
-                    self.ln_weight,
-                    self.ln_bias,
-                    gelu=problem.gelu,
-                    u_aug=problem.keys_aug,
-                ),
-                None,
-            )
+            return gd_update(*args, **common), None
         if cfg.optimizer == "hf_cg":
             return hf_cg_update(
-                problem.keys,
-                target,
-                weight,
-                fast,
-                self.ln_weight,
-                self.ln_bias,
-                max_iter=cfg.cg_max_iter,
-                stop_fraction=cfg.cg_stop_fraction,
-                step_scale=cfg.cg_step_scale,
-                gelu=problem.gelu,
-                u_aug=problem.keys_aug,
-            )
+                *args, max_iter=cfg.cg_max_iter, stop_fraction=cfg.cg_stop_fraction,
+                step_scale=cfg.cg_step_scale, **common,
+            )  # fmt: skip
         return newton_cg_update(
-            problem.keys,
-            target,
-            weight,
-            fast,
-            self.ln_weight,
-            self.ln_bias,
-            max_iter=cfg.cg_max_iter,
-            tol=cfg.cg_tol,
-            stop_fraction=cfg.cg_stop_fraction,
-            gelu=problem.gelu,
-            u_aug=problem.keys_aug,
+            *args, max_iter=cfg.cg_max_iter, tol=cfg.cg_tol, stop_fraction=cfg.cg_stop_fraction, **common
         )
 
     def read_out(
