@@ -183,10 +183,11 @@ class StreamActor:
             import torch
 
             if uses_cuda(self.settings) and not torch.cuda.is_available():  # before minutes of loading
+                where = self.where()
                 raise StreamSetupError(
                     f"memory.device 'cuda', but this actor's process sees no CUDA device (GPUs Ray gave it: "
-                    f"{', '.join(self.where()['gpus']) or 'none'}; CUDA_VISIBLE_DEVICES="
-                    f"{os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')})"
+                    f"{', '.join(where['gpus']) or 'none'}; CUDA_VISIBLE_DEVICES="
+                    f"{where['cuda_visible_devices'] or '(unset)'})"
                 )
 
             from vsalmonn.app import open_plugins
@@ -440,19 +441,16 @@ class RayDaemon:
         except Exception as exc:  # the actor died for good (restarts spent) or could not be made
             reason = f"Ray gave up on the stream's actor: {one_line(f'{type(exc).__name__}: {exc}')}"
             stream.result = {"state": "failed", "last_error": reason}
-            log.error("stream %s failed: %s", stream.spec.name, reason)
-            self._write_failed(stream.spec, reason)
-            return
-        if stream.result.get("setup_failed"):
+        else:
+            if not stream.result.get("setup_failed"):  # the actor's runner wrote its own rows
+                log.warning(
+                    "stream %s %s on node %s",
+                    stream.spec.name, stream.result["state"], stream.result.get("node_id"),
+                )  # fmt: skip
+                return
             reason = str(stream.result["last_error"])
-            log.error(
-                "stream %s failed on node %s: %s", stream.spec.name, stream.result.get("node_id"), reason
-            )
-            self._write_failed(stream.spec, reason)
-            return
-        log.warning(
-            "stream %s %s on node %s", stream.spec.name, stream.result["state"], stream.result.get("node_id")
-        )
+        log.error("stream %s failed: %s", stream.spec.name, reason)
+        self._write_failed(stream.spec, reason)
 
     def _write_failed(self, spec: StreamSpec, reason: str) -> None:
         from vsalmonn.perception.daemon import write_status
