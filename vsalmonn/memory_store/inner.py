@@ -127,7 +127,7 @@ class MLPCache:
     u_aug: Tensor | None = None  # (B, H, n, p+1) [u, 1], for the b1 row of [W1; b1]; None if made elsewhere
 
 
-def _with_one(u: Tensor) -> Tensor:
+def with_one(u: Tensor) -> Tensor:
     """[u, 1] (B, H, n, p+1): one bmm by [W1; b1] then gives u·W1 + b1 (and its transpose both gradients)
     without the bias broadcast that baddbmm copies into every (n, m)-sized output, or a sum over n."""
     return torch.cat([u, u.new_ones(()).expand(*u.shape[:-1], 1)], dim=-1)  # (B, H, n, p+1)
@@ -143,7 +143,7 @@ def mlp_forward(
     gelu: Gelu = "none",
 ) -> tuple[Tensor, MLPCache]:
     """f(u; W) = u + LN(W2·gelu(W1·u + b1) + b2), per head; returns the output and the cache."""
-    u_aug = _with_one(u)  # (B, H, n, p+1)
+    u_aug = with_one(u)  # (B, H, n, p+1)
     z1 = _mm(u_aug, torch.cat([w.w1, w.b1], dim=-2))  # (B, H, n, m)
     act = F.gelu(z1, approximate=gelu)  # (B, H, n, m)
     z2 = _affine(w.b2, act, w.w2)  # (B, H, n, p)
@@ -238,7 +238,7 @@ def _preln_cotangent_inference(
     """
     p = u.shape[-1]
     if u_aug is None:
-        u_aug = _with_one(u)  # (B, H, n, p+1)
+        u_aug = with_one(u)  # (B, H, n, p+1)
     z1 = _mm(u_aug, torch.cat([w.w1, w.b1], dim=-2))  # (B, H, n, m)
     act = F.gelu(z1, approximate=gelu)  # (B, H, n, m)
     z2 = _affine(w.b2, act, w.w2)  # (B, H, n, p)
@@ -313,7 +313,7 @@ class _GaussNewton:
         """`own_cache`: the cache is `mlp_forward(u, w, …)`'s with this very u, so its [u, 1] is reused."""
         self.p, self.m = w.w1.shape[-2:]
         reuse = own_cache and cache.u_aug is not None
-        self.u_aug = cache.u_aug if reuse else _with_one(u)  # (B, H, n, p+1) keys with a 1 for b1
+        self.u_aug = cache.u_aug if reuse else with_one(u)  # (B, H, n, p+1) keys with a 1 for b1
         self.dgelu = _gelu_chain(u.new_ones(()).expand_as(cache.z1), cache.z1, cache.gelu)  # (B, H, n, m)
         self.act = cache.act  # (B, H, n, m)
         self.w2 = w.w2  # (B, H, m, p)

@@ -25,6 +25,7 @@ from .inner import (
     hf_cg_update,
     mlp_forward,
     newton_cg_update,
+    with_one,
 )
 from .rope import rope_angles, rope_angles_3d, rotate, time_code
 
@@ -331,9 +332,7 @@ class TTTLayer(nn.Module):
         """
         b, n, d = x.shape
         p = self.config.head_dim
-        u_aug = queries_aug
-        if u_aug is None:
-            u_aug = torch.cat([queries, queries.new_ones(()).expand(*queries.shape[:-1], 1)], dim=-1)
+        u_aug = with_one(queries) if queries_aug is None else queries_aug  # (B, H, n, p+1)
         z1 = torch.matmul(u_aug, torch.cat([fast.w1, fast.b1], dim=-2))  # (B, H, n, m) q·W1 + b1
         if torch.is_grad_enabled():
             act = F.gelu(z1, approximate=self.gelu)  # (B, H, n, m)
