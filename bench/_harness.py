@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from vsalmonn.cli.output import UsageError, format_table
+from vsalmonn.perception import allocator
 from vsalmonn.perception.decode import probe
 from vsalmonn.settings import SettingsError, load_settings
 
@@ -44,6 +45,9 @@ def environment() -> dict[str, Any]:
         # cores they change speed more than anything else here does when other work shares the machine.
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
+        # whether glibc's malloc thresholds were fixed (the CLI does it: `vsalmonn.cli.tune_malloc`); without
+        # it hf_cg faults its temporaries in afresh at every mini-batch
+        "malloc_tuned": allocator.holds_freed_blocks(),
     }
 
 
@@ -96,7 +100,8 @@ def render_environment(env: dict[str, Any]) -> str:
     return (
         f"torch {env['torch']}, {env['threads']} threads, {env['cores']} cores, {env['cpu']}, "
         f"Python {env['python']}, OMP_WAIT_POLICY {env.get('omp_wait_policy') or 'unset'}, "
-        f"GOMP_SPINCOUNT {env.get('gomp_spincount') or 'unset'}"
+        f"GOMP_SPINCOUNT {env.get('gomp_spincount') or 'unset'}, "
+        f"malloc {'tuned' if env.get('malloc_tuned') else 'glibc defaults'}"
     )
 
 

@@ -15,6 +15,7 @@ figures are a floor. Targets (issues 2 and 17, a 2-core CPU): hf_cg ≥ 10,000 t
 
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -106,20 +107,27 @@ def _ttt_throughput(warmup: int, timed: int, gen: torch.Generator) -> dict[str, 
     }
     states = {opt: layer.init_state(batch=1) for opt, layer in layers.items()}
     times: dict[str, list[float]] = {opt: [] for opt in OPTIMIZERS}
+    page_faults: dict[str, list[int]] = {opt: [] for opt in OPTIMIZERS}  # minor faults (allocator.tune)
     cg_iterations: dict[str, list[int]] = {opt: [] for opt in CG_OPTIMIZERS}
     with torch.no_grad():
         for step in range(warmup + timed):
             x = _unit(MINI_BATCH, gen)[None]  # (1, n, d)
             for opt in OPTIMIZERS:
+                faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 started = time.perf_counter()
                 _, states[opt] = layers[opt](x, states[opt])
                 elapsed = time.perf_counter() - started
                 if step >= warmup:
                     times[opt].append(elapsed)
+                    page_faults[opt].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
                     if states[opt].last_cg is not None:
                         cg_iterations[opt].append(states[opt].last_cg.iterations)
     result = {
-        opt: {"tokens_per_s": MINI_BATCH / median(t), "ms_per_mini_batch": 1e3 * median(t)}
+        opt: {
+            "tokens_per_s": MINI_BATCH / median(t),
+            "ms_per_mini_batch": 1e3 * median(t),
+            "page_faults_per_mini_batch": median(page_faults[opt]),
+        }
         for opt, t in times.items()
     }
     for opt, its in cg_iterations.items():
@@ -173,14 +181,15 @@ def render(result: dict[str, Any]) -> str:
             f"{ttt[opt]['tokens_per_s']:,.0f}",
             "tokens/s",
             f"{ttt[opt]['ms_per_mini_batch']:.1f}",
+            f"{ttt[opt]['page_faults_per_mini_batch']:,.0f}",
         ]
         for opt in OPTIMIZERS
     ]
     rows += [
-        [f"bank append + reduce, {policy}", f"{ms:.2f}", "ms", ""]
+        [f"bank append + reduce, {policy}", f"{ms:.2f}", "ms", "", ""]
         for policy, ms in result["bank_append_ms"].items()
     ]
-    rows.append(["reader, one prompt", f"{result['reader_ms_per_prompt']:.2f}", "ms", ""])
+    rows.append(["reader, one prompt", f"{result['reader_ms_per_prompt']:.2f}", "ms", "", ""])
     return "\n".join(
         [
             f"bench ttt{' (quick)' if result['quick'] else ''}: dim {sizes['dim']}, {sizes['heads']} heads, "
@@ -188,7 +197,7 @@ def render(result: dict[str, Any]) -> str:
             f"bank {sizes['slots']:,} slots + {sizes['incoming']:,} incoming",
             render_environment(result["environment"]),
             "",
-            format_table(["measure", "median", "unit", "ms/mini-batch"], rows),
+            format_table(["measure", "median", "unit", "ms/mini-batch", "page faults/mini-batch"], rows),
             "CG iterations per mini-batch on average: "
             + ", ".join(f"{opt} {ttt[opt]['cg_iterations_mean']:.1f}" for opt in CG_OPTIMIZERS if opt in ttt),
             "",

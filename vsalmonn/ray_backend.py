@@ -196,7 +196,7 @@ class StreamActor:
             from vsalmonn.perception.daemon import daemon_kinds
             from vsalmonn.perception.pipeline import Encoders
 
-            allocator.limit_arenas()
+            allocator.tune()
             torch.set_num_threads(actor_threads(self.settings))
             settings = self.settings
             store = MemoryStore.open(settings.data_dir, settings.store)

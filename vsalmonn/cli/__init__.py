@@ -142,9 +142,20 @@ def openmp_waits(command: str) -> None:
         os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
 
 
+def tune_malloc(command: str) -> None:
+    """glibc's malloc set for the memory's temporaries (`allocator.tune`) in the commands that write a
+    memory (ingest, daemon, bench, train-memory, demo): hf_cg ran 28-35 % faster without its page faults.
+    The query commands keep glibc's defaults: they run no TTT update."""
+    if command not in QUERY_COMMANDS:
+        from vsalmonn.perception import allocator
+
+        allocator.tune()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     openmp_waits(args.command)
+    tune_malloc(args.command)
     from vsalmonn.memory_store.redact import redact
 
     _configure_logging(getattr(args, "verbose", 0))

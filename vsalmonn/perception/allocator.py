@@ -28,7 +28,21 @@ What it does, on glibc only (elsewhere every function here is a no-op that retur
 Cost, measured in that run: a trim took 26 ms (median; 90 % under 50 ms, at most 141 ms while the two
 cores were shared by ten busy threads), on the checkpoint's thread, once per 60 s of stream time: at 7x
 real time about 0.3 % of wall time. It holds each arena's lock while it scans it, so another thread's
-malloc may wait that long once a minute. Nothing here ever raises: memory tuning must not fail ingestion.
+malloc may wait that long once a minute.
+
+- `hold_freed_blocks` fixes the mmap threshold at `MMAP_THRESHOLD_MB` and the trim threshold at
+  `TRIM_THRESHOLD_MB`: the state glibc's dynamic thresholds reach by themselves once a 32 MB block has been
+  freed, set from the start. Why: with the thresholds where the memory's own temporaries leave them (a
+  6 MB (H, n, m) activation raises the mmap threshold to 6 MB and the trim threshold to 12 MB), every
+  larger temporary of a TTT update is a fresh mapping and every free at the heap's top gives pages back,
+  so each mini-batch faults its working set in again: `hf_cg` took 2,962-11,646 minor page faults per
+  mini-batch, 11-19 ms of system time, and ran 28-35 % slower than with both set (docs/benchmarks.md,
+  "Issue 17: page faults"). Setting one alone made it worse (the other then stays at glibc's static
+  default), so both are set or neither. The heap it lets arenas keep is what the dynamic state already
+  lets them keep, and the trim after each checkpoint still hands it back.
+- `tune` is what a process that runs the memory calls first: `limit_arenas` and `hold_freed_blocks`.
+
+Nothing here ever raises: memory tuning must not fail ingestion.
 """
 
 from __future__ import annotations
@@ -42,19 +56,39 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ARENAS", "MIN_INTERVAL_S", "is_glibc", "limit_arenas", "trim", "trim_after_commit"]
+__all__ = [
+    "ARENAS",
+    "MIN_INTERVAL_S",
+    "MMAP_THRESHOLD_MB",
+    "TRIM_THRESHOLD_MB",
+    "hold_freed_blocks",
+    "holds_freed_blocks",
+    "is_glibc",
+    "limit_arenas",
+    "trim",
+    "trim_after_commit",
+    "tune",
+]
 
 ARENAS = 2
 """malloc arenas at most (glibc's default: 8 per core)."""
 MIN_INTERVAL_S = 5.0
 """`trim_after_commit` trims at most this often (wall seconds), however many streams commit."""
 
-_M_ARENA_MAX = -8  # mallopt parameter, <malloc.h>
+MMAP_THRESHOLD_MB = 32
+"""Blocks at least this large get a mapping of their own (glibc's dynamic threshold tops out here too)."""
+TRIM_THRESHOLD_MB = 64
+"""Free memory at an arena's top beyond this goes back to the kernel at once (2x the mmap threshold, as
+glibc's dynamic rule sets it)."""
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # mallopt parameters, <malloc.h>
+_THRESHOLD_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 _lock = threading.Lock()
 _libc: Any = None
 _looked_up = False
 _last_trim = -float("inf")
+_held = False
 
 
 def _glibc() -> Any:
@@ -96,6 +130,38 @@ def limit_arenas(count: int = ARENAS) -> bool:
     except Exception as exc:  # never fail the caller over tuning
         log.debug("mallopt(M_ARENA_MAX) failed: %s", exc)
         return False
+
+
+def hold_freed_blocks(mmap_mb: int = MMAP_THRESHOLD_MB, trim_mb: int = TRIM_THRESHOLD_MB) -> bool:
+    """Fix glibc's mmap and trim thresholds (MB) so that a TTT update's temporaries reuse freed heap
+    instead of faulting fresh pages in; True if both were set.
+
+    Not set when either ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` is in the environment (the
+    operator's choice, which glibc has read already) or off glibc.
+    """
+    lib = _glibc()
+    if lib is None or any(os.environ.get(name) for name in _THRESHOLD_ENV):
+        return False
+    try:
+        # the trim threshold first: a fixed mmap threshold alone would leave it at the static 128 KB
+        global _held
+        trimmed = bool(lib.mallopt(_M_TRIM_THRESHOLD, int(trim_mb) << 20))
+        _held = trimmed and bool(lib.mallopt(_M_MMAP_THRESHOLD, int(mmap_mb) << 20))
+        return _held
+    except Exception as exc:  # never fail the caller over tuning
+        log.debug("mallopt(M_TRIM_THRESHOLD / M_MMAP_THRESHOLD) failed: %s", exc)
+        return False
+
+
+def holds_freed_blocks() -> bool:
+    """Whether `hold_freed_blocks` has set the thresholds in this process (benchmarks record it)."""
+    return _held
+
+
+def tune() -> bool:
+    """`limit_arenas` and `hold_freed_blocks`, before the process starts its threads; True if both took."""
+    arenas = limit_arenas()
+    return hold_freed_blocks() and arenas
 
 
 def trim() -> bool:

@@ -205,7 +205,7 @@ class Daemon:
 
     def start(self) -> None:
         """Load the encoders and start every stream's thread and the status reporter."""
-        allocator.limit_arenas()  # before the threads: their arenas are taken on their first malloc
+        allocator.tune()  # before the threads: their arenas are taken on their first malloc
         for spec in self.specs:
             self._launch(spec)
         self._ensure_reporter()
