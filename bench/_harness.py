@@ -51,6 +51,30 @@ def environment() -> dict[str, Any]:
     }
 
 
+SCENE = 64
+"""Tokens per scene of `token_stream`'s "scenes"."""
+
+
+def token_stream(
+    kind: str, n: int, dim: int, *, seed: int = 0, noise: float = 0.3, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """n unit tokens (1, n, dim) for the memory benchmarks that need no encoder.
+
+    "scenes": runs of `SCENE` near-duplicate tokens (a random unit anchor plus `noise`), as a camera's frames
+    are: on these, as on encoded video (the needle streams), hf_cg's φ rule never fires and CG runs to
+    cg_max_iter. "random": independent random unit tokens, on which it stops every head at iteration 2.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    if kind == "random":
+        return torch.nn.functional.normalize(torch.randn(1, n, dim, generator=gen, dtype=dtype), dim=-1)
+    if kind != "scenes":
+        raise ValueError(f"token stream kind {kind!r}: use 'scenes' or 'random'")
+    anchors = torch.randn(-(-n // SCENE), dim, generator=gen, dtype=dtype)  # (scenes, d)
+    x = anchors.repeat_interleave(SCENE, dim=0)[:n]  # (n, d)
+    x = x + noise * torch.randn(n, dim, generator=gen, dtype=dtype)  # (n, d)
+    return torch.nn.functional.normalize(x, dim=-1)[None]  # (1, n, d)
+
+
 def cpu_name() -> str:
     """The CPU model from /proc/cpuinfo (Linux); platform.processor() elsewhere, which is often empty."""
     try:

@@ -30,20 +30,10 @@ from vsalmonn.memory_store.inner import fw_add, fw_dot
 from vsalmonn.memory_store.slow_weights import load_slow_weights, shipped_path
 from vsalmonn.memory_store.ttt import TTTConfig, TTTLayer
 
-DIM, HEADS, MINI_BATCH, SCENE = 384, 8, 1024, 64
+from ._harness import token_stream
+
+DIM, HEADS, MINI_BATCH = 384, 8, 1024
 SCALES = (1.0, 256.0, 1024.0, 4096.0, 8192.0, 16384.0, 65536.0)
-
-
-def make_stream(kind: str, n: int, *, seed: int = 0, noise: float = 0.3) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    if kind == "random":
-        return torch.nn.functional.normalize(
-            torch.randn(1, n, DIM, generator=gen, dtype=torch.float64), dim=-1
-        )
-    anchors = torch.randn(n // SCENE, DIM, generator=gen, dtype=torch.float64)
-    x = anchors.repeat_interleave(SCENE, dim=0)
-    x = x + noise * torch.randn(n, DIM, generator=gen, dtype=torch.float64)
-    return torch.nn.functional.normalize(x, dim=-1)[None]  # (1, n, d)
 
 
 def measure(
@@ -66,7 +56,7 @@ def measure(
         gen = torch.Generator().manual_seed(1)
         with torch.no_grad():
             layer.qkv.copy_(torch.randn(3 * DIM, DIM, generator=gen, dtype=torch.float64) / math.sqrt(DIM))
-    x = make_stream(stream, 2 * MINI_BATCH)
+    x = token_stream(stream, 2 * MINI_BATCH, DIM)
     with torch.no_grad():
         state = layer.init_state()
         p1 = layer.inner_problem(x[:, :MINI_BATCH], state)
